@@ -1,0 +1,28 @@
+# The two commands of the README: `make demo` and `make test`. Both set up .venv first.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test bench-overhead clean
+
+setup: $(STAMP)
+
+# torch is pinned through constraints.txt: an unpinned torch resolves to the multi-GB CUDA build.
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+demo: setup
+	$(VENV)/bin/dlprof profile recipes/mnist_mlp.py --epochs 2 --out reports/demo
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench-overhead: setup
+	$(PY) benchmarks/overhead.py --out reports/benchmarks/overhead.txt
+
+clean:
+	rm -rf $(VENV) reports/demo .pytest_cache

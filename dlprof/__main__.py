@@ -1,0 +1,3 @@
+from dlprof.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,135 @@
+"""Per-batch and per-stage views of a profile run: pure functions of the records.
+
+DataFrames use units in column names (``fetch_ms``, ``wait_pct``). No torch import.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from dlprof.records import MAIN_PROCESS, ProfileRun
+
+# Share of the training loop's time spent waiting for data. The TensorFlow profiler's
+# input-pipeline analyzer calls an input stall above 5% of step time moderate and above 20%
+# high; we use the same cut-offs so verdicts read the same across tools.
+DATA_BOUND_PCT = 20.0
+BALANCED_PCT = 5.0
+
+STAGES = ("fetch", "collate", "pin", "wait", "transfer", "step")
+_NS_PER_MS = 1e6
+
+
+def batch_frame(run: ProfileRun) -> pd.DataFrame:
+    """One row per batch. Times in ms; ``*_at_ms`` are offsets from the start of the run."""
+    origin = run.epochs[0].iter_start_ns if run.epochs else 0
+    first_of_epoch = {e.epoch for e in run.epochs}
+    rows = []
+    for b in run.batches:
+        per_sample = b.sample_fetch_ns
+        rows.append({
+            "epoch": b.epoch,
+            "batch": b.index,
+            "worker_id": b.worker_id,
+            "worker_pid": b.worker_pid,
+            "samples": b.samples,
+            "fetch_mode": b.fetch_mode,
+            "fetch_ms": (b.fetch_end_ns - b.fetch_start_ns) / _NS_PER_MS,
+            "fetch_per_sample_ms": (sum(per_sample) / len(per_sample) / _NS_PER_MS) if per_sample
+            else ((b.fetch_end_ns - b.fetch_start_ns) / b.samples / _NS_PER_MS if b.samples else 0.0),
+            "collate_ms": (b.collate_end_ns - b.collate_start_ns) / _NS_PER_MS,
+            "pin_ms": (b.pin_end_ns - b.pin_start_ns) / _NS_PER_MS,
+            "wait_ms": (b.wait_end_ns - b.wait_start_ns) / _NS_PER_MS,
+            "transfer_ms": b.transfer_ns / _NS_PER_MS,
+            "step_ms": b.step_ns / _NS_PER_MS,
+            "fetch_at_ms": (b.fetch_start_ns - origin) / _NS_PER_MS if b.fetch_start_ns else float("nan"),
+            "wait_at_ms": (b.wait_start_ns - origin) / _NS_PER_MS,
+            "first_in_epoch": b.index == 0 and b.epoch in first_of_epoch,
+        })
+    columns = ["epoch", "batch", "worker_id", "worker_pid", "samples", "fetch_mode", "fetch_ms",
+               "fetch_per_sample_ms", "collate_ms", "pin_ms", "wait_ms", "transfer_ms", "step_ms",
+               "fetch_at_ms", "wait_at_ms", "first_in_epoch"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def steady_batches(frame: pd.DataFrame, uses_workers: bool) -> pd.DataFrame:
+    """Batches past start-up. With workers, an epoch's first wait includes starting them."""
+    if uses_workers and (~frame["first_in_epoch"]).any():
+        return frame[~frame["first_in_epoch"]]
+    return frame
+
+
+def stage_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per stage: batches seen, mean / median / p90 per batch and total, in ms."""
+    rows = []
+    for stage in STAGES:
+        col = frame[f"{stage}_ms"]
+        if stage == "pin" and not (col > 0).any():
+            continue  # no pin-memory thread ran
+        if stage == "transfer" and not (col > 0).any():
+            continue  # no device copy
+        rows.append({"stage": stage, "batches": int(col.count()), "mean_ms": col.mean(),
+                     "p50_ms": col.median(), "p90_ms": col.quantile(0.9), "total_ms": col.sum()})
+    return pd.DataFrame(rows, columns=["stage", "batches", "mean_ms", "p50_ms", "p90_ms", "total_ms"])
+
+
+@dataclass
+class Summary:
+    """What ``summary()`` shows; renderers format it and compute nothing."""
+
+    loader: dict
+    batches: int
+    epochs: int
+    samples: int
+    stages: pd.DataFrame
+    wait_pct: float  # of the steady-state loop time (wait + transfer + step)
+    verdict: str  # data-bound | balanced | compute-bound | unknown
+    reason: str
+    samples_per_s: float  # steady state
+    startup_ms: list[float]  # per epoch: iter() to first batch
+    workers_reused: list[bool]
+    batches_per_worker: dict[int, int]
+    notes: list[str] = field(default_factory=list)
+
+
+def summarize(run: ProfileRun) -> Summary:
+    frame = batch_frame(run)
+    uses_workers = bool(run.loader and run.loader.num_workers > 0)
+    steady = steady_batches(frame, uses_workers)
+    loop_ms = float((steady["wait_ms"] + steady["transfer_ms"] + steady["step_ms"]).sum())
+    wait_ms = float(steady["wait_ms"].sum())
+    wait_pct = 100.0 * wait_ms / loop_ms if loop_ms > 0 else float("nan")
+    verdict, reason = verdict_hint(wait_pct, len(steady))
+    samples_per_s = 1000.0 * float(steady["samples"].sum()) / loop_ms if loop_ms > 0 else float("nan")
+    startup = [(e.first_batch_ns - e.iter_start_ns) / _NS_PER_MS for e in run.epochs if e.first_batch_ns]
+    per_worker = {int(k): int(v) for k, v in frame.groupby("worker_id").size().items()}
+    notes = list(run.notes)
+    if uses_workers and len(steady) < len(frame):
+        notes.append("steady-state figures leave out each epoch's first batch, whose wait includes "
+                     "worker start-up (see startup)")
+    return Summary(
+        loader={} if run.loader is None else dataclasses.asdict(run.loader),
+        batches=len(frame), epochs=len(run.epochs), samples=int(frame["samples"].sum()),
+        stages=stage_table(frame), wait_pct=wait_pct, verdict=verdict, reason=reason,
+        samples_per_s=samples_per_s, startup_ms=startup,
+        workers_reused=[e.workers_reused for e in run.epochs], batches_per_worker=per_worker,
+        notes=notes,
+    )
+
+
+def verdict_hint(wait_pct: float, batches: int) -> tuple[str, str]:
+    if batches == 0 or wait_pct != wait_pct:  # NaN: nothing measured
+        return "unknown", "no batches were measured"
+    if wait_pct >= DATA_BOUND_PCT:
+        return "data-bound", (f"the loop waited for data {wait_pct:.1f}% of the time "
+                              f"(>= {DATA_BOUND_PCT:.0f}%: high input stall)")
+    if wait_pct >= BALANCED_PCT:
+        return "balanced", (f"the loop waited for data {wait_pct:.1f}% of the time "
+                            f"({BALANCED_PCT:.0f}-{DATA_BOUND_PCT:.0f}%: moderate input stall)")
+    return "compute-bound", (f"the loop waited for data only {wait_pct:.1f}% of the time "
+                             f"(< {BALANCED_PCT:.0f}%): the training step sets the pace")
+
+
+def worker_label(worker_id: int) -> str:
+    return "main" if worker_id == MAIN_PROCESS else f"worker {worker_id}"

@@ -1,0 +1,42 @@
+"""What machine and software a run was measured on (recorded with every results file)."""
+from __future__ import annotations
+
+import os
+import platform
+import sys
+
+import torch
+
+
+def available_cores() -> int:
+    """Cores this process may run on (affinity / cpuset), not just the machine's count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def collect_environment(device: str | None = None) -> dict:
+    from dlprof import __version__
+
+    env = {
+        "dlprof": __version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "cpu_count": os.cpu_count(),
+        "available_cores": available_cores(),
+        "start_method": _start_method(),
+        "device": device,
+        "cuda_available": torch.cuda.is_available(),
+        "argv": list(sys.argv),
+    }
+    if device is not None and torch.device(device).type == "cuda" and torch.cuda.is_available():
+        env["device_name"] = torch.cuda.get_device_name(torch.device(device))
+    return env
+
+
+def _start_method() -> str | None:
+    import multiprocessing
+
+    return multiprocessing.get_start_method(allow_none=True) or multiprocessing.get_context().get_start_method()

@@ -1,0 +1,162 @@
+"""The objects that ride along with a DataLoader's work and time it where it happens.
+
+dlprof leaves the user's dataset untouched (a worker_init_fn still finds the user's own
+object in ``get_worker_info().dataset``). It swaps two things in a private copy of the loader:
+
+* the index sampler: each batch of indices it yields becomes a ``TimedIndices`` list. The
+  fetching process notes when the indices arrive (when they are unpickled in a worker, or
+  yielded in the main process with ``num_workers=0``), and iterating them, which the DataLoader's
+  fetcher does once per sample, stamps the clock between samples. No dlprof frame is on the
+  stack while ``__getitem__`` runs, so a dataset's exception and its traceback are unchanged.
+* ``collate_fn``: ``CollateProxy`` times the user's collate function and returns the batch
+  wrapped in a ``StampedBatch`` that carries the worker's timings to the main process inside
+  the batch itself: no extra channel, no extra synchronisation.
+
+``StampedBatch.pin_memory`` is what the DataLoader's pin-memory thread calls, so pinning is
+timed there. The main process unwraps the batch before the user sees it.
+
+Hot-path cost: per sample one generator step, one clock read and one list append; per batch a
+few more. Everything else is deferred to the main process or to analysis.
+"""
+from __future__ import annotations
+
+import os
+from time import perf_counter_ns
+
+from torch.utils.data import get_worker_info
+
+# Per process: (arrival_ns, TimedIndices or None) of the batch being fetched. Fetching and
+# collating one batch run back to back in one process, so the collate proxy reads what the
+# arrival of that batch's indices left here.
+_arrival: tuple[int, "TimedIndices | None"] | None = None
+
+
+class TimedIndices(list):
+    """A batch of indices that stamps the clock each time the fetcher asks for the next one."""
+
+    __slots__ = ("marks",)
+
+    def __iter__(self):
+        marks = self.marks = []
+        append = marks.append
+        for index in list.__iter__(self):
+            append(perf_counter_ns())
+            yield index
+        append(perf_counter_ns())  # the fetcher asked past the last index: fetching is done
+
+    def __reduce__(self):
+        return (_arrive_list, (list(self),))
+
+
+class _Carrier:
+    """Carries a single index (``batch_size=None``) to a worker, noting when it arrives."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value) -> None:
+        self.value = value
+
+    def __reduce__(self):
+        return (_arrive_value, (self.value,))
+
+
+def _arrive_list(indices: list) -> TimedIndices:
+    global _arrival
+    timed = TimedIndices(indices)
+    timed.marks = None
+    _arrival = (perf_counter_ns(), timed)
+    return timed
+
+
+def _arrive_value(value):
+    global _arrival
+    _arrival = (perf_counter_ns(), None)
+    return value
+
+
+class IndexSamplerProxy:
+    """Wraps the loader's batch sampler (or sampler, when batching is off)."""
+
+    def __init__(self, inner, in_main_process: bool) -> None:
+        self.inner = inner
+        self.in_main_process = in_main_process
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def __iter__(self):
+        if self.in_main_process:  # num_workers=0: the fetch follows the yield at once
+            for item in self.inner:
+                yield _arrive_list(item) if type(item) is list else _arrive_value(item)
+        else:  # the arrival is noted when the worker unpickles the item
+            for item in self.inner:
+                yield TimedIndices(item) if type(item) is list else _Carrier(item)
+
+
+class StampedBatch:
+    """A batch with the timings of the worker that built it; unwrapped in the main process."""
+
+    __slots__ = ("batch", "stamp", "pin_start_ns", "pin_end_ns")
+
+    def __init__(self, batch, stamp, pin_start_ns: int = 0, pin_end_ns: int = 0) -> None:
+        self.batch = batch
+        # (worker_id, pid, fetch_start, fetch_end, per-sample durations, collate_start,
+        #  collate_end, samples, fetch_mode)
+        self.stamp = stamp
+        self.pin_start_ns = pin_start_ns
+        self.pin_end_ns = pin_end_ns
+
+    def pin_memory(self, *_args):
+        # Called by torch.utils.data._utils.pin_memory.pin_memory in the pin-memory thread.
+        from torch.utils.data._utils.pin_memory import pin_memory
+
+        start = perf_counter_ns()
+        pinned = pin_memory(self.batch)
+        return StampedBatch(pinned, self.stamp, start, perf_counter_ns())
+
+    def __reduce__(self):
+        return (StampedBatch, (self.batch, self.stamp, self.pin_start_ns, self.pin_end_ns))
+
+
+class CollateProxy:
+    """Times the user's collate_fn and stamps the batch with this process's fetch timings.
+
+    ``fetch_mode``: "sample" (one ``__getitem__`` per index: per-sample times are known),
+    "batch" (``__getitems__``) or "stream" (an IterableDataset: one ``next()`` per sample).
+    """
+
+    __slots__ = ("inner", "fetch_mode")
+
+    def __init__(self, inner, fetch_mode: str) -> None:
+        self.inner = inner
+        self.fetch_mode = fetch_mode
+
+    def __call__(self, data):
+        global _arrival
+        start = perf_counter_ns()
+        try:
+            batch = self.inner(data)
+        except BaseException as exc:
+            # Drop this frame from the traceback (a bare raise adds no new entry), so the
+            # worker's "Original Traceback" reads exactly as it would without dlprof.
+            exc.__traceback__ = exc.__traceback__.tb_next
+            raise
+        end = perf_counter_ns()
+        arrival, _arrival = _arrival, None
+        fetch_start, indices = (start, None) if arrival is None else arrival
+        if type(data) is list:
+            samples = len(data)
+        else:  # __getitems__ returning its own type, or batch_size=None (one sample)
+            samples = len(indices) if indices is not None else 1
+        per_sample = []
+        mode = self.fetch_mode if arrival is not None else "unknown"
+        marks = indices.marks if indices is not None else None
+        if marks and mode != "batch":
+            per_sample = [marks[k + 1] - marks[k] for k in range(min(samples, len(marks) - 1))]
+        info = get_worker_info()
+        stamp = (-1 if info is None else info.id, os.getpid(), fetch_start, start, per_sample,
+                 start, end, samples, mode)
+        return StampedBatch(batch, stamp)
+
+    def __reduce__(self):
+        return (CollateProxy, (self.inner, self.fetch_mode))

@@ -1,0 +1,170 @@
+"""Wrapping a user's DataLoader so that iterating it records every stage of every batch.
+
+The user's loader is never modified. A shallow copy (the "shadow") shares its dataset,
+sampler and generator, so it yields the same batches in the same order under the same seed;
+only its ``dataset`` and ``collate_fn`` are swapped for the timing proxies of ``hooks``.
+"""
+from __future__ import annotations
+
+import copy
+from time import perf_counter_ns
+from typing import Callable
+
+from torch.utils.data import DataLoader
+
+from dlprof.probe.device import DeviceMover
+from dlprof.probe.hooks import CollateProxy, IndexSamplerProxy, StampedBatch
+from dlprof.records import BatchRecord, EpochRecord, LoaderConfig
+
+
+
+def _fetch_mode(loader: DataLoader) -> str:
+    if loader._dataset_kind == 1:  # _DatasetKind.Iterable
+        return "stream"
+    return "batch" if getattr(loader.dataset, "__getitems__", None) else "sample"
+
+
+def _name(obj) -> str:
+    if obj is None:
+        return "None"
+    name = getattr(obj, "__qualname__", None) or type(obj).__qualname__
+    module = getattr(obj, "__module__", None) or type(obj).__module__
+    return f"{module}.{name}" if module else name
+
+
+def describe_loader(loader: DataLoader, device: str | None) -> LoaderConfig:
+    dataset = loader.dataset
+    try:
+        dataset_len = len(dataset)
+    except TypeError:
+        dataset_len = None
+    sampler = loader.batch_sampler if loader.batch_sampler is not None else loader.sampler
+    return LoaderConfig(
+        batch_size=loader.batch_size,
+        num_workers=loader.num_workers,
+        pin_memory=bool(loader.pin_memory),
+        prefetch_factor=loader.prefetch_factor if loader.num_workers > 0 else None,
+        persistent_workers=bool(loader.persistent_workers),
+        drop_last=bool(loader.drop_last),
+        dataset_type=_name(type(dataset)),
+        dataset_kind="iterable" if loader._dataset_kind == 1 else "map",
+        dataset_len=dataset_len,
+        sampler=_name(type(sampler)),
+        collate_fn=_name(loader.collate_fn),
+        device=device,
+    )
+
+
+class LoaderProbe:
+    """Iterable over the user's batches; each ``iter()`` is one epoch, recorded."""
+
+    def __init__(self, loader: DataLoader, device, on_epoch: Callable[[bool], None],
+                 batches: list[BatchRecord], epochs: list[EpochRecord]) -> None:
+        if not isinstance(loader, DataLoader):
+            raise TypeError(f"dlprof.profile expects a torch.utils.data.DataLoader, got {type(loader).__name__}")
+        self.loader = loader
+        self._shadow = copy.copy(loader)  # copies __dict__; bypasses DataLoader.__setattr__ guards
+        shadow = self._shadow.__dict__
+        shadow["_iterator"] = None  # own persistent workers, not the user's
+        sampler_key = "batch_sampler" if loader.batch_sampler is not None else "sampler"
+        shadow[sampler_key] = IndexSamplerProxy(getattr(loader, sampler_key), loader.num_workers == 0)
+        shadow["collate_fn"] = CollateProxy(loader.collate_fn, _fetch_mode(loader))
+        pinned = bool(loader.pin_memory)
+        self.mover = DeviceMover(device, non_blocking=pinned) if device is not None else None
+        self._on_epoch = on_epoch  # called with True at epoch start, False at its end
+        self._batches = batches
+        self._epochs = epochs
+
+    def __len__(self) -> int:
+        return len(self._shadow)
+
+    def __iter__(self) -> "_EpochIterator":
+        reused = self._shadow._iterator is not None
+        self._on_epoch(True)
+        start = perf_counter_ns()
+        it = iter(self._shadow)
+        ready = perf_counter_ns()
+        record = EpochRecord(epoch=len(self._epochs), iter_start_ns=start, iter_ready_ns=ready,
+                             first_batch_ns=0, end_ns=0, batches=0, workers_reused=reused,
+                             completed=False)
+        self._epochs.append(record)
+        return _EpochIterator(self, it, record)
+
+    def _end_epoch(self, record: EpochRecord, end_ns: int, completed: bool) -> None:
+        record.end_ns = end_ns
+        record.completed = completed
+        if self.mover is not None:
+            self.mover.resolve()
+        self._on_epoch(False)
+
+
+class _EpochIterator:
+    """The hot path: one ``__next__`` per batch, kept to a few clock reads and one record."""
+
+    __slots__ = ("_probe", "_it", "_epoch", "_last", "_last_handed_ns", "_done")
+
+    def __init__(self, probe: LoaderProbe, it, epoch: EpochRecord) -> None:
+        self._probe = probe
+        self._it = it
+        self._epoch = epoch
+        self._last: BatchRecord | None = None
+        self._last_handed_ns = 0
+        self._done = False
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        asked = perf_counter_ns()
+        last = self._last
+        if last is not None:
+            last.step_ns = asked - self._last_handed_ns
+        if self._done:
+            raise StopIteration
+        try:
+            item = next(self._it)
+        except StopIteration:
+            self._finish(asked, completed=True)
+            raise
+        except BaseException:
+            self._finish(perf_counter_ns(), completed=False)
+            raise
+        got = perf_counter_ns()
+        epoch = self._epoch
+        if type(item) is StampedBatch:
+            batch = item.batch
+            wid, pid, f0, f1, per_sample, c0, c1, samples, mode = item.stamp
+            record = BatchRecord(epoch.epoch, epoch.batches, wid, pid, samples, f0, f1, per_sample,
+                                 c0, c1, asked, got, item.pin_start_ns, item.pin_end_ns,
+                                 fetch_mode=mode)
+        else:  # a dataset dlprof does not wrap: only the main-process view is known
+            batch = item
+            record = BatchRecord(epoch.epoch, epoch.batches, -1, 0, 0, 0, 0, [], 0, 0, asked, got,
+                                 fetch_mode="unknown")
+        if epoch.batches == 0:
+            epoch.first_batch_ns = got
+        epoch.batches += 1
+        mover = self._probe.mover
+        if mover is not None:
+            batch = mover.move(batch, record)
+        self._probe._batches.append(record)
+        self._last = record
+        self._last_handed_ns = perf_counter_ns()
+        return batch
+
+    def _finish(self, end_ns: int, completed: bool) -> None:
+        if not self._done:
+            self._done = True
+            self._probe._end_epoch(self._epoch, end_ns, completed)
+
+    def close(self) -> None:
+        """The loop left early (``break``): close the epoch with the last step counted."""
+        now = perf_counter_ns()
+        if self._last is not None and not self._done:
+            self._last.step_ns = now - self._last_handed_ns
+        self._finish(now, completed=False)
+
+    def __del__(self):
+        # A ``for`` loop that breaks drops the iterator without calling close().
+        if not self._done:
+            self.close()

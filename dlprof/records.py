@@ -1,0 +1,177 @@
+"""Plain records of what was measured, and their JSON form.
+
+Everything here is a plain dataclass with no torch import, so a saved results file can be
+loaded, analysed and rendered on a machine without torch. All times are integer nanoseconds
+of ``time.perf_counter_ns()``, which on Linux is CLOCK_MONOTONIC and therefore shared by the
+main process and the DataLoader workers: spans from different processes line up on one
+timeline.
+
+Schema history (bump ``SCHEMA_VERSION`` and add a line on every incompatible change):
+  1  first version: loader config, epochs, batches, process and GPU samples, notes.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any
+
+SCHEMA_NAME = "dlprof.profile"
+SCHEMA_VERSION = 1
+
+MAIN_PROCESS = -1  # worker_id of batches produced in the main process (num_workers=0)
+
+
+@dataclass(slots=True)
+class BatchRecord:
+    """One batch, from the worker that built it to the end of the training step that used it.
+
+    ``*_start_ns``/``*_end_ns`` pairs are absolute timestamps; a pair is 0/0 when the stage did
+    not happen (no pin-memory thread, no device copy).
+    """
+
+    epoch: int
+    index: int  # position in the epoch, in the order the training loop received it
+    worker_id: int  # MAIN_PROCESS when fetched in the main process
+    worker_pid: int
+    samples: int
+    fetch_start_ns: int
+    fetch_end_ns: int
+    sample_fetch_ns: list[int]  # per-sample durations; empty when the dataset fetches whole batches
+    collate_start_ns: int
+    collate_end_ns: int
+    wait_start_ns: int  # the training loop asked for the batch
+    wait_end_ns: int  # ... and got it
+    pin_start_ns: int = 0
+    pin_end_ns: int = 0
+    transfer_ns: int = 0  # host-to-device copy (CUDA events on GPU)
+    step_ns: int = 0  # user's time from receiving this batch to asking for the next
+    fetch_mode: str = "sample"  # "sample" (__getitem__ per index), "batch" (__getitems__), "stream"
+
+
+@dataclass(slots=True)
+class EpochRecord:
+    epoch: int
+    iter_start_ns: int  # before iter(loader): includes starting workers
+    iter_ready_ns: int  # iter(loader) returned
+    first_batch_ns: int  # first batch handed to the training loop (0 if none)
+    end_ns: int  # loader exhausted, or the loop left early
+    batches: int
+    workers_reused: bool  # persistent_workers kept the workers of a previous epoch
+    completed: bool  # False when the loop broke out early or an exception ended it
+
+
+@dataclass(slots=True)
+class ProcessSample:
+    t_ns: int
+    pid: int
+    role: str  # "main" or "worker"
+    cpu_pct: float  # percent of one core since the previous sample of this pid
+    rss_bytes: int
+    uss_bytes: int | None  # None when not measured at this tick
+
+
+@dataclass(slots=True)
+class GpuSample:
+    t_ns: int
+    index: int
+    util_pct: float
+    mem_used_bytes: int
+    mem_total_bytes: int
+
+
+@dataclass(slots=True)
+class LoaderConfig:
+    """The DataLoader as the user built it (keyword arguments a user would recognise)."""
+
+    batch_size: int | None
+    num_workers: int
+    pin_memory: bool
+    prefetch_factor: int | None
+    persistent_workers: bool
+    drop_last: bool
+    dataset_type: str
+    dataset_kind: str  # "map" or "iterable"
+    dataset_len: int | None
+    sampler: str
+    collate_fn: str
+    device: str | None
+
+
+@dataclass
+class ProfileRun:
+    """Everything one ``dlprof.profile`` session measured."""
+
+    loader: LoaderConfig | None = None
+    environment: dict[str, Any] = field(default_factory=dict)
+    epochs: list[EpochRecord] = field(default_factory=list)
+    batches: list[BatchRecord] = field(default_factory=list)
+    processes: list[ProcessSample] = field(default_factory=list)
+    gpus: list[GpuSample] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": SCHEMA_NAME,
+            "schema_version": SCHEMA_VERSION,
+            "loader": dataclasses.asdict(self.loader) if self.loader else None,
+            "environment": self.environment,
+            "epochs": [dataclasses.asdict(e) for e in self.epochs],
+            "batches": [dataclasses.asdict(b) for b in self.batches],
+            "processes": [dataclasses.asdict(p) for p in self.processes],
+            "gpus": [dataclasses.asdict(g) for g in self.gpus],
+            "notes": list(self.notes),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ProfileRun":
+        if not isinstance(data, dict) or data.get("schema") != SCHEMA_NAME:
+            raise ResultsFileError("not a dlprof profile results file (missing 'schema': 'dlprof.profile')")
+        version = data.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise ResultsFileError(
+                f"results file has schema version {version!r}; this dlprof reads version {SCHEMA_VERSION}"
+            )
+        try:
+            return cls(
+                loader=LoaderConfig(**data["loader"]) if data.get("loader") else None,
+                environment=dict(data.get("environment", {})),
+                epochs=[EpochRecord(**e) for e in data.get("epochs", [])],
+                batches=[BatchRecord(**b) for b in data.get("batches", [])],
+                processes=[ProcessSample(**p) for p in data.get("processes", [])],
+                gpus=[GpuSample(**g) for g in data.get("gpus", [])],
+                notes=list(data.get("notes", [])),
+            )
+        except TypeError as exc:  # unknown or missing field in a record
+            raise ResultsFileError(f"malformed results file: {exc}") from None
+
+
+class ResultsFileError(ValueError):
+    """A results file that cannot be read; the message is fit for a one-line CLI error."""
+
+
+def save_json(data: dict[str, Any], path: str | os.PathLike) -> None:
+    """Write atomically (temp file + rename), so a crash never leaves a half-written file."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".dlprof-", suffix=".json", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, separators=(",", ":"))
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def load_json(path: str | os.PathLike) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except FileNotFoundError:
+        raise ResultsFileError(f"results file not found: {os.fspath(path)}") from None
+    except json.JSONDecodeError as exc:
+        raise ResultsFileError(f"{os.fspath(path)} is not valid JSON: {exc}") from None

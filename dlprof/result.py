@@ -1,0 +1,41 @@
+"""A finished (or saved) profile run with its analyses: works without torch."""
+from __future__ import annotations
+
+import os
+import sys
+
+import pandas as pd
+
+from dlprof.analysis.stages import Summary, batch_frame, stage_table, summarize
+from dlprof.records import ProfileRun, load_json, save_json
+from dlprof.report.console import ConsoleRenderer
+
+
+class ProfileResult:
+    def __init__(self, run: ProfileRun) -> None:
+        self.run = run
+
+    def to_dataframe(self) -> pd.DataFrame:
+        """One row per batch, times in ms (``fetch_ms``, ``wait_ms``, ...)."""
+        return batch_frame(self.run)
+
+    def stages(self) -> pd.DataFrame:
+        return stage_table(batch_frame(self.run))
+
+    def analyse(self) -> Summary:
+        return summarize(self.run)
+
+    def format_summary(self) -> str:
+        return ConsoleRenderer().render(self.analyse())
+
+    def summary(self, file=None) -> None:
+        """Print the stage table, wait share and verdict hint (to stdout by default)."""
+        print(self.format_summary(), end="", file=file or sys.stdout)
+
+    def save(self, path: str | os.PathLike) -> None:
+        save_json(self.run.to_dict(), path)
+
+
+def load(path: str | os.PathLike) -> ProfileResult:
+    """Load a results file written by ``save``."""
+    return ProfileResult(ProfileRun.from_dict(load_json(path)))

@@ -1,0 +1,82 @@
+"""Loading what a user points dlprof at: a Python file or module defining ``loader`` or ``dataset``.
+
+Module-level names looked up:
+  ``loader``      a DataLoader (preferred: its settings are the user's baseline);
+  ``dataset``     a Dataset, or a zero-argument callable returning one, used when there is no
+                  ``loader``; batched with ``batch_size=32`` and the optional ``collate_fn``;
+  ``train_step``  optional callable run on every batch.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import sys
+import traceback
+from dataclasses import dataclass
+from typing import Callable
+
+from dlprof.errors import DlprofError
+
+DEFAULT_BATCH_SIZE = 32
+
+
+@dataclass
+class Target:
+    name: str
+    loader: object  # torch.utils.data.DataLoader
+    train_step: Callable | None
+
+
+def import_target(spec: str):
+    """Import a file path or a dotted module name; errors become one-line DlprofErrors."""
+    is_file = spec.endswith(".py") or os.sep in spec
+    if is_file and not os.path.isfile(spec):
+        raise DlprofError(f"target file not found: {spec}")
+    try:
+        if is_file:
+            name = "dlprof_target_" + os.path.splitext(os.path.basename(spec))[0]
+            module_spec = importlib.util.spec_from_file_location(name, os.path.abspath(spec))
+            module = importlib.util.module_from_spec(module_spec)
+            sys.modules[name] = module  # workers started by spawn must find its classes
+            sys.path.insert(0, os.path.dirname(os.path.abspath(spec)))
+            module_spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(spec)
+    except SyntaxError as exc:
+        raise DlprofError(f"syntax error in {exc.filename}:{exc.lineno}: {exc.msg}") from None
+    except ModuleNotFoundError as exc:
+        if not is_file and exc.name and spec.startswith(exc.name):
+            raise DlprofError(f"no module named {spec!r} (give a .py file or an importable module)") from None
+        raise DlprofError(f"importing {spec} failed: {_last_line(exc)}") from None
+    except Exception as exc:  # the user's module raised while importing: report it, one line
+        raise DlprofError(f"importing {spec} failed: {_last_line(exc)}") from None
+    return module
+
+
+def load_target(spec: str) -> Target:
+    from torch.utils.data import DataLoader, Dataset, IterableDataset
+
+    module = import_target(spec)
+    name = os.path.splitext(os.path.basename(spec))[0] if spec.endswith(".py") else spec
+    train_step = getattr(module, "train_step", None)
+    if train_step is not None and not callable(train_step):
+        raise DlprofError(f"{spec}: train_step must be a function taking a batch, got {type(train_step).__name__}")
+    loader = getattr(module, "loader", None)
+    if loader is not None:
+        if not isinstance(loader, DataLoader):
+            raise DlprofError(f"{spec}: 'loader' must be a torch.utils.data.DataLoader, got {type(loader).__name__}")
+        return Target(name, loader, train_step)
+    dataset = getattr(module, "dataset", None)
+    if dataset is None:
+        raise DlprofError(f"{spec} defines neither 'loader' (a DataLoader) nor 'dataset': add one at module level")
+    if callable(dataset) and not isinstance(dataset, (Dataset, IterableDataset)):
+        dataset = dataset()
+    if not isinstance(dataset, (Dataset, IterableDataset)):
+        raise DlprofError(f"{spec}: 'dataset' must be a torch Dataset (or return one), got {type(dataset).__name__}")
+    collate_fn = getattr(module, "collate_fn", None)
+    return Target(name, DataLoader(dataset, batch_size=DEFAULT_BATCH_SIZE, collate_fn=collate_fn), train_step)
+
+
+def _last_line(exc: BaseException) -> str:
+    return traceback.format_exception_only(type(exc), exc)[-1].strip()
