@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import weakref
 
 from dlprof.probe.environment import collect_environment
 from dlprof.probe.loader import LoaderProbe, describe_loader
@@ -13,15 +14,19 @@ from dlprof.result import ProfileResult
 class Profiler:
     """Records one DataLoader's batches and the system around them.
 
-    ``with dlprof.Profiler() as p: for batch in p.wrap(loader): ...`` samples the system for
-    the whole block; without ``with`` the sampler runs while an epoch is being iterated.
+    The system sampler (a small separate process, about 10 Hz) runs from ``wrap()`` until
+    ``close()``, the end of a ``with`` block, or garbage collection:
+    ``with dlprof.Profiler() as p: for batch in p.wrap(loader): ...``.
     """
 
     def __init__(self, sample_system: bool = True, sample_interval_s: float = 0.1) -> None:
         self.run = ProfileRun()
         self._sampler = SystemSampler(interval_s=sample_interval_s) if sample_system else None
-        self._in_context = False
+        self._closed = False
         self._loader = None
+        if self._sampler is not None:
+            # stops the sampler process when this profiler is collected or Python exits
+            self._finalizer = weakref.finalize(self, self._sampler.stop)
 
     def wrap(self, loader, device=None) -> "ProfiledLoader":
         if self._loader is not None and loader is not self._loader:
@@ -31,26 +36,29 @@ class Profiler:
         self._loader = loader
         self.run.loader = describe_loader(loader, device)
         self.run.environment = collect_environment(device)
+        self._start_sampler()  # now, so its start-up is done before the first epoch
         return ProfiledLoader(probe, self)
 
-    def _on_epoch(self, starting: bool) -> None:
-        if self._sampler is None or self._in_context:
-            return
-        if starting:
+    def _start_sampler(self) -> None:
+        if self._sampler is not None and not self._closed:
             self._sampler.start()
-        else:
+
+    def _on_epoch(self, starting: bool) -> None:
+        if starting:
+            self._start_sampler()  # after close(), iterating again records batches only
+
+    def close(self) -> None:
+        """Stop the system sampler. Results stay available."""
+        self._closed = True
+        if self._sampler is not None:
             self._sampler.stop()
 
     def __enter__(self) -> "Profiler":
-        self._in_context = True
-        if self._sampler is not None:
-            self._sampler.start()
+        self._start_sampler()
         return self
 
     def __exit__(self, *exc) -> None:
-        self._in_context = False
-        if self._sampler is not None:
-            self._sampler.stop()
+        self.close()
 
     def result(self) -> ProfileResult:
         """A snapshot of what was measured so far."""
@@ -98,6 +106,9 @@ class ProfiledLoader:
 
     def save(self, path: str | os.PathLike) -> None:
         self.profiler.save(path)
+
+    def close(self) -> None:
+        self.profiler.close()
 
 
 def profile(loader, device=None, sample_system: bool = True) -> ProfiledLoader:

@@ -55,8 +55,15 @@ def cmd_summary(args) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (no usage dump), in the same form as dlprof's own."""
+
+    def error(self, message: str):
+        self.exit(2, f"dlprof: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dlprof", description="Profile PyTorch DataLoader pipelines.")
+    parser = _Parser(prog="dlprof", description="Profile PyTorch DataLoader pipelines.")
     parser.add_argument("--version", action="version", version=f"dlprof {__version__}")
     parser.add_argument("--debug", action="store_true", help="show Python tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True)

@@ -8,6 +8,7 @@ timeline.
 
 Schema history (bump ``SCHEMA_VERSION`` and add a line on every incompatible change):
   1  first version: loader config, epochs, batches, process and GPU samples, notes.
+     ``batches[].sample_marks_ns`` is delta-encoded: the first mark, then differences.
 """
 from __future__ import annotations
 
@@ -39,7 +40,9 @@ class BatchRecord:
     samples: int
     fetch_start_ns: int
     fetch_end_ns: int
-    sample_fetch_ns: list[int]  # per-sample durations; empty when the dataset fetches whole batches
+    # Clock marks between samples: sample k was fetched from marks[k] to marks[k+1]. Empty when
+    # per-sample times are unknown (``__getitems__`` fetches the whole batch in one call).
+    sample_marks_ns: list[int]
     collate_start_ns: int
     collate_end_ns: int
     wait_start_ns: int  # the training loop asked for the batch
@@ -119,7 +122,7 @@ class ProfileRun:
             "loader": dataclasses.asdict(self.loader) if self.loader else None,
             "environment": self.environment,
             "epochs": [dataclasses.asdict(e) for e in self.epochs],
-            "batches": [dataclasses.asdict(b) for b in self.batches],
+            "batches": [_batch_to_dict(b) for b in self.batches],
             "processes": [dataclasses.asdict(p) for p in self.processes],
             "gpus": [dataclasses.asdict(g) for g in self.gpus],
             "notes": list(self.notes),
@@ -139,13 +142,30 @@ class ProfileRun:
                 loader=LoaderConfig(**data["loader"]) if data.get("loader") else None,
                 environment=dict(data.get("environment", {})),
                 epochs=[EpochRecord(**e) for e in data.get("epochs", [])],
-                batches=[BatchRecord(**b) for b in data.get("batches", [])],
+                batches=[_batch_from_dict(b) for b in data.get("batches", [])],
                 processes=[ProcessSample(**p) for p in data.get("processes", [])],
                 gpus=[GpuSample(**g) for g in data.get("gpus", [])],
                 notes=list(data.get("notes", [])),
             )
         except TypeError as exc:  # unknown or missing field in a record
             raise ResultsFileError(f"malformed results file: {exc}") from None
+
+
+def _batch_to_dict(batch: BatchRecord) -> dict[str, Any]:
+    data = dataclasses.asdict(batch)
+    marks = data["sample_marks_ns"]
+    # stored as the first mark then differences: per-sample durations, a third of the size
+    data["sample_marks_ns"] = marks[:1] + [b - a for a, b in zip(marks, marks[1:])]
+    return data
+
+
+def _batch_from_dict(data: dict[str, Any]) -> BatchRecord:
+    data = dict(data)
+    marks = data.get("sample_marks_ns") or []
+    for i in range(1, len(marks)):
+        marks[i] += marks[i - 1]
+    data["sample_marks_ns"] = marks
+    return BatchRecord(**data)
 
 
 class ResultsFileError(ValueError):

@@ -1,13 +1,25 @@
 import gc
-import threading
 
+import psutil
 import pytest
+
+
+def sampler_processes() -> list[psutil.Process]:
+    """dlprof system-sampler processes started by this test process."""
+    found = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if "dlprof.probe.system" in " ".join(child.cmdline()):
+                found.append(child)
+        except psutil.NoSuchProcess:
+            continue
+    return found
 
 
 @pytest.fixture(autouse=True)
 def no_sampler_left_running():
-    """Every test must leave no dlprof sampler thread behind (it would skew later tests)."""
+    """Every test must leave no dlprof sampler process behind (it would skew later tests)."""
     yield
-    gc.collect()  # iterators kept alive by exception tracebacks close their epoch here
-    alive = [t for t in threading.enumerate() if t.name == "dlprof-sampler"]
-    assert not alive, f"{len(alive)} dlprof-sampler thread(s) still running"
+    gc.collect()  # profilers kept alive by exception tracebacks stop their sampler here
+    alive = sampler_processes()
+    assert not alive, f"{len(alive)} dlprof sampler process(es) still running"

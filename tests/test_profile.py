@@ -208,3 +208,16 @@ def test_one_profiler_one_loader():
 def test_rejects_what_is_not_a_dataloader():
     with pytest.raises(TypeError, match="DataLoader"):
         dlprof.profile([1, 2, 3])
+
+
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_workers_started_without_fork(method):
+    # Python 3.14 makes forkserver the default on Linux; macOS and Windows use spawn.
+    loader = DataLoader(BusyDataset(12, cost_s=0.0005), batch_size=4, num_workers=2,
+                        multiprocessing_context=method)
+    prof = dlprof.profile(loader, sample_system=False)
+    batches = run_epochs(prof)
+    df = prof.to_dataframe()
+    assert df["worker_id"].tolist() == [int(b[0, 1]) for b in batches]
+    assert (df["fetch_per_sample_ms"] >= 0.45).all()
+    assert set(df["fetch_mode"]) == {"sample"}

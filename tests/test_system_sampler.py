@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import threading
 import time
 from collections import defaultdict
 
@@ -11,6 +10,7 @@ import psutil
 import pytest
 
 from dlprof.probe.system import SystemSampler
+from tests.conftest import sampler_processes
 
 # Fork, as DataLoader workers on Linux; Python >= 3.12 warns about forking with a live thread.
 FORK = multiprocessing.get_context("fork")
@@ -56,8 +56,8 @@ def _nvml_works() -> bool:
     return True
 
 
-def _sampler_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name == "dlprof-sampler"]
+def _sampler_processes() -> list[psutil.Process]:
+    return sampler_processes()
 
 
 def _wait_for(condition, timeout_s: float = 5.0) -> None:
@@ -194,16 +194,15 @@ def test_stop_is_prompt(run, make_sampler):
     assert len(main_samples) == 2  # the first tick and the one taken by stop()
 
 
-def test_thread_idempotent_and_restartable(make_sampler):
+def test_idempotent_and_restartable(make_sampler):
     sampler = make_sampler(interval_s=0.02, gpu=False)
     sampler.stop()  # stop before start: no-op
     sampler.start()
     sampler.start()
-    threads = _sampler_threads()
-    assert len(threads) == 1 and threads[0].daemon
+    assert len(_sampler_processes()) == 1
     sampler.stop()
     sampler.stop()
-    assert _sampler_threads() == []
+    assert _sampler_processes() == []
     count = len(sampler.process_samples)
     _burn_cpu(0.1)  # with the old cpu_percent baselines kept, restart's first sample would show it
 
@@ -211,7 +210,7 @@ def test_thread_idempotent_and_restartable(make_sampler):
     sampler.start()
     _wait_for(lambda: len(sampler.process_samples) >= count + 3)
     sampler.stop()
-    assert _sampler_threads() == []
+    assert _sampler_processes() == []
     new = sampler.process_samples[count:]
     assert all(s.t_ns >= restart_ns for s in new)
     assert new[0].cpu_pct == 0.0 and new[0].uss_bytes is not None  # fresh baseline, tick 0
@@ -222,10 +221,12 @@ def test_context_manager_and_gpu_note_added_once_across_restarts(make_sampler):
     sampler = make_sampler(interval_s=0.02)
     with sampler as entered:
         assert entered is sampler
-        assert len(_sampler_threads()) == 1
-    assert _sampler_threads() == []
+        assert len(_sampler_processes()) == 1
+        _wait_for(lambda: sampler.process_samples)
+    assert _sampler_processes() == []
     with sampler:
-        pass
+        count = len(sampler.process_samples)
+        _wait_for(lambda: len(sampler.process_samples) > count)
     gpu_notes = [n for n in sampler.notes if "GPU" in n]
     assert len(gpu_notes) == (0 if _nvml_works() else 1), sampler.notes
 

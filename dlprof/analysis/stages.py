@@ -27,7 +27,8 @@ def batch_frame(run: ProfileRun) -> pd.DataFrame:
     first_of_epoch = {e.epoch for e in run.epochs}
     rows = []
     for b in run.batches:
-        per_sample = b.sample_fetch_ns
+        marks = b.sample_marks_ns
+        fetch_ns = b.fetch_end_ns - b.fetch_start_ns
         rows.append({
             "epoch": b.epoch,
             "batch": b.index,
@@ -35,9 +36,8 @@ def batch_frame(run: ProfileRun) -> pd.DataFrame:
             "worker_pid": b.worker_pid,
             "samples": b.samples,
             "fetch_mode": b.fetch_mode,
-            "fetch_ms": (b.fetch_end_ns - b.fetch_start_ns) / _NS_PER_MS,
-            "fetch_per_sample_ms": (sum(per_sample) / len(per_sample) / _NS_PER_MS) if per_sample
-            else ((b.fetch_end_ns - b.fetch_start_ns) / b.samples / _NS_PER_MS if b.samples else 0.0),
+            "fetch_ms": fetch_ns / _NS_PER_MS,
+            "fetch_per_sample_ms": _per_sample_ms(marks, b.samples, fetch_ns),
             "collate_ms": (b.collate_end_ns - b.collate_start_ns) / _NS_PER_MS,
             "pin_ms": (b.pin_end_ns - b.pin_start_ns) / _NS_PER_MS,
             "wait_ms": (b.wait_end_ns - b.wait_start_ns) / _NS_PER_MS,
@@ -51,6 +51,24 @@ def batch_frame(run: ProfileRun) -> pd.DataFrame:
                "fetch_per_sample_ms", "collate_ms", "pin_ms", "wait_ms", "transfer_ms", "step_ms",
                "fetch_at_ms", "wait_at_ms", "first_in_epoch"]
     return pd.DataFrame(rows, columns=columns)
+
+
+def _per_sample_ms(marks: list[int], samples: int, fetch_ns: int) -> float:
+    """Mean fetch time per sample: from the marks when known, else the batch's share."""
+    n = min(samples, len(marks) - 1)
+    if n > 0:
+        return (marks[n] - marks[0]) / n / _NS_PER_MS
+    return fetch_ns / samples / _NS_PER_MS if samples else 0.0
+
+
+def sample_frame(run: ProfileRun) -> pd.DataFrame:
+    """One row per sample whose fetch was timed on its own (``__getitem__`` or ``next()``)."""
+    rows = []
+    for b in run.batches:
+        marks = b.sample_marks_ns
+        for k in range(min(b.samples, len(marks) - 1)):
+            rows.append((b.epoch, b.index, b.worker_id, k, (marks[k + 1] - marks[k]) / _NS_PER_MS))
+    return pd.DataFrame(rows, columns=["epoch", "batch", "worker_id", "sample", "fetch_ms"])
 
 
 def steady_batches(frame: pd.DataFrame, uses_workers: bool) -> pd.DataFrame:

@@ -45,11 +45,11 @@ class TimedIndices(list):
         append(perf_counter_ns())  # the fetcher asked past the last index: fetching is done
 
     def __reduce__(self):
-        return (_arrive_list, (list(self),))
+        return (_arrive_list, (list.copy(self),))  # list(self) would run __iter__ and stamp
 
 
 class _Carrier:
-    """Carries a single index (``batch_size=None``) to a worker, noting when it arrives."""
+    """Carries the indices of one batch to a worker; unpickling it there notes their arrival."""
 
     __slots__ = ("value",)
 
@@ -57,7 +57,8 @@ class _Carrier:
         self.value = value
 
     def __reduce__(self):
-        return (_arrive_value, (self.value,))
+        value = self.value
+        return (_arrive_list if type(value) is list else _arrive_value, (value,))
 
 
 def _arrive_list(indices: list) -> TimedIndices:
@@ -90,7 +91,7 @@ class IndexSamplerProxy:
                 yield _arrive_list(item) if type(item) is list else _arrive_value(item)
         else:  # the arrival is noted when the worker unpickles the item
             for item in self.inner:
-                yield TimedIndices(item) if type(item) is list else _Carrier(item)
+                yield _Carrier(item)
 
 
 class StampedBatch:
@@ -100,8 +101,8 @@ class StampedBatch:
 
     def __init__(self, batch, stamp, pin_start_ns: int = 0, pin_end_ns: int = 0) -> None:
         self.batch = batch
-        # (worker_id, pid, fetch_start, fetch_end, per-sample durations, collate_start,
-        #  collate_end, samples, fetch_mode)
+        # (worker_id, pid, fetch_start, collate_start (= fetch end), collate_end, samples,
+        #  per-sample clock marks or None, fetch_mode)
         self.stamp = stamp
         self.pin_start_ns = pin_start_ns
         self.pin_end_ns = pin_end_ns
@@ -143,19 +144,19 @@ class CollateProxy:
             raise
         end = perf_counter_ns()
         arrival, _arrival = _arrival, None
-        fetch_start, indices = (start, None) if arrival is None else arrival
+        if arrival is None:  # an index type dlprof could not follow
+            fetch_start, marks, mode = start, None, "unknown"
+        else:
+            fetch_start, indices = arrival
+            marks = indices.marks if indices is not None and self.fetch_mode != "batch" else None
+            mode = self.fetch_mode
+        info = get_worker_info()
         if type(data) is list:
             samples = len(data)
-        else:  # __getitems__ returning its own type, or batch_size=None (one sample)
-            samples = len(indices) if indices is not None else 1
-        per_sample = []
-        mode = self.fetch_mode if arrival is not None else "unknown"
-        marks = indices.marks if indices is not None else None
-        if marks and mode != "batch":
-            per_sample = [marks[k + 1] - marks[k] for k in range(min(samples, len(marks) - 1))]
-        info = get_worker_info()
-        stamp = (-1 if info is None else info.id, os.getpid(), fetch_start, start, per_sample,
-                 start, end, samples, mode)
+        else:  # __getitems__ returning its own type, or batch_size=None (a single sample)
+            samples = len(indices) if arrival is not None and indices is not None else 1
+        stamp = (-1 if info is None else info.id, os.getpid(), fetch_start, start, end, samples,
+                 marks, mode)
         return StampedBatch(batch, stamp)
 
     def __reduce__(self):

@@ -133,8 +133,8 @@ class _EpochIterator:
         epoch = self._epoch
         if type(item) is StampedBatch:
             batch = item.batch
-            wid, pid, f0, f1, per_sample, c0, c1, samples, mode = item.stamp
-            record = BatchRecord(epoch.epoch, epoch.batches, wid, pid, samples, f0, f1, per_sample,
+            wid, pid, f0, c0, c1, samples, marks, mode = item.stamp
+            record = BatchRecord(epoch.epoch, epoch.batches, wid, pid, samples, f0, c0, marks or [],
                                  c0, c1, asked, got, item.pin_start_ns, item.pin_end_ns,
                                  fetch_mode=mode)
         else:  # a dataset dlprof does not wrap: only the main-process view is known

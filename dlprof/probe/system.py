@@ -3,14 +3,23 @@
 Why: timings say *that* the loader is slow, not *which resource* is short. Sampling the main
 process, every DataLoader worker (any descendant process) and the GPUs about ten times a second
 shows whether workers are CPU-bound, the main process is starved, memory grows (copy-on-write of
-a Python-object dataset shows in USS) or the GPU sits idle. It runs inside the training process
-and competes for the GIL, so a tick is cheap: psutil.Process objects are kept across ticks, each
-is read inside ``oneshot()``, and USS (reads /proc/<pid>/smaps) only every ``uss_every`` ticks.
+a Python-object dataset shows in USS) or the GPU sits idle.
+
+Why a separate process and not a thread: reading /proc releases and re-takes the GIL at every
+file read, and each hand-over stalls a training loop that runs Python code; measured, a 10 Hz
+sampler thread cost 2% of a pure-Python loader's throughput (benchmarks/overhead.py). The
+sampler process shares no GIL. It appends one JSON line per tick to an unnamed temporary file
+that the profiled process reads when it wants the samples; it stops on SIGTERM, or by itself
+when the profiled process is gone.
 """
 from __future__ import annotations
 
+import json
 import os
-import threading
+import signal
+import subprocess
+import sys
+import tempfile
 import time
 
 import psutil
@@ -21,115 +30,84 @@ from dlprof.records import GpuSample, ProcessSample
 _GONE = (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess)
 
 
-class SystemSampler:
-    def __init__(self, interval_s: float = 0.1, uss_every: int = 10, gpu: bool = True):
-        self.interval_s = interval_s
-        self.uss_every = max(1, int(uss_every))
-        self._gpu_wanted = gpu
-        self._gpu_failed = False  # NVML init failed once: do not retry (the note is added once)
-        self._nvml = None  # the pynvml module while NVML is initialised
-        self._gpus: list[tuple[int, object]] = []  # (index, NVML handle)
-        self._process_samples: list[ProcessSample] = []
-        self._gpu_samples: list[GpuSample] = []
-        self._notes: list[str] = []
-        self._procs: dict[int, psutil.Process] = {}  # pid -> Process kept for cpu_percent
-        self._root: psutil.Process | None = None
-        self._tick = 0
-        self._stop_event = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()  # serialises start()/stop()
+def _descendant_pids(pid: int) -> list[int]:
+    """Children, grandchildren... of ``pid``.
 
-    @property
-    def process_samples(self) -> list[ProcessSample]:
-        return list(self._process_samples)
+    Reads /proc/<pid>/task/<tid>/children, which costs a few file reads per process, where
+    psutil's ``children(recursive=True)`` reads the stat file of every process on the machine.
+    """
+    found, stack = [], [pid]
+    while stack:
+        parent = stack.pop()
+        try:
+            tids = os.listdir(f"/proc/{parent}/task")
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{parent}/task/{tid}/children", "rb") as fh:
+                    kids = [int(k) for k in fh.read().split()]
+            except (FileNotFoundError, ProcessLookupError):  # the thread or process just ended
+                continue
+            found.extend(kids)
+            stack.extend(kids)
+    return found
 
-    @property
-    def gpu_samples(self) -> list[GpuSample]:
-        return list(self._gpu_samples)
 
-    @property
-    def notes(self) -> list[str]:
-        return list(self._notes)
+def _psutil_descendant_pids(pid: int) -> list[int]:
+    try:
+        return [c.pid for c in psutil.Process(pid).children(recursive=True)]
+    except _GONE:
+        return []
 
-    def start(self) -> None:
-        with self._lock:
-            if self._thread is not None:
-                return
-            self._root = psutil.Process(os.getpid())
-            self._procs = {}  # fresh baselines: the first sample of each pid after start is 0.0
-            self._tick = 0
-            if self._gpu_wanted:
-                self._init_nvml()
-            self._stop_event.clear()
-            self._thread = threading.Thread(target=self._run, name="dlprof-sampler", daemon=True)
-            self._thread.start()
 
-    def stop(self) -> None:
-        with self._lock:
-            if self._thread is None:
-                return
-            self._stop_event.set()
-            self._thread.join()
-            self._thread = None
-            self._sample()  # last sample, so the end of the run is covered
-            self._shutdown_nvml()
+class _Ticker:
+    """One sampling tick of the target process tree and the GPUs (runs in the sampler process)."""
 
-    def __enter__(self) -> "SystemSampler":
-        self.start()
-        return self
+    def __init__(self, target_pid: int, uss_every: int, gpu: bool, out) -> None:
+        self.root = psutil.Process(target_pid)
+        self.uss_every = max(1, uss_every)
+        self.out = out
+        self.tick_count = 0
+        self.procs: dict[int, psutil.Process] = {}  # kept across ticks: cpu_percent needs them
+        self.own_pid = os.getpid()
+        has_children_file = os.path.exists(f"/proc/{self.own_pid}/task/{self.own_pid}/children")
+        self.descendants = _descendant_pids if has_children_file else _psutil_descendant_pids
+        self.nvml = None
+        self.gpus: list[tuple[int, object]] = []
+        if gpu:
+            self._init_nvml()
 
-    def __exit__(self, *exc_info) -> None:
-        self.stop()
-
-    def _run(self) -> None:
-        while True:  # Event.wait, not time.sleep, so stop() wakes the thread at once
-            self._sample()
-            if self._stop_event.wait(self.interval_s):
-                return
+    def _note(self, text: str) -> None:
+        self.out.write(json.dumps({"note": text}) + "\n")
 
     def _init_nvml(self) -> None:
-        if self._nvml is not None or self._gpu_failed:
-            return
         try:
-            import pynvml  # lazily: nvidia-ml-py may be missing, libnvidia-ml.so usually is
+            import pynvml  # nvidia-ml-py; libnvidia-ml.so is missing on machines without a GPU
         except ImportError as exc:
-            self._gpu_unavailable(f"pynvml not importable ({exc})")
+            self._note(f"GPU metrics unavailable: pynvml not importable ({exc})")
             return
         try:
             pynvml.nvmlInit()
-            self._nvml = pynvml
-            count = pynvml.nvmlDeviceGetCount()
-            self._gpus = [(i, pynvml.nvmlDeviceGetHandleByIndex(i)) for i in range(count)]
+            self.nvml = pynvml
+            self.gpus = [(i, pynvml.nvmlDeviceGetHandleByIndex(i)) for i in range(pynvml.nvmlDeviceGetCount())]
         except pynvml.NVMLError as exc:
-            self._gpu_unavailable(str(exc))
-            self._shutdown_nvml()
+            self._note(f"GPU metrics unavailable: {exc}")
+            self.nvml = None
 
-    def _shutdown_nvml(self) -> None:
-        if self._nvml is not None:
-            try:
-                self._nvml.nvmlShutdown()
-            except self._nvml.NVMLError:
-                pass
-        self._nvml, self._gpus = None, []
-
-    def _gpu_unavailable(self, why: str) -> None:
-        self._gpu_failed = True
-        self._notes.append(f"GPU metrics unavailable: {why}")
-
-    def _sample(self) -> None:
+    def tick(self) -> None:
         t_ns = time.perf_counter_ns()  # one timestamp per tick: rows of a tick line up
-        take_uss = self._tick % self.uss_every == 0
-        self._tick += 1
-        root = self._root
-        try:
-            found = [root, *root.children(recursive=True)]
-        except _GONE:
-            found = [root]
-        procs: dict[int, psutil.Process] = {}
-        for p in found:
-            kept = self._procs.get(p.pid)
-            proc = kept if kept is not None and kept == p else p  # == compares create time too
+        take_uss = self.tick_count % self.uss_every == 0
+        self.tick_count += 1
+        root_pid = self.root.pid
+        rows, procs = [], {}
+        for pid in [root_pid, *self.descendants(root_pid)]:
+            if pid == self.own_pid:
+                continue
+            proc = self.procs.get(pid)
             try:
+                if proc is None:
+                    proc = self.root if pid == root_pid else psutil.Process(pid)
                 with proc.oneshot():
                     if proc.status() == psutil.STATUS_ZOMBIE:  # exited, unreaped: no memory left
                         continue
@@ -141,20 +119,133 @@ class SystemSampler:
                         rss, uss = proc.memory_info().rss, None
             except _GONE:
                 continue
-            procs[proc.pid] = proc
-            role = "main" if proc.pid == root.pid else "worker"
-            self._process_samples.append(ProcessSample(t_ns, proc.pid, role, cpu, rss, uss))
-        self._procs = procs  # drop processes that are gone
-
-        nvml = self._nvml
-        for index, handle in list(self._gpus):
-            try:
-                util = nvml.nvmlDeviceGetUtilizationRates(handle).gpu
-                mem = nvml.nvmlDeviceGetMemoryInfo(handle)
-            except nvml.NVMLError as exc:  # e.g. not supported on this device: stop asking it
-                self._gpus.remove((index, handle))
-                note = f"GPU {index} metrics unavailable: {exc}"
-                if note not in self._notes:  # once, also across restarts
-                    self._notes.append(note)
+            if rss == 0 or uss == 0:  # exiting: its memory is already released; not a worker any more
                 continue
-            self._gpu_samples.append(GpuSample(t_ns, index, float(util), mem.used, mem.total))
+            procs[pid] = proc
+            rows.append([pid, "main" if pid == root_pid else "worker", cpu, rss, uss])
+        self.procs = procs
+        gpu_rows = []
+        for index, handle in list(self.gpus):
+            try:
+                util = self.nvml.nvmlDeviceGetUtilizationRates(handle).gpu
+                mem = self.nvml.nvmlDeviceGetMemoryInfo(handle)
+            except self.nvml.NVMLError as exc:  # e.g. not supported on a MIG slice: stop asking
+                self.gpus.remove((index, handle))
+                self._note(f"GPU {index} metrics unavailable: {exc}")
+                continue
+            gpu_rows.append([index, float(util), mem.used, mem.total])
+        self.out.write(json.dumps({"t": t_ns, "p": rows, "g": gpu_rows}) + "\n")
+        self.out.flush()
+
+    def close(self) -> None:
+        if self.nvml is not None:
+            self.nvml.nvmlShutdown()
+
+
+def _sampler_main(argv: list[str]) -> int:
+    """Entry point of the sampler process: ``python -m dlprof.probe.system PID FD INTERVAL USS_EVERY GPU``."""
+    target_pid, fd, interval, uss_every, gpu = int(argv[0]), int(argv[1]), float(argv[2]), int(argv[3]), argv[4] == "1"
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the profiled program; it stops us
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # delivered through sigtimedwait
+    with os.fdopen(fd, "a", encoding="utf-8") as out:
+        ticker = _Ticker(target_pid, uss_every, gpu, out)
+        while True:
+            ticker.tick()
+            if signal.sigtimedwait({signal.SIGTERM}, interval) is not None:
+                break  # asked to stop: the tick above is the last one
+            if not psutil.pid_exists(target_pid) or os.getppid() != target_pid:
+                break
+        ticker.tick()
+        ticker.close()
+    return 0
+
+
+class SystemSampler:
+    """Start/stop a sampler process for this process tree; read its samples at any time."""
+
+    def __init__(self, interval_s: float = 0.1, uss_every: int = 10, gpu: bool = True) -> None:
+        self.interval_s = interval_s
+        self.uss_every = max(1, int(uss_every))
+        self._gpu = gpu
+        self._file = tempfile.TemporaryFile()  # unnamed: nothing is left behind on any exit
+        self._offset = 0  # bytes of the file already parsed
+        self._child: subprocess.Popen | None = None
+        self._process_samples: list[ProcessSample] = []
+        self._gpu_samples: list[GpuSample] = []
+        self._notes: list[str] = []
+
+    @property
+    def running(self) -> bool:
+        return self._child is not None
+
+    def start(self) -> None:
+        if self._child is not None:
+            return
+        if not hasattr(signal, "sigtimedwait"):  # not Linux: no sampling rather than a broken one
+            self._add_note("system sampling unavailable on this platform (needs Linux)")
+            return
+        fd = self._file.fileno()
+        package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])))
+        self._child = subprocess.Popen(
+            [sys.executable, "-m", "dlprof.probe.system", str(os.getpid()), str(fd), str(self.interval_s),
+             str(self.uss_every), "1" if self._gpu else "0"],
+            pass_fds=(fd,), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+
+    def stop(self) -> None:
+        child, self._child = self._child, None
+        if child is None:
+            return
+        child.send_signal(signal.SIGTERM)
+        try:
+            _, err = child.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            _, err = child.communicate()
+        # -SIGTERM: stopped before it had set itself up to catch the signal, which is fine
+        if child.returncode not in (0, -signal.SIGTERM):
+            last = err.decode(errors="replace").strip().splitlines()[-1:] or [f"exit code {child.returncode}"]
+            self._add_note(f"system sampler failed: {last[0]}")
+
+    def _add_note(self, text: str) -> None:
+        if text not in self._notes:
+            self._notes.append(text)
+
+    def _read_new(self) -> None:
+        data = os.pread(self._file.fileno(), 1 << 30, self._offset)
+        end = data.rfind(b"\n") + 1  # a line still being written waits for the next read
+        self._offset += end
+        for line in data[:end].splitlines():
+            tick = json.loads(line)
+            if "note" in tick:
+                self._add_note(tick["note"])
+                continue
+            t_ns = tick["t"]
+            self._process_samples.extend(ProcessSample(t_ns, *row) for row in tick["p"])
+            self._gpu_samples.extend(GpuSample(t_ns, *row) for row in tick["g"])
+
+    @property
+    def process_samples(self) -> list[ProcessSample]:
+        self._read_new()
+        return list(self._process_samples)
+
+    @property
+    def gpu_samples(self) -> list[GpuSample]:
+        self._read_new()
+        return list(self._gpu_samples)
+
+    @property
+    def notes(self) -> list[str]:
+        self._read_new()
+        return list(self._notes)
+
+    def __enter__(self) -> "SystemSampler":
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+
+if __name__ == "__main__":
+    raise SystemExit(_sampler_main(sys.argv[1:]))

@@ -1,0 +1,23 @@
+"""The pin-memory and host-to-device stages: they only exist with an accelerator."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+import dlprof
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (none on this machine)")
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_pin_and_transfer_are_timed(num_workers):
+    data = TensorDataset(torch.randn(256, 3, 64, 64), torch.arange(256))
+    loader = DataLoader(data, batch_size=32, num_workers=num_workers, pin_memory=True)
+    prof = dlprof.profile(loader, device="cuda")
+    batches = [b for b in prof]
+    assert all(x.is_cuda and y.is_cuda for x, y in batches)
+    assert torch.equal(torch.cat([y for _, y in batches]).cpu(), torch.arange(256))
+    df = prof.to_dataframe()
+    assert (df["pin_ms"] > 0).all()
+    assert (df["transfer_ms"] > 0).all()
