@@ -6,7 +6,7 @@ import sys
 
 import pandas as pd
 
-from dlprof.analysis.stages import Summary, batch_frame, stage_table, summarize
+from dlprof.analysis.stages import Summary, batch_frame, sample_frame, stage_table, summarize
 from dlprof.records import ProfileRun, load_json, save_json
 from dlprof.report.console import ConsoleRenderer
 
@@ -18,6 +18,10 @@ class ProfileResult:
     def to_dataframe(self) -> pd.DataFrame:
         """One row per batch, times in ms (``fetch_ms``, ``wait_ms``, ...)."""
         return batch_frame(self.run)
+
+    def sample_dataframe(self) -> pd.DataFrame:
+        """One row per sample fetched by ``__getitem__`` / ``next()``: its ``fetch_ms``."""
+        return sample_frame(self.run)
 
     def stages(self) -> pd.DataFrame:
         return stage_table(batch_frame(self.run))

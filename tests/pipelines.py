@@ -107,3 +107,15 @@ def shard_init(worker: int) -> None:
     per_worker = -(-total // info.num_workers)
     dataset.start = dataset.start + worker * per_worker
     dataset.end = min(dataset.start + per_worker, dataset.end)
+
+
+class OddSlowDataset(Dataset):
+    """Odd indices cost 3 ms, even ones nothing: per-sample times must tell them apart."""
+
+    def __len__(self) -> int:
+        return 24
+
+    def __getitem__(self, index):
+        if index % 2:
+            busy_wait(0.003)
+        return torch.tensor(index)

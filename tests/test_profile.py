@@ -8,7 +8,8 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, SequentialSampler
 
 import dlprof
-from tests.pipelines import (BatchedDataset, BusyDataset, FailingDataset, Pair, Record, RichDataset,
+from tests.pipelines import (BatchedDataset, BusyDataset, FailingDataset, OddSlowDataset, Pair, Record,
+                             RichDataset,
                              ShardedStream, record_collate, shard_init)
 
 
@@ -221,3 +222,15 @@ def test_workers_started_without_fork(method):
     assert df["worker_id"].tolist() == [int(b[0, 1]) for b in batches]
     assert (df["fetch_per_sample_ms"] >= 0.45).all()
     assert set(df["fetch_mode"]) == {"sample"}
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_per_sample_times_single_out_the_slow_samples(num_workers):
+    prof = dlprof.profile(DataLoader(OddSlowDataset(), batch_size=6, num_workers=num_workers),
+                          sample_system=False)
+    run_epochs(prof)
+    samples = prof.result().sample_dataframe()
+    assert len(samples) == 24
+    odd = samples[samples["sample"] % 2 == 1]["fetch_ms"]  # sequential sampler: position = index parity
+    even = samples[samples["sample"] % 2 == 0]["fetch_ms"]
+    assert odd.min() >= 2.7 and even.max() < 1.0
