@@ -1,9 +1,11 @@
 """Overhead of dlprof.profile: the same loader iterated bare and profiled, alternately.
 
-Runs A B A B ... (bare, profiled) so drift of the machine hits both alike, and prints the
-throughput ratio profiled/bare per case: the median of the per-pair ratios and its IQR.
+Runs A B A B ... (bare, profiled) so drift of the machine hits both alike, and prints per case
+the throughput ratio profiled/bare (median of the per-pair ratios, with its IQR) and the CPU
+ratio (CPU time per sample of the main process and the workers, bare/profiled), which is
+steadier than throughput when workers and the main process share too few cores.
 The loop body is empty, the worst case: nothing hides the profiler's per-batch cost.
-The profiled runs include the system sampler (psutil at 10 Hz), as users get it by default.
+The profiled runs have the system sampler on, as users get it by default.
 
     python benchmarks/overhead.py [--pairs 10] [--out reports/benchmarks/overhead.txt]
 
@@ -42,48 +44,66 @@ class WorkDataset(Dataset):
         return torch.full((16,), index, dtype=torch.float32)
 
 
-# name, seconds of work per sample, samples per run, goal
-CASES = [("1ms", 1e-3, 64 * 16, 0.99), ("20us", 20e-6, 64 * 300, 0.95)]
+# name, seconds of work per sample, samples per run (about a second of loading), goal
+CASES = [("1ms", 1e-3, 64 * 16, 0.99), ("20us", 20e-6, 64 * 1000, 0.95)]
 BATCH_SIZE = 64
 
 
-def one_run(loader, profiled: bool) -> float:
-    """Samples per second over one pass, iterator creation (worker start-up) included.
+def _cpu_s() -> float:
+    """CPU seconds of this process and its reaped children: the DataLoader workers, reaped when
+    the epoch ends (the sampler process is reaped only at close(), so it is not counted)."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
-    A profiled run creates its profiler outside the timed region and waits for the system
-    sampler's first tick: the sampler process's one-off start is reported separately (below),
-    since it is paid once per profiler, not per epoch.
+
+def _wait_for_first_tick(prof) -> None:
+    deadline = time.perf_counter() + 5
+    while not prof.result().run.processes and time.perf_counter() < deadline:
+        time.sleep(0.01)
+
+
+def one_run(loader, profiled: bool) -> tuple[float, float]:
+    """(samples per second, CPU microseconds per sample) of one pass, worker start-up included.
+
+    A profiled run creates its profiler outside the timed region and waits for the sampler's
+    first tick: the sampler process's one-off start is paid once per profiler, not per epoch,
+    and is reported on its own below.
     """
     iterable = loader
     if profiled:
         iterable = dlprof.profile(loader)
-        deadline = time.perf_counter() + 5
-        while not iterable.result().run.processes and time.perf_counter() < deadline:
-            time.sleep(0.01)
+        _wait_for_first_tick(iterable)
+    cpu0 = _cpu_s()
     start = time.perf_counter()
     samples = 0
     for batch in iterable:
         samples += len(batch)
     elapsed = time.perf_counter() - start
+    cpu = _cpu_s() - cpu0
     if profiled:
         iterable.close()
-    return samples / elapsed
+    return samples / elapsed, cpu / samples * 1e6
 
 
-def fixed_costs(loader, repeats: int = 5) -> tuple[float, float]:
-    """Median ms to create a profiler (wrap the loader) and CPU ms its sampler process needs to start."""
-    create_ms, sampler_cpu_ms = [], []
-    for _ in range(repeats):
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+def sampler_costs(loader, repeats: int = 5, hold_s: float = 2.0) -> tuple[float, float, float]:
+    """Medians: ms to call dlprof.profile, CPU ms of the sampler process up to its first tick,
+    and its CPU ms per second of running after that."""
+    def children_cpu_ms() -> float:
+        kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return (kids.ru_utime + kids.ru_stime) * 1e3
+
+    create_ms, start_cpu_ms, held_cpu_ms = [], [], []
+    for hold in [0.0] * repeats + [hold_s] * repeats:
+        before = children_cpu_ms()
         t0 = time.perf_counter()
         prof = dlprof.profile(loader)
         create_ms.append((time.perf_counter() - t0) * 1e3)
-        while not prof.result().run.processes:
-            time.sleep(0.01)
+        _wait_for_first_tick(prof)
+        time.sleep(hold)
         prof.close()
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        sampler_cpu_ms.append((after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) * 1e3)
-    return statistics.median(create_ms), statistics.median(sampler_cpu_ms)
+        (held_cpu_ms if hold else start_cpu_ms).append(children_cpu_ms() - before)
+    start = statistics.median(start_cpu_ms)
+    return statistics.median(create_ms), start, (statistics.median(held_cpu_ms) - start) / hold_s
 
 
 def quartiles(values: list[float]) -> tuple[float, float, float]:
@@ -98,37 +118,46 @@ def main() -> int:
     args = parser.parse_args()
 
     lines = [
-        "# dlprof overhead benchmark: throughput profiled / bare (empty loop, batch 64)",
+        "# dlprof overhead benchmark: profiled vs bare (empty loop, batch 64)",
         f"# command: python benchmarks/overhead.py --pairs {args.pairs}",
         f"# machine: {platform.platform()}, python {platform.python_version()}, torch {torch.__version__}, "
         f"{available_cores()} cores available",
-        f"# {args.pairs} A/B pairs per case after one warm-up pair; ratio = median of per-pair ratios",
+        f"# {args.pairs} A/B pairs per case after one warm-up pair; ratios are medians of per-pair ratios",
         "",
         f"{'case':<8}{'workers':>8}{'bare samples/s':>16}{'profiled samples/s':>20}"
-        f"{'ratio':>8}{'IQR':>16}{'goal':>7}{'met':>5}",
+        f"{'ratio':>8}{'IQR':>16}{'cpu ratio':>11}{'goal':>7}{'met':>5}",
     ]
     print("\n".join(lines), flush=True)
     for name, cost, length, goal in CASES:
         for workers in (0, 2):
             loader = DataLoader(WorkDataset(length, cost), batch_size=BATCH_SIZE, num_workers=workers)
             one_run(loader, False), one_run(loader, True)  # warm-up: imports, page cache, allocator
-            bare, prof, ratios = [], [], []
+            bare, prof, ratios, cpu_ratios = [], [], [], []
             for _ in range(args.pairs):
-                b = one_run(loader, False)
-                p = one_run(loader, True)
+                b, b_cpu = one_run(loader, False)
+                p, p_cpu = one_run(loader, True)
                 bare.append(b)
                 prof.append(p)
                 ratios.append(p / b)
+                cpu_ratios.append(b_cpu / p_cpu)
             q1, med, q3 = quartiles(ratios)
             line = (f"{name:<8}{workers:>8}{statistics.median(bare):>16,.0f}{statistics.median(prof):>20,.0f}"
-                    f"{med:>8.3f}{f'[{q1:.3f}, {q3:.3f}]':>16}{goal:>7.2f}{'yes' if med >= goal else 'NO':>5}")
+                    f"{med:>8.3f}{f'[{q1:.3f}, {q3:.3f}]':>16}{statistics.median(cpu_ratios):>11.3f}"
+                    f"{goal:>7.2f}{'yes' if med >= goal else 'NO':>5}")
             lines.append(line)
             print(line, flush=True)
-    create_ms, sampler_cpu_ms = fixed_costs(DataLoader(WorkDataset(64, 0.0), batch_size=BATCH_SIZE))
-    for line in ["", "# one-off costs per profiler (not in the ratios above):",
-                 f"#   dlprof.profile(loader) call: {create_ms:.2f} ms (median of 5)",
-                 f"#   system sampler process start, to its first tick: {sampler_cpu_ms:.0f} ms of CPU "
-                 "in that process (median of 5)"]:
+
+    create_ms, start_cpu_ms, running_cpu_ms = sampler_costs(
+        DataLoader(WorkDataset(64, 0.0), batch_size=BATCH_SIZE))
+    for line in [
+        "",
+        "# ratio: throughput profiled/bare. cpu ratio: CPU time per sample (main process and",
+        "# workers) bare/profiled. 1.000 = no overhead. The sampler process is in neither; its",
+        "# own costs, per profiler (medians of 5):",
+        f"#   dlprof.profile(loader) call: {create_ms:.2f} ms",
+        f"#   sampler process start, up to its first tick: {start_cpu_ms:.0f} ms of CPU, once",
+        f"#   sampler process running (10 Hz): {running_cpu_ms:.1f} ms of CPU per second",
+    ]:
         lines.append(line)
         print(line, flush=True)
     if args.out:

@@ -29,6 +29,8 @@ from torch.utils.data import get_worker_info
 # collating one batch run back to back in one process, so the collate proxy reads what the
 # arrival of that batch's indices left here.
 _arrival: tuple[int, "TimedIndices | None"] | None = None
+_pid = os.getpid()  # cached: a syscall per batch otherwise; a forked worker resets it
+os.register_at_fork(after_in_child=lambda: globals().update(_pid=os.getpid()))
 
 
 class TimedIndices(list):
@@ -155,7 +157,7 @@ class CollateProxy:
             samples = len(data)
         else:  # __getitems__ returning its own type, or batch_size=None (a single sample)
             samples = len(indices) if arrival is not None and indices is not None else 1
-        stamp = (-1 if info is None else info.id, os.getpid(), fetch_start, start, end, samples,
+        stamp = (-1 if info is None else info.id, _pid, fetch_start, start, end, samples,
                  marks, mode)
         return StampedBatch(batch, stamp)
 

@@ -101,12 +101,14 @@ class LoaderProbe:
 class _EpochIterator:
     """The hot path: one ``__next__`` per batch, kept to a few clock reads and one record."""
 
-    __slots__ = ("_probe", "_it", "_epoch", "_last", "_last_handed_ns", "_done")
+    __slots__ = ("_probe", "_it", "_epoch", "_batches", "_mover", "_last", "_last_handed_ns", "_done")
 
     def __init__(self, probe: LoaderProbe, it, epoch: EpochRecord) -> None:
         self._probe = probe
         self._it = it
         self._epoch = epoch
+        self._batches = probe._batches
+        self._mover = probe.mover
         self._last: BatchRecord | None = None
         self._last_handed_ns = 0
         self._done = False
@@ -135,8 +137,7 @@ class _EpochIterator:
             batch = item.batch
             wid, pid, f0, c0, c1, samples, marks, mode = item.stamp
             record = BatchRecord(epoch.epoch, epoch.batches, wid, pid, samples, f0, c0, marks or [],
-                                 c0, c1, asked, got, item.pin_start_ns, item.pin_end_ns,
-                                 fetch_mode=mode)
+                                 c0, c1, asked, got, item.pin_start_ns, item.pin_end_ns, 0, 0, mode)
         else:  # a dataset dlprof does not wrap: only the main-process view is known
             batch = item
             record = BatchRecord(epoch.epoch, epoch.batches, -1, 0, 0, 0, 0, [], 0, 0, asked, got,
@@ -144,10 +145,9 @@ class _EpochIterator:
         if epoch.batches == 0:
             epoch.first_batch_ns = got
         epoch.batches += 1
-        mover = self._probe.mover
-        if mover is not None:
-            batch = mover.move(batch, record)
-        self._probe._batches.append(record)
+        if self._mover is not None:
+            batch = self._mover.move(batch, record)
+        self._batches.append(record)
         self._last = record
         self._last_handed_ns = perf_counter_ns()
         return batch
