@@ -23,7 +23,7 @@ def _positive_int(text: str) -> int:
 def cmd_profile(args) -> int:
     """Iterate the target's loader under dlprof.profile for a few epochs and summarise."""
     from dlprof.api import profile
-    from dlprof.target import load_target
+    from dlprof.sweep.target import load_target
 
     target = load_target(args.target)
     prof = profile(target.loader, device=args.device)
@@ -45,6 +45,65 @@ def cmd_profile(args) -> int:
     print(text, end="")
     print(f"results: {results}")
     return 0
+
+
+def _batch_sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}") from None
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"batch sizes must be positive integers, got {text!r}")
+    return sizes
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
+def cmd_scan(args) -> int:
+    """Search DataLoader settings for the target, diagnose, recommend a verified configuration."""
+    from dlprof.probe.environment import available_cores
+    from dlprof.report.scan_text import ConsoleScanRenderer, MarkdownRenderer
+    from dlprof.scan_records import ScanResult
+    from dlprof.sweep.search import Scan, ScanPlan
+
+    if not (os.path.isfile(args.target) or not args.target.endswith(".py")):
+        raise DlprofError(f"target file not found: {args.target}")
+    name = os.path.splitext(os.path.basename(args.target))[0] if args.target.endswith(".py") else args.target
+    out = args.out or os.path.join("reports", name)
+    os.makedirs(out, exist_ok=True)
+    cores = available_cores()
+    plan = ScanPlan(spec=args.target, out_dir=out, budget_s=args.budget or (30.0 if args.quick else 120.0),
+                    cores=cores, max_workers=args.max_workers or max(8, 4 * cores),
+                    batch_sizes=args.batch_sizes or [], device=args.device, max_epochs=args.epochs,
+                    quick=args.quick, max_workers_from_cli=args.max_workers is not None)
+    result = ScanResult(target=args.target)
+    scan = Scan(plan, result, lambda line: print(line, file=sys.stderr, flush=True))
+    print(f"dlprof scan {args.target}: budget {plan.budget_s:.0f} s, {cores} cores; results in {out}/",
+          file=sys.stderr, flush=True)
+    interrupted = False
+    try:
+        scan.run()
+    except KeyboardInterrupt:
+        interrupted = True
+        result.notes.append("interrupted: these are the trials finished before the interruption")
+    finally:
+        if result.trials:
+            scan.save()
+            with open(os.path.join(out, "report.md"), "w", encoding="utf-8") as fh:
+                fh.write(MarkdownRenderer().render(result))
+    print(ConsoleScanRenderer().render(result), end="")
+    print(f"results: {os.path.join(out, 'results.json')}, report: {os.path.join(out, 'report.md')}")
+    if interrupted:
+        return 130
+    return 0 if result.recommendation is not None else 1
 
 
 def cmd_summary(args) -> int:
@@ -74,6 +133,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="move batches to this device (e.g. cuda); default: no copy")
     p.add_argument("--out", default=None, help="output folder (default: reports/<target-name>)")
     p.set_defaults(func=cmd_profile)
+
+    sc = sub.add_parser("scan", help="search DataLoader settings, diagnose, recommend a measured configuration")
+    sc.add_argument("target", help="a .py file or module defining 'loader' or 'dataset' (and optionally 'train_step')")
+    sc.add_argument("--out", default=None, help="output folder (default: reports/<target-name>)")
+    sc.add_argument("--budget", type=_positive_float, default=None, help="seconds for the whole scan (default 120, --quick 30)")
+    sc.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                    help="where batches go before train_step (auto: cuda when present, else no copy)")
+    sc.add_argument("--max-workers", type=_positive_int, default=None, help="most num_workers to try")
+    sc.add_argument("--batch-sizes", type=_batch_sizes, default=None, help="batch sizes to try, e.g. 32,64")
+    sc.add_argument("--epochs", type=_positive_int, default=None, help="most epochs per trial")
+    sc.add_argument("--quick", action="store_true", help="a short scan (about 30 s)")
+    sc.set_defaults(func=cmd_scan)
 
     s = sub.add_parser("summary", help="print the summary of a saved results.json")
     s.add_argument("results")

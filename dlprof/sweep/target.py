@@ -4,7 +4,9 @@ Module-level names looked up:
   ``loader``      a DataLoader (preferred: its settings are the user's baseline);
   ``dataset``     a Dataset, or a zero-argument callable returning one, used when there is no
                   ``loader``; batched with ``batch_size=32`` and the optional ``collate_fn``;
-  ``train_step``  optional callable run on every batch.
+  ``train_step``  optional callable run on every batch;
+  ``dlprof_config`` optional dict limiting a scan: ``batch_size`` (list), ``max_workers``,
+                  ``device``.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import importlib.util
 import os
 import sys
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 from dlprof.errors import DlprofError
@@ -26,6 +28,7 @@ class Target:
     name: str
     loader: object  # torch.utils.data.DataLoader
     train_step: Callable | None
+    config: dict = field(default_factory=dict)  # dlprof_config
 
 
 def import_target(spec: str):
@@ -62,11 +65,14 @@ def load_target(spec: str) -> Target:
     train_step = getattr(module, "train_step", None)
     if train_step is not None and not callable(train_step):
         raise DlprofError(f"{spec}: train_step must be a function taking a batch, got {type(train_step).__name__}")
+    config = getattr(module, "dlprof_config", None) or {}
+    if not isinstance(config, dict):
+        raise DlprofError(f"{spec}: dlprof_config must be a dict, got {type(config).__name__}")
     loader = getattr(module, "loader", None)
     if loader is not None:
         if not isinstance(loader, DataLoader):
             raise DlprofError(f"{spec}: 'loader' must be a torch.utils.data.DataLoader, got {type(loader).__name__}")
-        return Target(name, loader, train_step)
+        return Target(name, loader, train_step, config)
     dataset = getattr(module, "dataset", None)
     if dataset is None:
         raise DlprofError(f"{spec} defines neither 'loader' (a DataLoader) nor 'dataset': add one at module level")
@@ -75,7 +81,8 @@ def load_target(spec: str) -> Target:
     if not isinstance(dataset, (Dataset, IterableDataset)):
         raise DlprofError(f"{spec}: 'dataset' must be a torch Dataset (or return one), got {type(dataset).__name__}")
     collate_fn = getattr(module, "collate_fn", None)
-    return Target(name, DataLoader(dataset, batch_size=DEFAULT_BATCH_SIZE, collate_fn=collate_fn), train_step)
+    loader = DataLoader(dataset, batch_size=DEFAULT_BATCH_SIZE, collate_fn=collate_fn)
+    return Target(name, loader, train_step, config)
 
 
 def _last_line(exc: BaseException) -> str:

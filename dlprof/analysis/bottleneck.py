@@ -1,0 +1,89 @@
+"""Diagnosis of a scan: verdict, the stage to blame, its kind, and the evidence. Pure.
+
+Verdict from the baseline's wait share (the TensorFlow profiler's thresholds, see
+``analysis.stages``). The stage follows the numbers of the trials:
+  step      compute-bound: the training step sets the pace;
+  startup   starting workers takes a real share of each (short) epoch;
+  main      the loop waits although the workers are mostly idle: per-batch cost in the main
+            process (receiving tiny batches from workers) dominates;
+  collate / fetch / pin / transfer  the largest producer stage per batch;
+and for fetch, ``io`` when the producing process is idle while fetching (CPU well under its
+busy time), else ``cpu``.
+"""
+from __future__ import annotations
+
+from dlprof.analysis.stages import BALANCED_PCT, DATA_BOUND_PCT
+from dlprof.scan_records import Bottleneck, TrialResult
+
+STARTUP_SHARE = 0.3  # start-up above this share of an epoch is the problem to fix
+IDLE_WORKERS_PCT = 50.0  # workers busy less than this while the loop waits: not their fault
+
+
+def diagnose(baseline: TrialResult | None, trials: list[TrialResult], cores: int
+             ) -> tuple[Bottleneck, list[str]]:
+    warnings = _warnings(baseline, trials, cores)
+    if baseline is None or baseline.status != "ok":
+        return Bottleneck("unknown", "fetch", None, ["the baseline configuration did not run"]), warnings
+    s, w = baseline.stage_ms, baseline.settings.num_workers
+    evidence = [f"the training loop waited for data {baseline.wait_pct:.0f}% of its time "
+                f"({s['wait']:.2f} ms a batch, against {s['step']:.2f} ms in the step)"]
+    if baseline.wait_pct < BALANCED_PCT:
+        verdict = "compute-bound"
+    elif baseline.wait_pct < DATA_BOUND_PCT:
+        verdict = "balanced"
+    else:
+        verdict = "data-bound"
+    if not baseline.has_train_step:
+        evidence.append("no train_step in the target: the loader was measured alone")
+
+    later = baseline.startup_ms[1:]
+    startup = sum(later) / len(later) if later else (baseline.startup_ms[0] if baseline.startup_ms else 0.0)
+    if w and baseline.epoch_ms and startup > STARTUP_SHARE * baseline.epoch_ms and verdict != "compute-bound":
+        evidence.append(f"starting the workers took {startup:.0f} ms of each {baseline.epoch_ms:.0f} ms epoch; "
+                        "persistent_workers=True keeps them across epochs")
+        return Bottleneck(verdict, "startup", None, evidence), warnings
+    if verdict == "compute-bound":
+        evidence.append("the data arrives faster than the step uses it: more workers would only burn CPU")
+        return Bottleneck(verdict, "step", None, evidence), warnings
+
+    produce = {k: s.get(k, 0.0) for k in ("fetch", "collate", "pin", "transfer")}
+    if w and baseline.worker_busy_pct < IDLE_WORKERS_PCT and s["wait"] > 0.5 * (s["fetch"] + s["collate"]) / w:
+        evidence.append(f"yet the {w} workers were busy only {baseline.worker_busy_pct:.0f}% of the time: the "
+                        f"main process spends the time receiving each batch ({baseline.settings.batch_size} "
+                        "samples) from a worker; fewer workers or larger batches help")
+        return Bottleneck(verdict, "main", None, evidence), warnings
+    stage = max(produce, key=produce.get)
+    kind = None
+    if stage == "fetch":
+        cpu = baseline.worker_cpu_pct if w else baseline.main_cpu_pct
+        busy = baseline.worker_busy_pct if w else 100.0 * s["wait"] / max(s["wait"] + s["step"], 1e-9)
+        kind = "io" if cpu < 0.5 * busy and cpu < 50 else "cpu"
+        where = f"each of the {w} workers" if w else "the main process (num_workers=0)"
+        evidence.append(f"fetching a batch took {s['fetch']:.2f} ms ({s['fetch_per_sample']:.3f} ms a sample) in {where}")
+        if kind == "io":
+            evidence.append(f"the fetching process used {cpu:.0f}% of a core while busy {busy:.0f}% of the time: "
+                            "the dataset waits on I/O; more workers than cores help")
+        else:
+            evidence.append(f"the fetching process used {cpu:.0f}% of a core: the dataset's own CPU work "
+                            f"({'decoding, transforms' if s['fetch_per_sample'] > 0.05 else 'per-sample work'}); "
+                            f"workers help up to the {cores} cores available")
+    else:
+        evidence.append(f"{stage} took {produce[stage]:.2f} ms a batch, more than fetch ({s['fetch']:.2f} ms)")
+    return Bottleneck(verdict, stage, kind, evidence), warnings
+
+
+def _warnings(baseline: TrialResult | None, trials: list[TrialResult], cores: int) -> list[str]:
+    warnings = []
+    if baseline is not None and baseline.stream_repeats:
+        warnings.append("the IterableDataset does not shard across workers: every worker yields the same "
+                        "samples, so with num_workers=N each sample is seen N times per epoch. Split the "
+                        "stream in __iter__ with torch.utils.data.get_worker_info()")
+    failed = [t for t in trials if t.status != "ok"]
+    for t in failed:
+        warnings.append(f"trial {t.settings.label()} {t.status}: {t.error}")
+    if baseline is not None and baseline.settings.num_workers > cores:
+        cpu_bound = baseline.worker_cpu_pct >= 50
+        if cpu_bound:
+            warnings.append(f"num_workers={baseline.settings.num_workers} exceeds the {cores} cores available "
+                            "to this process while the workers are CPU-bound")
+    return warnings

@@ -1,0 +1,43 @@
+"""From one trial's profile records to its TrialResult figures: pure, no torch."""
+from __future__ import annotations
+
+from dlprof.analysis.stages import STAGES, batch_frame
+from dlprof.records import ProfileRun
+from dlprof.scan_records import LoaderSettings, TrialResult
+
+
+def trial_stats(run: ProfileRun, settings: LoaderSettings, warm: int) -> TrialResult:
+    from dlprof.sweep.trial import rate_and_ci  # the same estimate the stopping rule used
+
+    frame = batch_frame(run)
+    steady = frame.iloc[warm:] if len(frame) > warm + 1 else frame
+    times = [b.wait_end_ns for b in run.batches[len(frame) - len(steady):]]
+    samples = [b.samples for b in run.batches[len(frame) - len(steady):]]
+    rate, ci = rate_and_ci(times, samples)
+    loop_ms = float((steady["wait_ms"] + steady["transfer_ms"] + steady["step_ms"]).sum())
+    window_ns = times[-1] - times[0] if len(times) > 1 else 0
+    completed = [e for e in run.epochs if e.completed]
+    result = TrialResult(
+        settings=settings, status="ok",
+        samples_per_s=rate, ci_pct=ci if ci != float("inf") else 100.0,
+        batches=len(steady), epochs=len(run.epochs), seconds=window_ns / 1e9,
+        wait_pct=100.0 * float(steady["wait_ms"].sum()) / loop_ms if loop_ms > 0 else 0.0,
+        stage_ms={stage: float(steady[f"{stage}_ms"].mean()) for stage in STAGES}
+        | {"fetch_per_sample": float(steady["fetch_per_sample_ms"].mean())},
+        startup_ms=[(e.first_batch_ns - e.iter_start_ns) / 1e6 for e in run.epochs if e.first_batch_ns],
+        epoch_ms=(sum(e.end_ns - e.iter_start_ns for e in completed) / len(completed) / 1e6) if completed else 0.0,
+        samples_per_epoch=sum(b.samples for b in run.batches if b.epoch == completed[0].epoch) if completed else 0,
+        dataset_kind=run.loader.dataset_kind if run.loader else "map",
+    )
+    if window_ns > 0:
+        t0, t1 = times[0], times[-1]
+        in_window = [p for p in run.processes if t0 <= p.t_ns <= t1]
+        workers = [p.cpu_pct for p in in_window if p.role == "worker"]
+        main = [p.cpu_pct for p in in_window if p.role == "main"]
+        result.worker_cpu_pct = sum(workers) / len(workers) if workers else 0.0
+        result.main_cpu_pct = sum(main) / len(main) if main else 0.0
+        if settings.num_workers:
+            busy_ns = sum((b.collate_end_ns - b.fetch_start_ns) for b in run.batches
+                          if t0 <= b.wait_end_ns <= t1 and b.worker_id >= 0)
+            result.worker_busy_pct = 100.0 * busy_ns / (settings.num_workers * window_ns)
+    return result

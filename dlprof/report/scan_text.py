@@ -1,0 +1,76 @@
+"""Scan results as Markdown (report.md) and as the terminal's closing summary."""
+from __future__ import annotations
+
+from dlprof.analysis.recommend import changes, dataloader_call
+from dlprof.scan_records import ScanResult
+
+
+def _headline(r: ScanResult) -> str:
+    b = r.bottleneck
+    if b is None:
+        return "no diagnosis (the scan did not finish)"
+    stage = b.stage + (f" ({b.kind})" if b.kind else "")
+    return f"{b.verdict}, bottleneck: {stage}"
+
+
+def _speedup_line(r: ScanResult) -> str:
+    if r.recommendation is None or r.speedup is None:
+        return "no recommendation: no configuration was measured successfully"
+    if r.speedup == 1.0 and r.recommendation is r.baseline:
+        return "keep the current configuration: no candidate was measurably faster"
+    rounds = ", ".join(f"{x:.2f}x" for x in r.speedup_samples)
+    return f"measured speedup {r.speedup:.2f}x over the baseline (side by side, rounds: {rounds})"
+
+
+class MarkdownRenderer:
+    def render(self, r: ScanResult) -> str:
+        out = [f"# dlprof scan: `{r.target}`", ""]
+        if not r.complete:
+            out += ["> **Incomplete scan**: results of the trials done so far.", ""]
+        out += [f"**Verdict:** {_headline(r)}", ""]
+        if r.bottleneck:
+            out += [f"- {e}" for e in r.bottleneck.evidence] + [""]
+        out += ["## Recommendation", "", _speedup_line(r), ""]
+        if r.recommendation is not None:
+            out += ["```python", dataloader_call(r.recommendation.settings), "```", ""]
+            if r.baseline is not None:
+                diff = changes(r.baseline.settings, r.recommendation.settings)
+                out += [f"Changes from the baseline: {', '.join(diff) if diff else 'none'}.", ""]
+        if r.warnings:
+            out += ["## Warnings", ""] + [f"- {w}" for w in r.warnings] + [""]
+        out += ["## Trials", "",
+                "| # | purpose | num_workers | batch_size | prefetch | persistent | pin | samples/s | ± % | wait % | fetch ms | collate ms | step ms | status |",
+                "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for i, t in enumerate(r.trials, 1):
+            s, m = t.settings, t.stage_ms
+            if t.status == "ok":
+                nums = (f"{t.samples_per_s:,.0f} | {t.ci_pct:.1f} | {t.wait_pct:.0f} | {m.get('fetch', 0):.2f} | "
+                        f"{m.get('collate', 0):.2f} | {m.get('step', 0):.2f} | ok")
+            else:
+                nums = f"- | - | - | - | - | - | {t.status}: {_escape(t.error)}"
+            out.append(f"| {i} | {t.purpose} | {s.num_workers} | {s.batch_size} | {s.prefetch_factor} | "
+                       f"{s.persistent_workers} | {s.pin_memory} | {nums} |")
+        env = r.environment
+        out += ["", "## Environment", "",
+                f"{env.get('available_cores')} cores available, Python {env.get('python')}, torch {env.get('torch')}, "
+                f"device {env.get('device') or 'none (no copy)'}, dlprof {env.get('dlprof')}."]
+        if r.notes:
+            out += ["", "## Notes", ""] + [f"- {n}" for n in r.notes]
+        return "\n".join(out) + "\n"
+
+
+def _escape(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+class ConsoleScanRenderer:
+    def render(self, r: ScanResult) -> str:
+        lines = [f"verdict: {_headline(r)}"]
+        if r.bottleneck:
+            lines += [f"  - {e}" for e in r.bottleneck.evidence]
+        for w in r.warnings:
+            lines.append(f"warning: {w}")
+        lines.append(_speedup_line(r))
+        if r.recommendation is not None:
+            lines.append("recommended: " + dataloader_call(r.recommendation.settings))
+        return "\n".join(lines) + "\n"

@@ -1,0 +1,139 @@
+"""Records of a scan: trial configurations, their measurements, the diagnosis. No torch.
+
+Schema history of ``dlprof.scan`` results files (bump ``SCAN_SCHEMA_VERSION`` on every
+incompatible change and say what changed):
+  1  first version.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from dlprof.records import ResultsFileError
+
+SCAN_SCHEMA_NAME = "dlprof.scan"
+SCAN_SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class LoaderSettings:
+    """The DataLoader keyword arguments a scan varies."""
+
+    num_workers: int
+    pin_memory: bool
+    prefetch_factor: int | None  # None with num_workers=0
+    persistent_workers: bool
+    batch_size: int | None
+
+    def key(self) -> tuple:
+        return dataclasses.astuple(self)
+
+    def label(self) -> str:
+        parts = [f"num_workers={self.num_workers}", f"batch_size={self.batch_size}"]
+        if self.num_workers:
+            parts += [f"prefetch_factor={self.prefetch_factor}", f"persistent_workers={self.persistent_workers}"]
+        parts.append(f"pin_memory={self.pin_memory}")
+        return ", ".join(parts)
+
+
+@dataclass
+class TrialResult:
+    """One configuration measured in one child process."""
+
+    settings: LoaderSettings
+    status: str  # "ok", "failed" (the pipeline raised), "timeout", "error" (bad target)
+    purpose: str = ""  # why the search ran it: "baseline", "workers", "final"...
+    samples_per_s: float = 0.0  # steady state, epoch restarts inside the window included
+    ci_pct: float = 0.0  # half-width of the 95% confidence interval, % of samples_per_s
+    batches: int = 0  # measured (after warm-up)
+    epochs: int = 0
+    seconds: float = 0.0  # wall time of the measured window
+    wait_pct: float = 0.0  # share of the loop's time spent waiting for data
+    stage_ms: dict[str, float] = field(default_factory=dict)  # mean per batch: fetch, collate, ...
+    startup_ms: list[float] = field(default_factory=list)  # per epoch
+    epoch_ms: float = 0.0  # mean duration of a completed epoch (0 if none completed)
+    samples_per_epoch: int = 0  # of the first completed epoch (0 if none)
+    worker_cpu_pct: float = 0.0  # mean CPU use of one worker while measuring, % of a core
+    worker_busy_pct: float = 0.0  # share of the window a worker spent in fetch + collate
+    main_cpu_pct: float = 0.0
+    error: str = ""  # one line; the full traceback is in ``log``
+    log: str = ""  # path of the trial's output log
+    has_train_step: bool = True
+    dataset_kind: str = "map"
+    stream_repeats: bool = False  # an IterableDataset gave every worker the same samples
+    info: dict[str, Any] = field(default_factory=dict)  # baseline only: target facts, environment
+
+
+@dataclass
+class Bottleneck:
+    verdict: str  # data-bound | balanced | compute-bound | unknown
+    stage: str  # fetch | collate | pin | transfer | step | startup | main
+    kind: str | None  # "cpu" or "io" for fetch
+    evidence: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ScanResult:
+    target: str
+    baseline: TrialResult | None = None
+    recommendation: TrialResult | None = None
+    speedup: float | None = None  # measured, interleaved, recommendation / baseline
+    speedup_samples: list[float] = field(default_factory=list)  # per-round ratios behind it
+    bottleneck: Bottleneck | None = None
+    warnings: list[str] = field(default_factory=list)
+    trials: list[TrialResult] = field(default_factory=list)
+    environment: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    complete: bool = False  # False while the scan runs or when it was interrupted
+
+    def to_dict(self) -> dict[str, Any]:
+        def trial(t: TrialResult | None):
+            if t is None:
+                return None
+            d = dataclasses.asdict(t)
+            d["config"] = d.pop("settings")
+            return d
+
+        return {
+            "schema": SCAN_SCHEMA_NAME,
+            "schema_version": SCAN_SCHEMA_VERSION,
+            "target": self.target,
+            "complete": self.complete,
+            "baseline": trial(self.baseline),
+            "recommendation": trial(self.recommendation),
+            "speedup": self.speedup,
+            "speedup_samples": self.speedup_samples,
+            "bottleneck": dataclasses.asdict(self.bottleneck) if self.bottleneck else None,
+            "warnings": self.warnings,
+            "trials": [trial(t) for t in self.trials],
+            "environment": self.environment,
+            "notes": self.notes,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ScanResult":
+        if not isinstance(data, dict) or data.get("schema") != SCAN_SCHEMA_NAME:
+            raise ResultsFileError("not a dlprof scan results file (missing 'schema': 'dlprof.scan')")
+        if data.get("schema_version") != SCAN_SCHEMA_VERSION:
+            raise ResultsFileError(f"scan results have schema version {data.get('schema_version')!r}; "
+                                   f"this dlprof reads version {SCAN_SCHEMA_VERSION}")
+
+        def trial(d):
+            if d is None:
+                return None
+            d = dict(d)
+            d["settings"] = LoaderSettings(**d.pop("config"))
+            return TrialResult(**d)
+
+        try:
+            return cls(
+                target=data["target"], complete=data.get("complete", False),
+                baseline=trial(data.get("baseline")), recommendation=trial(data.get("recommendation")),
+                speedup=data.get("speedup"), speedup_samples=list(data.get("speedup_samples", [])),
+                bottleneck=Bottleneck(**data["bottleneck"]) if data.get("bottleneck") else None,
+                warnings=list(data.get("warnings", [])), trials=[trial(t) for t in data.get("trials", [])],
+                environment=dict(data.get("environment", {})), notes=list(data.get("notes", [])),
+            )
+        except (TypeError, KeyError) as exc:
+            raise ResultsFileError(f"malformed scan results file: {exc}") from None

@@ -1,0 +1,239 @@
+"""The scan: a search over DataLoader settings guided by what each trial measured.
+
+Not a grid. The baseline's stage times give the cost of producing a batch and the rate the
+training step consumes them; from those it picks num_workers (beyond the core count only when
+workers sit idle on I/O), then tries prefetch_factor, persistent_workers (when start-up is a
+real share of an epoch), pin_memory (GPU only) and the batch sizes the user allowed. At the end
+the baseline and the best candidate are measured again, interleaved, so the speedup reported
+is a fresh side-by-side measurement.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from dlprof.analysis.bottleneck import diagnose
+from dlprof.errors import DlprofError
+from dlprof.records import save_json
+from dlprof.scan_records import LoaderSettings, ScanResult, TrialResult
+from dlprof.sweep.trial import TrialLimits, run_trial
+
+FINAL_ROUNDS = 2  # baseline/recommendation pairs measured at the end
+MIN_GAIN = 0.03  # a candidate must beat the best by this fraction to count as better
+
+
+@dataclass
+class ScanPlan:
+    spec: str
+    out_dir: str
+    budget_s: float
+    cores: int
+    max_workers: int
+    batch_sizes: list[int] = field(default_factory=list)  # empty: the batch size is not varied
+    device: str | None = None
+    max_epochs: int | None = None
+    quick: bool = False
+    max_workers_from_cli: bool = False
+
+    def limits(self) -> TrialLimits:
+        if self.quick:
+            return TrialLimits(max_seconds=1.5, max_epochs=self.max_epochs, rel_ci=0.08, min_seconds=0.4)
+        return TrialLimits(max_seconds=5.0, max_epochs=self.max_epochs, rel_ci=0.04)
+
+
+class Scan:
+    """Runs trials within the budget, keeps the results file current after every trial."""
+
+    def __init__(self, plan: ScanPlan, result: ScanResult, progress: Callable[[str], None]) -> None:
+        self.plan = plan
+        self.result = result
+        self.progress = progress
+        self.limits = plan.limits()
+        self.start = time.monotonic()
+        self.trial_cost_s = self.limits.max_seconds + 3.0  # refined after each trial
+        self.seen: dict[tuple, TrialResult] = {}
+
+    # -- bookkeeping -----------------------------------------------------------------
+    def time_left(self) -> float:
+        return self.plan.budget_s - (time.monotonic() - self.start)
+
+    def save(self) -> None:
+        save_json(self.result.to_dict(), os.path.join(self.plan.out_dir, "results.json"))
+
+    def best(self) -> TrialResult | None:
+        ok = [t for t in self.seen.values() if t.status == "ok"]
+        return max(ok, key=lambda t: t.samples_per_s) if ok else None
+
+    def trial(self, settings: LoaderSettings | None, purpose: str, again: bool = False) -> TrialResult:
+        if settings is not None and not again and settings.key() in self.seen:
+            return self.seen[settings.key()]
+        index = len(self.result.trials) + 1
+        best = self.best()
+        best_text = f"best so far {best.samples_per_s:,.0f} samples/s" if best else "no result yet"
+        self.progress(f"[trial {index}, {max(0, self.time_left()):.0f} s left; {best_text}] "
+                      f"{purpose}: {settings.label() if settings else 'as configured in the target'}")
+        began = time.monotonic()
+        timeout = self.limits.max_seconds + 60 + (self.plan.budget_s if index == 1 else 0)
+        trial = run_trial(self.plan.spec, settings, purpose, os.path.join(self.plan.out_dir, "trials"),
+                          index, self.plan.device, self.limits, timeout)
+        self.trial_cost_s = max(self.trial_cost_s * 0.5, time.monotonic() - began)
+        self.result.trials.append(trial)
+        if not again and trial.status != "error":
+            self.seen[trial.settings.key()] = trial
+        self.save()  # a crash of dlprof itself loses at most the trial in flight
+        if trial.status == "ok":
+            self.progress(f"    {trial.samples_per_s:,.0f} samples/s (+/- {trial.ci_pct:.1f}%), "
+                          f"wait {trial.wait_pct:.0f}% of the loop")
+        else:
+            self.progress(f"    {trial.status}: {trial.error}")
+        return trial
+
+    def affordable(self, trials: int = 1) -> bool:
+        reserve = (2 * FINAL_ROUNDS) * self.trial_cost_s
+        return self.time_left() - reserve >= trials * self.trial_cost_s
+
+    # -- the search ------------------------------------------------------------------
+    def run(self) -> ScanResult:
+        base = self.trial(None, "baseline")  # the target's loader as the user configured it
+        if base.status == "error":
+            raise DlprofError(base.error)
+        self.result.baseline = base
+        self._adopt_target_info(base)
+        baseline_settings = base.settings
+        if base.status != "ok":
+            self._fallback_baseline(baseline_settings)
+        self._search_workers(baseline_settings)
+        self._search_prefetch_and_persistence()
+        self._search_pin_memory()
+        self._search_batch_size()
+        self._verify()
+        self.result.bottleneck, self.result.warnings = diagnose(self.result.baseline, self.result.trials,
+                                                                self.plan.cores)
+        self.result.complete = True
+        self.save()
+        return self.result
+
+    def _adopt_target_info(self, base: TrialResult) -> None:
+        """What only the target knows: its dlprof_config, whether batches can be resized, the device."""
+        info = base.info
+        self.result.environment = info.get("environment", {})
+        self.plan.device = info.get("device", self.plan.device)
+        config = info.get("dlprof_config", {})
+        if "max_workers" in config and not self.plan.max_workers_from_cli:
+            self.plan.max_workers = int(config["max_workers"])
+        sizes = self.plan.batch_sizes or [int(x) for x in config.get("batch_size", []) or []]
+        if sizes and not info.get("batch_size_free", False):
+            self.result.notes.append("the loader's own batch_sampler fixes the batches: batch sizes not varied")
+            sizes = []
+        self.plan.batch_sizes = [x for x in sizes if x != base.settings.batch_size]
+
+    def _fallback_baseline(self, settings: LoaderSettings) -> None:
+        """The user's configuration failed: keep its failure, try the simplest configuration."""
+        simple = dataclasses.replace(settings, num_workers=0, prefetch_factor=None, persistent_workers=False)
+        if simple.key() != settings.key():
+            self.trial(simple, "fallback")
+        if self.best() is None:
+            raise DlprofError(f"every configuration failed: {self.result.baseline.error}")
+
+    def _worker_candidates(self, reference: TrialResult) -> list[int]:
+        """num_workers to try, most promising first, from the cost of producing a batch."""
+        s = reference.stage_ms
+        produce = s.get("fetch", 0.0) + s.get("collate", 0.0)  # one batch, one process
+        consume = max(s.get("step", 0.0) + s.get("transfer", 0.0), 0.05)
+        needed = max(1, math.ceil(produce / consume))
+        workers = reference.settings.num_workers
+        busy = reference.worker_busy_pct / 100 if workers else 1.0
+        cpu_share = (reference.worker_cpu_pct if workers else reference.main_cpu_pct) / 100
+        io_bound = cpu_share < 0.5 * max(busy, 0.01) and cpu_share < 0.5
+        limit = self.plan.max_workers if io_bound else self.plan.cores
+        first = min(needed, limit)
+        order = [first, max(1, first // 2), min(limit, first * 2), 0, 1, self.plan.cores]
+        seen: list[int] = []
+        for w in order:
+            if 0 <= w <= self.plan.max_workers and w not in seen:
+                seen.append(w)
+        return seen
+
+    def _search_workers(self, base_settings: LoaderSettings) -> None:
+        reference = self.best()
+        for workers in self._worker_candidates(reference):
+            if not self.affordable():
+                break
+            settings = dataclasses.replace(
+                base_settings, num_workers=workers,
+                prefetch_factor=(base_settings.prefetch_factor or 2) if workers else None,
+                persistent_workers=base_settings.persistent_workers and workers > 0)
+            self.trial(settings, "workers")
+        # climb past the best while it keeps improving (I/O-bound pipelines want many workers)
+        while self.affordable():
+            best = self.best()
+            w = best.settings.num_workers
+            nxt = min(self.plan.max_workers, max(1, w * 2))
+            if w == 0 or nxt == w or dataclasses.replace(best.settings, num_workers=nxt).key() in self.seen:
+                break
+            before = best.samples_per_s
+            trial = self.trial(dataclasses.replace(best.settings, num_workers=nxt), "workers")
+            if trial.status != "ok" or trial.samples_per_s < before * (1 + MIN_GAIN):
+                break
+
+    def _search_prefetch_and_persistence(self) -> None:
+        best = self.best()
+        if best.settings.num_workers == 0:
+            return
+        if best.wait_pct > 5 and self.affordable():
+            deeper = max(4, 2 * (best.settings.prefetch_factor or 2))
+            self.trial(dataclasses.replace(best.settings, prefetch_factor=deeper), "prefetch_factor")
+        best = self.best()
+        startup = best.startup_ms[1:] or best.startup_ms  # later epochs show the restart cost
+        restarts_matter = best.epoch_ms > 0 and startup and (sum(startup) / len(startup)) > 0.03 * best.epoch_ms
+        if not best.settings.persistent_workers and restarts_matter and self.affordable():
+            self.trial(dataclasses.replace(best.settings, persistent_workers=True), "persistent_workers")
+
+    def _search_pin_memory(self) -> None:
+        if not (self.plan.device or "").startswith("cuda"):
+            return  # pinning only helps a copy to an accelerator
+        best = self.best()
+        if self.affordable():
+            self.trial(dataclasses.replace(best.settings, pin_memory=not best.settings.pin_memory), "pin_memory")
+
+    def _search_batch_size(self) -> None:
+        for size in self.plan.batch_sizes:
+            if not self.affordable():
+                break
+            self.trial(dataclasses.replace(self.best().settings, batch_size=size), "batch_size")
+
+    def _verify(self) -> None:
+        """Measure baseline and the best again, interleaved: the speedup is that ratio."""
+        base, best = self.result.baseline, self.best()
+        if base.status != "ok" or best.settings.key() == base.settings.key():
+            self.result.recommendation = base if base.status == "ok" else best
+            self.result.speedup = 1.0 if base.status == "ok" else None
+            return
+        ratios, last = [], None
+        for _ in range(FINAL_ROUNDS):
+            if self.time_left() < 2 * self.trial_cost_s * 0.8 and ratios:
+                break
+            b = self.trial(base.settings, "final: baseline", again=True)
+            r = self.trial(best.settings, "final: recommendation", again=True)
+            if b.status == "ok" and r.status == "ok":
+                ratios.append(r.samples_per_s / b.samples_per_s)
+                last = r
+        if not ratios:
+            self.result.notes.append("the final side-by-side measurement failed; no speedup is claimed")
+            self.result.recommendation, self.result.speedup = base, 1.0
+            return
+        ratios.sort()
+        speedup = ratios[len(ratios) // 2] if len(ratios) % 2 else sum(ratios[len(ratios) // 2 - 1:][:2]) / 2
+        self.result.speedup_samples = ratios
+        if speedup < 1 + MIN_GAIN:
+            # not faster when measured side by side: keep the user's configuration
+            self.result.notes.append(
+                f"the best candidate ({best.settings.label()}) measured {speedup:.2f}x the baseline side "
+                "by side: within noise, so the recommendation is to keep the current configuration")
+            self.result.recommendation, self.result.speedup = base, 1.0
+            return
+        self.result.recommendation, self.result.speedup = last, speedup

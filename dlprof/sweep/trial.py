@@ -1,0 +1,222 @@
+"""One trial: one DataLoader configuration, measured with the training step in the loop, in a
+fresh child process, so a crash, leak or hang in one trial cannot spoil the others.
+
+The scan process imports torch but runs no torch op and never imports the user's target, so
+forking it is safe (a child forked after OpenMP has run can hang in its own first parallel
+region) and each child starts from the same clean state without paying for a new interpreter.
+The child loads the target, measures, writes its result as JSON and exits; the parent kills
+its whole process group (the trial's DataLoader workers too) if it overruns.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import signal
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from time import perf_counter
+
+from dlprof.errors import DlprofError
+from dlprof.records import save_json
+from dlprof.scan_records import LoaderSettings, TrialResult
+
+# Student's t, 97.5% quantile, for 7 degrees of freedom: 8 blocks of batches.
+_BLOCKS = 8
+_T_975 = 2.365
+
+
+_NO_SETTINGS = LoaderSettings(0, False, None, False, None)  # the target did not load
+
+
+@dataclass(frozen=True)
+class TrialLimits:
+    max_seconds: float  # measuring stops here even if the estimate is not stable yet
+    max_epochs: int | None
+    rel_ci: float  # stop when the 95% CI half-width is below this fraction of the estimate
+    min_seconds: float = 0.5
+    min_batches: int = 16
+
+
+def warmup_batches(s: LoaderSettings) -> int:
+    """Batches left out at the start: the ones prefetched while workers started, and a few more."""
+    return 3 + (s.num_workers * (s.prefetch_factor or 2))
+
+
+def _block_rates(times: list[int], samples: list[int]) -> list[float]:
+    """Samples/s in consecutive blocks of batch arrivals (times[0] opens the window)."""
+    n = len(times) - 1
+    edges = [round(i * n / _BLOCKS) for i in range(_BLOCKS + 1)]
+    rates = []
+    for a, b in zip(edges, edges[1:]):
+        if b > a and times[b] > times[a]:
+            rates.append(sum(samples[a + 1:b + 1]) / ((times[b] - times[a]) / 1e9))
+    return rates
+
+
+def rate_and_ci(times: list[int], samples: list[int]) -> tuple[float, float]:
+    """Throughput over the window and the half-width of its 95% CI, in % of it (block means)."""
+    if len(times) < 2 or times[-1] <= times[0]:
+        return 0.0, math.inf
+    rate = sum(samples[1:]) / ((times[-1] - times[0]) / 1e9)
+    rates = _block_rates(times, samples)
+    if len(rates) < _BLOCKS:
+        return rate, math.inf
+    mean = sum(rates) / len(rates)
+    sd = math.sqrt(sum((r - mean) ** 2 for r in rates) / (len(rates) - 1))
+    return rate, 100.0 * _T_975 * sd / math.sqrt(len(rates)) / rate
+
+
+def measure(target, settings: LoaderSettings | None, device: str | None, limits: TrialLimits,
+            purpose: str) -> TrialResult:
+    """Iterate the rebuilt loader with the training step until the estimate is stable."""
+    from dlprof.api import profile
+    from dlprof.sweep.loaders import batch_size_is_free, build_loader, settings_of
+
+    info = {}
+    if settings is None:  # the baseline: the target's own loader, whose settings we report
+        import torch
+
+        from dlprof.probe.environment import collect_environment
+
+        settings = settings_of(target.loader)
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else None
+        info = {"dlprof_config": json.loads(json.dumps(target.config, default=str)),
+                "batch_size_free": batch_size_is_free(target.loader), "device": device,
+                "environment": collect_environment(device)}
+        loader = target.loader
+    else:
+        loader = build_loader(target.loader, settings)
+    prof = profile(loader, device=device)
+    batches = prof.profiler.run.batches  # filled as we go
+    step = target.train_step
+    warm = warmup_batches(settings)
+    start = perf_counter()
+    deadline = start + limits.max_seconds
+    epochs = 0
+    done = False
+    while not done and (limits.max_epochs is None or epochs < limits.max_epochs):
+        for batch in prof:
+            if step is not None:
+                step(batch)
+            now = perf_counter()
+            if now >= deadline:
+                done = True
+                break
+            n = len(batches) - warm
+            if n >= limits.min_batches and n % 4 == 0 and now - start >= limits.min_seconds:
+                _, ci = rate_and_ci([b.wait_end_ns for b in batches[warm:]], [b.samples for b in batches[warm:]])
+                if ci <= 100 * limits.rel_ci:
+                    done = True
+                    break
+        epochs += 1
+        if not batches:
+            raise DlprofError("the loader yielded no batch")
+    prof.close()
+    from dlprof.analysis.trial import trial_stats
+
+    result = trial_stats(prof.result().run, settings, warm)
+    result.purpose = purpose
+    result.info = info
+    result.has_train_step = step is not None
+    if purpose == "baseline" and result.dataset_kind == "iterable":
+        result.stream_repeats = stream_repeats(target.loader)
+    return result
+
+
+def stream_repeats(loader) -> bool:
+    """Do two workers of an IterableDataset yield the same first samples (no sharding)?"""
+    import pickle
+
+    from torch.utils.data import DataLoader
+
+    probe = DataLoader(loader.dataset, batch_size=None, num_workers=2, collate_fn=lambda x: x,
+                       worker_init_fn=loader.worker_init_fn, multiprocessing_context=loader.multiprocessing_context)
+    firsts: list[list[bytes]] = [[], []]
+    for i, sample in zip(range(16), probe):  # workers alternate: even from worker 0, odd from 1
+        firsts[i % 2].append(pickle.dumps(sample))
+    return len(firsts[0]) >= 3 and firsts[0] == firsts[1][:len(firsts[0])]
+
+
+def _child(spec: str, settings: LoaderSettings, device: str | None, limits: TrialLimits,
+           purpose: str, result_path: str, log_path: str) -> None:
+    """Runs in the forked child; never returns."""
+    code = 1
+    try:
+        os.setpgid(0, 0)  # own group: the parent can kill us with our DataLoader workers
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        from dlprof.sweep.target import load_target
+
+        try:
+            result = measure(load_target(spec), settings, device, limits, purpose)
+        except DlprofError as exc:
+            result = TrialResult(settings or _NO_SETTINGS, "error", purpose, error=str(exc))
+        except Exception as exc:  # the user's pipeline failed: record why; the scan goes on
+            traceback.print_exc()
+            result = TrialResult(settings or _NO_SETTINGS, "failed", purpose,
+                                 error=traceback.format_exception_only(type(exc), exc)[-1].strip())
+        result.log = log_path
+        save_json(dataclasses.asdict(result), result_path)
+        code = 0
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def run_trial(spec: str, settings: LoaderSettings | None, purpose: str, trial_dir: str, index: int,
+              device: str | None, limits: TrialLimits, timeout_s: float) -> TrialResult:
+    """Fork a child that measures ``settings`` (None: the target's own loader); wait for it at
+    most ``timeout_s``."""
+    os.makedirs(trial_dir, exist_ok=True)
+    result_path = os.path.join(trial_dir, f"trial-{index:02d}.json")
+    log_path = os.path.join(trial_dir, f"trial-{index:02d}.log")
+    if os.path.exists(result_path):
+        os.unlink(result_path)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        _child(spec, settings, device, limits, purpose, result_path, log_path)
+    deadline = time.monotonic() + timeout_s
+    status = None
+    try:
+        while status is None:
+            done, st = os.waitpid(pid, os.WNOHANG)
+            if done:
+                status = st
+            elif time.monotonic() > deadline:
+                _kill_group(pid)
+                os.waitpid(pid, 0)
+                return TrialResult(settings or _NO_SETTINGS, "timeout", purpose, log=log_path,
+                                   error=f"no result within {timeout_s:.0f} s: the trial was stopped")
+            else:
+                time.sleep(0.02)
+    except BaseException:  # Ctrl-C or an error here: leave no trial running
+        _kill_group(pid)
+        if status is None:
+            os.waitpid(pid, 0)
+        raise
+    _kill_group(pid)  # DataLoader workers the child left behind
+    if not os.path.exists(result_path):
+        how = (f"killed by signal {signal.Signals(os.WTERMSIG(status)).name}" if os.WIFSIGNALED(status)
+               else f"exit code {os.WEXITSTATUS(status)}")
+        return TrialResult(settings or _NO_SETTINGS, "failed", purpose, log=log_path, error=f"the trial process died ({how})")
+    with open(result_path, encoding="utf-8") as fh:
+        data = json.load(fh)
+    data["settings"] = LoaderSettings(**data["settings"])
+    return TrialResult(**data)
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
