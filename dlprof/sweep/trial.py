@@ -130,16 +130,27 @@ def measure(target, settings: LoaderSettings | None, device: str | None, limits:
 
 def stream_repeats(loader) -> bool:
     """Do two workers of an IterableDataset yield the same first samples (no sharding)?"""
-    import pickle
-
     from torch.utils.data import DataLoader
 
     probe = DataLoader(loader.dataset, batch_size=None, num_workers=2, collate_fn=lambda x: x,
                        worker_init_fn=loader.worker_init_fn, multiprocessing_context=loader.multiprocessing_context)
-    firsts: list[list[bytes]] = [[], []]
+    firsts: list[list] = [[], []]
     for i, sample in zip(range(16), probe):  # workers alternate: even from worker 0, odd from 1
-        firsts[i % 2].append(pickle.dumps(sample))
+        firsts[i % 2].append(_fingerprint(sample))
     return len(firsts[0]) >= 3 and firsts[0] == firsts[1][:len(firsts[0])]
+
+
+def _fingerprint(sample):
+    """A comparable value for a sample: tensors by content, containers item by item."""
+    import torch
+
+    if isinstance(sample, torch.Tensor):
+        return (str(sample.dtype), tuple(sample.shape), sample.detach().cpu().numpy().tobytes())
+    if isinstance(sample, dict):
+        return tuple((k, _fingerprint(v)) for k, v in sample.items())
+    if isinstance(sample, (list, tuple)):
+        return tuple(_fingerprint(v) for v in sample)
+    return repr(sample)
 
 
 def _child(spec: str, settings: LoaderSettings, device: str | None, limits: TrialLimits,

@@ -1,0 +1,161 @@
+"""dlprof scan end to end on small synthetic targets: real trials, real workers."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def scan(target_path, out, *extra, timeout=180):
+    proc = subprocess.run([sys.executable, "-m", "dlprof", "scan", str(target_path), "--out", str(out), *extra],
+                          cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    results = out / "results.json"
+    data = json.loads(results.read_text()) if results.exists() else None
+    return proc, data
+
+
+def write(tmp_path, name, body):
+    path = tmp_path / f"{name}.py"
+    path.write_text(textwrap.dedent(body))
+    return path
+
+
+IO_BOUND = """
+    import time
+    import torch
+    from torch.utils.data import DataLoader, Dataset
+
+    class Remote(Dataset):
+        def __len__(self):
+            return 4000
+        def __getitem__(self, i):
+            time.sleep(0.003)  # storage latency, idle CPU
+            return torch.tensor([float(i)])
+
+    loader = DataLoader(Remote(), batch_size=8)
+
+    def train_step(batch):
+        return float(batch.sum())
+"""
+
+
+def test_io_bound_scan_recommends_more_workers_than_cores_and_verifies_it(tmp_path):
+    proc, data = scan(write(tmp_path, "remote", IO_BOUND), tmp_path / "out", "--quick")
+    assert proc.returncode == 0, proc.stderr
+    cores = data["environment"]["available_cores"]
+    assert data["complete"] is True
+    assert data["bottleneck"]["verdict"] == "data-bound"
+    assert (data["bottleneck"]["stage"], data["bottleneck"]["kind"]) == ("fetch", "io")
+    rec = data["recommendation"]["config"]
+    assert rec["num_workers"] > cores
+    assert set(rec) == {"num_workers", "pin_memory", "prefetch_factor", "persistent_workers", "batch_size"}
+    # the speedup is the side-by-side re-measurement, and it is real
+    assert data["speedup"] >= 2.0 and data["speedup_samples"]
+    finals = [t for t in data["trials"] if t["purpose"].startswith("final")]
+    assert len(finals) >= 2 and {t["purpose"] for t in finals} == {"final: baseline", "final: recommendation"}
+    assert data["baseline"]["config"]["num_workers"] == 0 and data["baseline"]["samples_per_s"] > 0
+    for trial in data["trials"]:
+        assert {"config", "samples_per_s", "stage_ms", "startup_ms", "status"} <= set(trial)
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "data-bound" in report and "num_workers=" in report and "measured speedup" in report
+    assert "recommended: DataLoader(" in proc.stdout and "trial 1" in proc.stderr
+
+
+FAILS_IN_WORKERS = """
+    import torch
+    from torch.utils.data import DataLoader, Dataset, get_worker_info
+
+    class Picky(Dataset):
+        def __len__(self):
+            return 512
+        def __getitem__(self, i):
+            if get_worker_info() is not None:
+                raise RuntimeError("cannot open the database from a worker process")
+            return torch.tensor([float(i)])
+
+    loader = DataLoader(Picky(), batch_size=16)
+"""
+
+
+def test_failed_configurations_are_reported_and_never_recommended(tmp_path):
+    proc, data = scan(write(tmp_path, "picky", FAILS_IN_WORKERS), tmp_path / "out", "--quick")
+    assert proc.returncode == 0, proc.stderr
+    failed = [t for t in data["trials"] if t["status"] == "failed"]
+    assert failed and all(t["config"]["num_workers"] > 0 for t in failed)
+    assert all("cannot open the database" in t["error"] for t in failed)
+    assert data["recommendation"]["status"] == "ok"
+    assert data["recommendation"]["config"]["num_workers"] == 0
+    assert data["speedup"] == 1.0
+    assert any("cannot open the database" in w for w in data["warnings"])
+    assert "no loader" not in proc.stderr
+
+
+UNSHARDED = """
+    import torch
+    from torch.utils.data import DataLoader, IterableDataset
+
+    class Stream(IterableDataset):
+        def __iter__(self):  # forgets get_worker_info(): each worker yields everything
+            for i in range(2000):
+                yield torch.tensor([float(i)])
+
+    loader = DataLoader(Stream(), batch_size=32)
+"""
+
+
+def test_unsharded_iterable_dataset_is_warned_about(tmp_path):
+    proc, data = scan(write(tmp_path, "stream", UNSHARDED), tmp_path / "out", "--quick")
+    assert proc.returncode == 0, proc.stderr
+    assert any("does not shard" in w for w in data["warnings"])
+    assert "does not shard" in proc.stdout
+
+
+COMPUTE_BOUND = """
+    import time
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    loader = DataLoader(TensorDataset(torch.randn(4096, 8)), batch_size=64)
+
+    def train_step(batch):
+        end = time.perf_counter() + 0.01  # a heavy step
+        while time.perf_counter() < end:
+            pass
+"""
+
+
+def test_compute_bound_keeps_the_configuration(tmp_path):
+    proc, data = scan(write(tmp_path, "heavy", COMPUTE_BOUND), tmp_path / "out", "--quick")
+    assert proc.returncode == 0, proc.stderr
+    assert (data["bottleneck"]["verdict"], data["bottleneck"]["stage"]) == ("compute-bound", "step")
+    assert data["speedup"] == pytest.approx(1.0, abs=0.15)
+
+
+@pytest.mark.parametrize("body, message", [
+    ("x = 1\n", "defines neither 'loader'"),
+    ("def broken(:\n", "syntax error in"),
+    ("loader = 5\n", "'loader' must be a torch.utils.data.DataLoader"),
+])
+def test_bad_target_is_one_line_exit_2(tmp_path, body, message):
+    proc, _ = scan(write(tmp_path, "bad", body), tmp_path / "out", "--quick")
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("dlprof: error:")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--max-workers", "-1"], "expected a positive integer"),
+    (["--batch-sizes", "0"], "batch sizes must be positive"),
+    (["--budget", "soon"], "expected a number of seconds"),
+])
+def test_impossible_options_are_refused(tmp_path, args, message):
+    proc = subprocess.run([sys.executable, "-m", "dlprof", "scan", "recipes/mnist_mlp.py", *args],
+                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and message in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
