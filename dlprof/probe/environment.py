@@ -1,6 +1,7 @@
 """What machine and software a run was measured on (recorded with every results file)."""
 from __future__ import annotations
 
+import math
 import os
 import platform
 import sys
@@ -9,11 +10,26 @@ import torch
 
 
 def available_cores() -> int:
-    """Cores this process may run on (affinity / cpuset), not just the machine's count."""
+    """Cores this process may use: its CPU affinity (cpuset), capped by a cgroup CPU quota
+    (containers often get a quota on a big machine), not just the machine's count."""
     try:
-        return len(os.sched_getaffinity(0))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    quota = _cgroup_cpu_quota()
+    return max(1, min(cores, math.ceil(quota))) if quota else cores
+
+
+def _cgroup_cpu_quota(path: str = "/sys/fs/cgroup/cpu.max") -> float | None:
+    """CPUs allowed by a cgroup v2 quota ("max 100000" means none)."""
+    try:
+        with open(path, encoding="ascii") as fh:
+            quota, period = fh.read().split()[:2]
+    except (OSError, ValueError):
+        return None
+    if quota == "max":
+        return None
+    return int(quota) / int(period)
 
 
 def collect_environment(device: str | None = None) -> dict:
