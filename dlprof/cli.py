@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 
 from dlprof import __version__
@@ -67,6 +68,10 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def cmd_scan(args) -> int:
     """Search DataLoader settings for the target, diagnose, recommend a verified configuration."""
     from dlprof.probe.environment import available_cores
@@ -89,6 +94,7 @@ def cmd_scan(args) -> int:
     print(f"dlprof scan {args.target}: budget {plan.budget_s:.0f} s, {cores} cores; results in {out}/",
           file=sys.stderr, flush=True)
     interrupted = False
+    signal.signal(signal.SIGTERM, _interrupt)  # stop like Ctrl-C: kill the trial, keep the results
     try:
         scan.run()
     except KeyboardInterrupt:

@@ -8,7 +8,10 @@ deterministically on first import (6,000 images, about 0.3 s).
 
 The training step is a small MLP (784-128-10) with Adam, as in the seed: it is cheap, so
 with the seed's ``num_workers=0`` the loop spends most of its time decoding PNGs.
-Expected verdict: data-bound, stage fetch (cpu): decoding in the main process; workers help.
+
+Expected: data-bound, stage fetch (cpu)
+Best: num_workers=0 on 2 cores (decoding is CPU work, but with workers busy on both cores the
+step's own intra-op threads slow down more than decoding in parallel gains); workers on more cores
 
 Run it: ``python recipes/mnist_mlp.py`` (trains one epoch, prints the loss);
 profile it: ``dlprof profile recipes/mnist_mlp.py``.

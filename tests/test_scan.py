@@ -159,3 +159,32 @@ def test_impossible_options_are_refused(tmp_path, args, message):
                           cwd=REPO, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and message in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_interrupted_scan_keeps_results_and_leaves_no_process(tmp_path, sig):
+    import signal
+    import time
+
+    import psutil
+
+    target = write(tmp_path, "remote_int", IO_BOUND)
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "dlprof", "scan", str(target), "--out", str(out)],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 90
+    while not (out / "results.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)  # the first trial is done and saved
+    time.sleep(1.0)  # the next trial is running
+    sent = time.monotonic()
+    proc.send_signal(getattr(signal, sig))
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert time.monotonic() - sent < 10
+    data = json.loads((out / "results.json").read_text())
+    assert data["complete"] is False and data["trials"]
+    assert any("interrupted" in n for n in data["notes"])
+    assert (out / "report.md").read_text().count("Incomplete scan") == 1
+    time.sleep(0.5)
+    left = [p for p in psutil.process_iter(["cmdline"]) if str(target) in " ".join(p.info["cmdline"] or [])]
+    assert not left, left

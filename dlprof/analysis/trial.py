@@ -10,7 +10,8 @@ def trial_stats(run: ProfileRun, settings: LoaderSettings, warm: int) -> TrialRe
     from dlprof.sweep.trial import rate_and_ci  # the same estimate the stopping rule used
 
     frame = batch_frame(run)
-    steady = frame.iloc[warm:] if len(frame) > warm + 1 else frame
+    warm = min(warm, len(frame) // 3)  # a short trial keeps two thirds of what it measured
+    steady = frame.iloc[warm:]
     times = [b.wait_end_ns for b in run.batches[len(frame) - len(steady):]]
     samples = [b.samples for b in run.batches[len(frame) - len(steady):]]
     rate, ci = rate_and_ci(times, samples)

@@ -65,8 +65,9 @@ class Scan:
         save_json(self.result.to_dict(), os.path.join(self.plan.out_dir, "results.json"))
 
     def best(self) -> TrialResult | None:
+        """The trial with the highest lower confidence bound: a lucky noisy estimate is not best."""
         ok = [t for t in self.seen.values() if t.status == "ok"]
-        return max(ok, key=lambda t: t.samples_per_s) if ok else None
+        return max(ok, key=lambda t: t.samples_per_s * (1 - min(t.ci_pct, 100) / 100)) if ok else None
 
     def trial(self, settings: LoaderSettings | None, purpose: str, again: bool = False) -> TrialResult:
         if settings is not None and not again and settings.key() in self.seen:

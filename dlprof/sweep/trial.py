@@ -34,11 +34,13 @@ _NO_SETTINGS = LoaderSettings(0, False, None, False, None)  # the target did not
 
 @dataclass(frozen=True)
 class TrialLimits:
-    max_seconds: float  # measuring stops here even if the estimate is not stable yet
+    max_seconds: float  # past this, stop as soon as there are min_steady batches, stable or not
     max_epochs: int | None
     rel_ci: float  # stop when the 95% CI half-width is below this fraction of the estimate
     min_seconds: float = 0.5
-    min_batches: int = 16
+    min_batches: int = 16  # before the stability test is tried
+    min_steady: int = 8  # a slow pipeline gets up to hard_factor x max_seconds to reach these
+    hard_factor: float = 3.0
 
 
 def warmup_batches(s: LoaderSettings) -> int:
@@ -96,7 +98,7 @@ def measure(target, settings: LoaderSettings | None, device: str | None, limits:
     step = target.train_step
     warm = warmup_batches(settings)
     start = perf_counter()
-    deadline = start + limits.max_seconds
+    soft, hard = start + limits.max_seconds, start + limits.hard_factor * limits.max_seconds
     epochs = 0
     done = False
     while not done and (limits.max_epochs is None or epochs < limits.max_epochs):
@@ -104,10 +106,10 @@ def measure(target, settings: LoaderSettings | None, device: str | None, limits:
             if step is not None:
                 step(batch)
             now = perf_counter()
-            if now >= deadline:
+            n = len(batches) - warm
+            if now >= hard or (now >= soft and n >= limits.min_steady):
                 done = True
                 break
-            n = len(batches) - warm
             if n >= limits.min_batches and n % 4 == 0 and now - start >= limits.min_seconds:
                 _, ci = rate_and_ci([b.wait_end_ns for b in batches[warm:]], [b.samples for b in batches[warm:]])
                 if ci <= 100 * limits.rel_ci:
