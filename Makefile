@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test bench-overhead clean
+.PHONY: setup demo test bench-overhead bench-recommend clean
 
 setup: $(STAMP)
 
@@ -15,14 +15,18 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
+# The main job on the most telling recipe: a scan of the image-folder pipeline (about a minute).
 demo: setup
-	$(VENV)/bin/dlprof profile recipes/mnist_mlp.py --epochs 2 --out reports/demo
+	$(VENV)/bin/dlprof scan recipes/image_folder.py --budget 60 --out reports/demo
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench-overhead: setup
 	$(PY) benchmarks/overhead.py --out reports/benchmarks/overhead.txt
+
+bench-recommend: setup
+	$(PY) benchmarks/recommend.py --scan-args "--quick" --out reports/benchmarks/recommend.txt
 
 clean:
 	rm -rf $(VENV) reports/demo .pytest_cache

@@ -113,10 +113,17 @@ def cmd_scan(args) -> int:
 
 
 def cmd_summary(args) -> int:
-    """Print the summary of a saved results file (no torch needed)."""
-    from dlprof.result import load
+    """Print the summary of a saved profile or scan results file (no torch needed)."""
+    from dlprof.records import ProfileRun, load_json
+    from dlprof.report.scan_text import ConsoleScanRenderer
+    from dlprof.result import ProfileResult
+    from dlprof.scan_records import SCAN_SCHEMA_NAME, ScanResult
 
-    load(args.results).summary()
+    data = load_json(args.results)
+    if isinstance(data, dict) and data.get("schema") == SCAN_SCHEMA_NAME:
+        print(ConsoleScanRenderer().render(ScanResult.from_dict(data)), end="")
+    else:
+        ProfileResult(ProfileRun.from_dict(data)).summary()
     return 0
 
 

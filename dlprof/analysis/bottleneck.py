@@ -81,9 +81,30 @@ def _warnings(baseline: TrialResult | None, trials: list[TrialResult], cores: in
     failed = [t for t in trials if t.status != "ok"]
     for t in failed:
         warnings.append(f"trial {t.settings.label()} {t.status}: {t.error}")
+    contention = _step_slowed_by_workers(trials, cores)
+    if contention:
+        warnings.append(contention)
     if baseline is not None and baseline.settings.num_workers > cores:
         cpu_bound = baseline.worker_cpu_pct >= 50
         if cpu_bound:
             warnings.append(f"num_workers={baseline.settings.num_workers} exceeds the {cores} cores available "
                             "to this process while the workers are CPU-bound")
     return warnings
+
+
+def _step_slowed_by_workers(trials: list[TrialResult], cores: int) -> str | None:
+    """The training step itself got slower once workers ran: they compete for the cores with
+    the step's intra-op threads. Only a scan that keeps the real step in the loop can see this."""
+    ok = [t for t in trials if t.status == "ok" and t.has_train_step and t.stage_ms.get("step", 0) > 0]
+    alone = [t.stage_ms["step"] for t in ok if t.settings.num_workers == 0]
+    busy = [t for t in ok if t.settings.num_workers > 0 and t.worker_cpu_pct >= 50]
+    if not alone or not busy:
+        return None
+    step0 = min(alone)
+    worst = max(busy, key=lambda t: t.stage_ms["step"])
+    if worst.stage_ms["step"] < 1.5 * step0:
+        return None
+    return (f"the training step took {worst.stage_ms['step']:.2f} ms a batch with num_workers="
+            f"{worst.settings.num_workers} against {step0:.2f} ms with none: busy workers and the step's "
+            f"intra-op threads share {cores} cores. Fewer workers, or torch.set_num_threads() in the "
+            "training process lowered to the cores the workers leave, can be worth more than extra workers")

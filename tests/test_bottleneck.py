@@ -1,0 +1,74 @@
+"""The diagnosis as a pure function of trial records built by hand (no DataLoader needed)."""
+from __future__ import annotations
+
+import pytest
+
+from dlprof.analysis.bottleneck import diagnose
+from dlprof.analysis.recommend import changes, dataloader_call
+from dlprof.scan_records import LoaderSettings, ScanResult, TrialResult
+
+CORES = 2
+
+
+def trial(workers=0, wait_pct=50.0, fetch=10.0, collate=0.5, step=2.0, wait=8.0, worker_cpu=95.0,
+          main_cpu=95.0, busy=90.0, startup=(50.0, 50.0), epoch_ms=2000.0, **extra):
+    settings = LoaderSettings(workers, False, 2 if workers else None, False, 32)
+    stage_ms = {"fetch": fetch, "collate": collate, "pin": 0.0, "wait": wait, "transfer": 0.0, "step": step,
+                "fetch_per_sample": fetch / 32}
+    return TrialResult(settings, "ok", "baseline", samples_per_s=1000.0, ci_pct=3.0, wait_pct=wait_pct,
+                       stage_ms=stage_ms, startup_ms=list(startup), epoch_ms=epoch_ms, worker_cpu_pct=worker_cpu,
+                       main_cpu_pct=main_cpu, worker_busy_pct=busy, **extra)
+
+
+@pytest.mark.parametrize("records, verdict, stage, kind", [
+    (dict(wait_pct=2.0, wait=0.1, step=20.0), "compute-bound", "step", None),
+    (dict(wait_pct=12.0), "balanced", "fetch", "cpu"),
+    (dict(wait_pct=80.0, main_cpu=10.0), "data-bound", "fetch", "io"),
+    (dict(wait_pct=80.0, main_cpu=98.0), "data-bound", "fetch", "cpu"),
+    (dict(wait_pct=60.0, fetch=1.0, collate=6.0), "data-bound", "collate", None),
+    (dict(workers=2, wait_pct=70.0, startup=(600.0, 600.0), epoch_ms=900.0), "data-bound", "startup", None),
+    (dict(workers=2, wait_pct=70.0, fetch=0.05, collate=0.02, wait=0.4, busy=8.0), "data-bound", "main", None),
+    (dict(workers=4, wait_pct=50.0, worker_cpu=5.0, busy=90.0), "data-bound", "fetch", "io"),
+])
+def test_verdict_stage_and_kind(records, verdict, stage, kind):
+    found, _ = diagnose(trial(**records), [trial(**records)], CORES)
+    assert (found.verdict, found.stage, found.kind) == (verdict, stage, kind), found.evidence
+    assert found.evidence and "waited for data" in found.evidence[0]
+
+
+def test_unsharded_stream_and_failed_trials_are_warned():
+    base = trial(stream_repeats=True, dataset_kind="iterable")
+    failed = TrialResult(LoaderSettings(2, False, 2, False, 32), "failed", "workers", error="ValueError: boom")
+    _, warnings = diagnose(base, [base, failed], CORES)
+    assert any("does not shard" in w for w in warnings)
+    assert any("ValueError: boom" in w for w in warnings)
+
+
+def test_step_slowed_by_busy_workers_is_warned():
+    alone = trial(step=1.0)
+    crowded = trial(workers=2, step=4.0, worker_cpu=90.0)
+    _, warnings = diagnose(alone, [alone, crowded], CORES)
+    assert any("intra-op threads" in w for w in warnings)
+    _, calm = diagnose(alone, [alone, trial(workers=2, step=1.1)], CORES)
+    assert not any("intra-op threads" in w for w in calm)
+
+
+def test_no_baseline_means_unknown():
+    found, _ = diagnose(None, [], CORES)
+    assert found.verdict == "unknown"
+
+
+def test_recommendation_code_and_changes():
+    base = LoaderSettings(0, False, None, False, 32)
+    rec = LoaderSettings(4, False, 4, True, 32)
+    assert dataloader_call(rec).startswith("DataLoader(dataset, batch_size=32, num_workers=4, prefetch_factor=4, "
+                                           "persistent_workers=True, pin_memory=False")
+    assert changes(base, rec) == ["num_workers: 0 -> 4", "prefetch_factor: None -> 4", "persistent_workers: False -> True"]
+
+
+def test_scan_results_round_trip():
+    base = trial()
+    result = ScanResult(target="t.py", baseline=base, recommendation=base, speedup=1.0, trials=[base], complete=True)
+    again = ScanResult.from_dict(result.to_dict())
+    assert again.to_dict() == result.to_dict()
+    assert result.to_dict()["baseline"]["config"]["num_workers"] == 0
