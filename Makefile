@@ -26,7 +26,7 @@ bench-overhead: setup
 	$(PY) benchmarks/overhead.py --out reports/benchmarks/overhead.txt
 
 bench-recommend: setup
-	$(PY) benchmarks/recommend.py --scan-args "--quick" --out reports/benchmarks/recommend.txt
+	$(PY) benchmarks/recommend.py --scan-args=--quick --out reports/benchmarks/recommend.txt
 
 clean:
 	rm -rf $(VENV) reports/demo .pytest_cache

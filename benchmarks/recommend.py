@@ -7,7 +7,7 @@ then `dlprof scan` runs on the same recipe; then the scan's recommendation and t
 are measured again, interleaved (A B A B A B), with the plain loop. Printed per recipe:
 recommended / grid-best throughput from that interleaved measurement, and scan time / grid time.
 
-    python benchmarks/recommend.py [--seconds 2] [--scan-args "--quick"] [recipes/x.py ...]
+    python benchmarks/recommend.py [--seconds 2] [--scan-args=--quick] [recipes/x.py ...]
 
 Goal (issue 4): >= 0.95 of the grid's best on every recipe, in <= 20% of the grid's time.
 """
@@ -130,7 +130,7 @@ def main() -> int:
     lines = [
         "# dlprof recommendation quality vs an exhaustive grid (plain PyTorch loop)",
         f"# command: python benchmarks/recommend.py --seconds {args.seconds} --rounds {args.rounds}"
-        + (f" --scan-args {shlex.quote(args.scan_args)}" if args.scan_args else ""),
+        + (f" --scan-args={shlex.quote(args.scan_args)}" if args.scan_args else ""),
         f"# machine: {platform.platform()}, python {platform.python_version()}, {available_cores()} cores available",
         f"# grid: num_workers {WORKERS} x prefetch_factor {PREFETCH} x persistent_workers {PERSISTENT}"
         f" ({len(grid())} configurations, {args.seconds:g} s measured each)",

@@ -39,7 +39,7 @@ class TrialLimits:
     rel_ci: float  # stop when the 95% CI half-width is below this fraction of the estimate
     min_seconds: float = 0.5
     min_batches: int = 16  # before the stability test is tried
-    min_steady: int = 8  # a slow pipeline gets up to hard_factor x max_seconds to reach these
+    min_steady: int = 16  # a slow pipeline gets up to hard_factor x max_seconds to reach these
     hard_factor: float = 3.0
 
 
@@ -98,7 +98,10 @@ def measure(target, settings: LoaderSettings | None, device: str | None, limits:
     step = target.train_step
     warm = warmup_batches(settings)
     start = perf_counter()
-    soft, hard = start + limits.max_seconds, start + limits.hard_factor * limits.max_seconds
+    hard = start + limits.hard_factor * limits.max_seconds
+    soft = hard  # set when the warm-up ends: start-up does not eat the measuring time
+    # many workers deliver in bursts: blocks of the CI must span a few bursts
+    min_batches = max(limits.min_batches, 2 * settings.num_workers)
     epochs = 0
     done = False
     while not done and (limits.max_epochs is None or epochs < limits.max_epochs):
@@ -107,10 +110,12 @@ def measure(target, settings: LoaderSettings | None, device: str | None, limits:
                 step(batch)
             now = perf_counter()
             n = len(batches) - warm
-            if now >= hard or (now >= soft and n >= limits.min_steady):
+            if n == 0:
+                soft = min(hard, now + limits.max_seconds)
+            if now >= hard or (now >= soft and n >= max(limits.min_steady, min_batches)):
                 done = True
                 break
-            if n >= limits.min_batches and n % 4 == 0 and now - start >= limits.min_seconds:
+            if n >= min_batches and n % 4 == 0 and now - start >= limits.min_seconds:
                 _, ci = rate_and_ci([b.wait_end_ns for b in batches[warm:]], [b.samples for b in batches[warm:]])
                 if ci <= 100 * limits.rel_ci:
                     done = True

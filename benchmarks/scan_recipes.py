@@ -1,0 +1,81 @@
+"""Scan every recipe and tabulate what dlprof found: the README's recipe table.
+
+    python benchmarks/scan_recipes.py [--scan-args=--quick] [--out reports/recipes]
+
+Each recipe's scan goes to OUT/<recipe>/ (results.json, report.md); the table, with the
+expectation from each recipe's docstring beside the finding, to OUT/README.md.
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import glob
+import json
+import os
+import platform
+import re
+import shlex
+import subprocess
+import sys
+import time
+
+REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+sys.path.insert(0, REPO)
+from dlprof.analysis.recommend import changes  # noqa: E402
+from dlprof.probe.environment import available_cores  # noqa: E402
+from dlprof.scan_records import LoaderSettings  # noqa: E402
+
+EXPECTED = re.compile(r"^Expected: (.+)$", re.M)
+
+
+def docstring_line(path: str, pattern: re.Pattern) -> str:
+    with open(path, encoding="utf-8") as fh:
+        doc = ast.get_docstring(ast.parse(fh.read())) or ""
+    match = pattern.search(doc)
+    return match.group(1).strip() if match else "?"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scan-args", default="--quick")
+    parser.add_argument("--out", default=os.path.join(REPO, "reports", "recipes"))
+    args = parser.parse_args()
+    rows = [
+        "# What `dlprof scan` found on each recipe",
+        "",
+        f"Command: `python benchmarks/scan_recipes.py --scan-args={shlex.quote(args.scan_args)}`; "
+        f"machine: {platform.platform()}, {available_cores()} cores available.",
+        "",
+        "| recipe | expected | found | recommendation (changes) | measured speedup | scan s |",
+        "|---|---|---|---|---|---|",
+    ]
+    for path in sorted(glob.glob(os.path.join(REPO, "recipes", "*.py"))):
+        name = os.path.splitext(os.path.basename(path))[0]
+        out = os.path.join(args.out, name)
+        t0 = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-m", "dlprof", "scan", path, "--out", out, *shlex.split(args.scan_args)],
+                              cwd=REPO, capture_output=True, text=True, timeout=900)
+        seconds = time.perf_counter() - t0
+        try:
+            with open(os.path.join(out, "results.json"), encoding="utf-8") as fh:
+                data = json.load(fh)
+        except FileNotFoundError:
+            rows.append(f"| {name} | {docstring_line(path, EXPECTED)} | scan failed: "
+                        f"{proc.stderr.strip().splitlines()[-1:]} | | | {seconds:.0f} |")
+            continue
+        b = data["bottleneck"] or {}
+        found = f"{b.get('verdict')}, stage {b.get('stage')}" + (f" ({b['kind']})" if b.get("kind") else "")
+        base = LoaderSettings(**data["baseline"]["config"])
+        rec = LoaderSettings(**data["recommendation"]["config"])
+        diff = ", ".join(changes(base, rec)) or "keep"
+        speedup = f"{data['speedup']:.2f}x" if data.get("speedup") else "-"
+        rows.append(f"| {name} | {docstring_line(path, EXPECTED)} | {found} | {diff} | {speedup} | {seconds:.0f} |")
+        print(rows[-1], flush=True)
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "README.md"), "w", encoding="utf-8") as fh:
+        fh.write("\n".join(rows) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
