@@ -1,0 +1,59 @@
+"""Every recipe runs on its own, and `dlprof scan --quick` agrees with what its docstring expects.
+
+A recipe's docstring states ``Expected: <verdict>, stage <stage>[ (<kind>)]``; this file fails
+for any file in recipes/ without that line, so no recipe goes unexercised.
+"""
+from __future__ import annotations
+
+import ast
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RECIPES_DIR = os.path.join(REPO, "recipes")
+EXPECTED = re.compile(r"^Expected: (data-bound|compute-bound|balanced), stage (\w+)(?: \((cpu|io)\))?\s*$", re.M)
+
+
+def recipe_files() -> list[str]:
+    return sorted(f for f in os.listdir(RECIPES_DIR) if f.endswith(".py") and not f.startswith("_"))
+
+
+def expectation(name: str) -> tuple[str, str, str | None]:
+    with open(os.path.join(RECIPES_DIR, name), encoding="utf-8") as fh:
+        doc = ast.get_docstring(ast.parse(fh.read())) or ""
+    match = EXPECTED.search(doc)
+    if match is None:
+        pytest.fail(f"recipes/{name}: its docstring has no 'Expected: <verdict>, stage <stage>' line")
+    return match.group(1), match.group(2), match.group(3)
+
+
+def test_every_recipe_states_what_dlprof_should_find():
+    assert recipe_files(), "no recipes found"
+    for name in recipe_files():
+        expectation(name)
+
+
+@pytest.mark.parametrize("name", recipe_files())
+def test_recipe_runs_standalone(name):
+    proc = subprocess.run([sys.executable, os.path.join("recipes", name)], cwd=REPO,
+                          capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "loss" in proc.stdout.lower()
+
+
+@pytest.mark.parametrize("name", recipe_files())
+def test_quick_scan_agrees_with_the_recipe(name, tmp_path):
+    verdict, stage, kind = expectation(name)
+    proc = subprocess.run([sys.executable, "-m", "dlprof", "scan", os.path.join("recipes", name), "--quick",
+                           "--out", str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    with open(tmp_path / "results.json", encoding="utf-8") as fh:
+        found = json.load(fh)["bottleneck"]
+    assert (found["verdict"], found["stage"]) == (verdict, stage), found["evidence"]
+    if kind:
+        assert found["kind"] == kind, found["evidence"]
