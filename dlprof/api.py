@@ -77,6 +77,9 @@ class Profiler:
     def save(self, path: str | os.PathLike) -> None:
         self.result().save(path)
 
+    def save_trace(self, path: str | os.PathLike) -> None:
+        self.result().save_trace(path)
+
 
 class ProfiledLoader:
     """Iterate it exactly like the DataLoader it wraps; each pass is one recorded epoch."""
@@ -106,6 +109,10 @@ class ProfiledLoader:
 
     def save(self, path: str | os.PathLike) -> None:
         self.profiler.save(path)
+
+    def save_trace(self, path: str | os.PathLike) -> None:
+        """Chrome trace-event JSON, one track per worker plus the training loop (Perfetto)."""
+        self.profiler.save_trace(path)
 
     def close(self) -> None:
         self.profiler.close()

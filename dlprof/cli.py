@@ -134,6 +134,30 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"dlprof: error: {message} (see '{self.prog} --help')\n")
 
 
+def _percent(text: str) -> float:
+    try:
+        value = float(text.rstrip("%"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a percentage such as 5%, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative percentage, got {text!r}")
+    return value
+
+
+def cmd_compare(args) -> int:
+    """Throughput change between two scans; exit 1 on a regression beyond threshold and noise."""
+    from dlprof.analysis.compare import compare
+    from dlprof.records import load_json
+    from dlprof.report.compare_text import CompareRenderer
+    from dlprof.scan_records import ScanResult
+
+    base = ScanResult.from_dict(load_json(args.base))
+    new = ScanResult.from_dict(load_json(args.new))
+    result = compare(base, new, args.threshold)
+    print(CompareRenderer().render(result), end="")
+    return 1 if result.regression else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="dlprof", description="Profile PyTorch DataLoader pipelines.")
     parser.add_argument("--version", action="version", version=f"dlprof {__version__}")
@@ -158,6 +182,12 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--epochs", type=_positive_int, default=None, help="most epochs per trial")
     sc.add_argument("--quick", action="store_true", help="a short scan (about 30 s)")
     sc.set_defaults(func=cmd_scan)
+
+    cp = sub.add_parser("compare", help="throughput change between two scan results; exit 1 on a regression")
+    cp.add_argument("base")
+    cp.add_argument("new")
+    cp.add_argument("--threshold", type=_percent, default=5.0, help="regression threshold (default 5%%)")
+    cp.set_defaults(func=cmd_compare)
 
     s = sub.add_parser("summary", help="print the summary of a saved results.json")
     s.add_argument("results")

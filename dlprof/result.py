@@ -9,6 +9,7 @@ import pandas as pd
 from dlprof.analysis.stages import Summary, batch_frame, sample_frame, stage_table, summarize
 from dlprof.records import ProfileRun, load_json, save_json
 from dlprof.report.console import ConsoleRenderer
+from dlprof.report.trace import TraceRenderer
 
 
 class ProfileResult:
@@ -38,6 +39,11 @@ class ProfileResult:
 
     def save(self, path: str | os.PathLike) -> None:
         save_json(self.run.to_dict(), path)
+
+    def save_trace(self, path: str | os.PathLike) -> None:
+        """Chrome trace-event JSON: open it in Perfetto (ui.perfetto.dev) or chrome://tracing."""
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(TraceRenderer().render(self.run))
 
 
 def load(path: str | os.PathLike) -> ProfileResult:

@@ -139,3 +139,23 @@ def test_cli_accepts_dataset_factory(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "no train_step" in result.stdout
     assert "batch_size=32" in result.stdout
+
+
+def test_trace_has_a_track_per_worker_and_the_loop(saved_run, tmp_path):
+    path, prof = saved_run
+    trace_path = tmp_path / "trace.json"
+    dlprof.load(path).save_trace(trace_path)
+    events = json.loads(trace_path.read_text())["traceEvents"]
+    names = {e["tid"]: e["args"]["name"] for e in events if e["ph"] == "M" and e["name"] == "thread_name"}
+    assert set(names.values()) == {"training loop (main)", "worker 0", "worker 1"}
+    spans = [e for e in events if e["ph"] == "X"]
+    run = prof.profiler.run
+    fetches = [e for e in spans if e["name"] == "fetch"]
+    assert len(fetches) == len(run.batches)
+    for e in fetches:  # each batch's fetch sits on the track of the worker that built it
+        batch = next(b for b in run.batches if (b.epoch, b.index) == (e["args"]["epoch"], e["args"]["batch"]))
+        assert names[e["tid"]] == f"worker {batch.worker_id}"
+        assert e["dur"] >= 0.9 * batch.samples * 1000  # 1 ms of work per sample, in microseconds
+    loop = {e["name"] for e in spans if names[e["tid"]] == "training loop (main)"}
+    assert {"wait", "step", "startup"} <= loop
+    assert all(e["ts"] >= 0 for e in spans)

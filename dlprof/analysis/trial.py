@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 from dlprof.analysis.stages import STAGES, batch_frame
+from dlprof.analysis.throughput import rate_and_ci  # the estimate the stopping rule uses
 from dlprof.records import ProfileRun
 from dlprof.scan_records import LoaderSettings, TrialResult
 
 
 def trial_stats(run: ProfileRun, settings: LoaderSettings, warm: int) -> TrialResult:
-    from dlprof.sweep.trial import rate_and_ci  # the same estimate the stopping rule used
-
     frame = batch_frame(run)
     warm = min(warm, len(frame) // 3)  # a short trial keeps two thirds of what it measured
     steady = frame.iloc[warm:]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import signal
 import sys
@@ -20,14 +19,10 @@ import traceback
 from dataclasses import dataclass
 from time import perf_counter
 
+from dlprof.analysis.throughput import rate_and_ci
 from dlprof.errors import DlprofError
 from dlprof.records import save_json
 from dlprof.scan_records import LoaderSettings, TrialResult
-
-# Student's t, 97.5% quantile, for 7 degrees of freedom: 8 blocks of batches.
-_BLOCKS = 8
-_T_975 = 2.365
-
 
 _NO_SETTINGS = LoaderSettings(0, False, None, False, None)  # the target did not load
 
@@ -46,30 +41,6 @@ class TrialLimits:
 def warmup_batches(s: LoaderSettings) -> int:
     """Batches left out at the start: the ones prefetched while workers started, and a few more."""
     return 3 + (s.num_workers * (s.prefetch_factor or 2))
-
-
-def _block_rates(times: list[int], samples: list[int]) -> list[float]:
-    """Samples/s in consecutive blocks of batch arrivals (times[0] opens the window)."""
-    n = len(times) - 1
-    edges = [round(i * n / _BLOCKS) for i in range(_BLOCKS + 1)]
-    rates = []
-    for a, b in zip(edges, edges[1:]):
-        if b > a and times[b] > times[a]:
-            rates.append(sum(samples[a + 1:b + 1]) / ((times[b] - times[a]) / 1e9))
-    return rates
-
-
-def rate_and_ci(times: list[int], samples: list[int]) -> tuple[float, float]:
-    """Throughput over the window and the half-width of its 95% CI, in % of it (block means)."""
-    if len(times) < 2 or times[-1] <= times[0]:
-        return 0.0, math.inf
-    rate = sum(samples[1:]) / ((times[-1] - times[0]) / 1e9)
-    rates = _block_rates(times, samples)
-    if len(rates) < _BLOCKS:
-        return rate, math.inf
-    mean = sum(rates) / len(rates)
-    sd = math.sqrt(sum((r - mean) ** 2 for r in rates) / (len(rates) - 1))
-    return rate, 100.0 * _T_975 * sd / math.sqrt(len(rates)) / rate
 
 
 def measure(target, settings: LoaderSettings | None, device: str | None, limits: TrialLimits,

@@ -1,0 +1,52 @@
+"""dlprof compare on scan results built by hand, and through the CLI."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from dlprof.analysis.compare import compare
+from dlprof.records import save_json
+from dlprof.scan_records import LoaderSettings, ScanResult, TrialResult
+
+A = LoaderSettings(0, False, None, False, 32)
+B = LoaderSettings(2, False, 2, False, 32)
+
+
+def scan(rates: dict, ci: float = 2.0) -> ScanResult:
+    trials = [TrialResult(s, "ok", "workers", samples_per_s=r, ci_pct=ci) for s, r in rates.items()]
+    return ScanResult(target="t.py", trials=trials, complete=True)
+
+
+@pytest.mark.parametrize("new_rates, ci, verdict, regression", [
+    ({A: 1000.0, B: 2000.0}, 2.0, "within noise", False),
+    ({A: 1200.0, B: 2400.0}, 2.0, "faster", False),
+    ({A: 800.0, B: 1600.0}, 2.0, "slower", True),
+    ({A: 970.0, B: 1940.0}, 2.0, "slower", False),  # beyond the noise, within the 5% threshold
+    ({A: 800.0, B: 1600.0}, 30.0, "within noise", False),  # no verdict from noise
+])
+def test_change_is_judged_against_spread_and_threshold(new_rates, ci, verdict, regression):
+    result = compare(scan({A: 1000.0, B: 2000.0}, ci), scan(new_rates, ci), threshold_pct=5.0)
+    assert result.verdict == verdict and result.regression is regression
+    assert len(result.rows) == 2
+
+
+def test_only_matching_configurations_count():
+    result = compare(scan({A: 1000.0}), scan({B: 500.0}), 5.0)
+    assert result.rows == [] and not result.regression
+
+
+def test_cli_exit_code_is_1_on_regression(tmp_path):
+    base, new = tmp_path / "base.json", tmp_path / "new.json"
+    save_json(scan({A: 1000.0, B: 2000.0}).to_dict(), base)
+    save_json(scan({A: 700.0, B: 1400.0}).to_dict(), new)
+    run = lambda *a: subprocess.run([sys.executable, "-m", "dlprof", "compare", *a], capture_output=True, text=True)
+    slower = run(str(base), str(new), "--threshold", "5%")
+    assert slower.returncode == 1 and "REGRESSION" in slower.stdout and "-30.0%" in slower.stdout
+    tolerant = run(str(base), str(new), "--threshold", "40%")
+    assert tolerant.returncode == 0
+    same = run(str(base), str(base))
+    assert same.returncode == 0 and "within noise" in same.stdout
+    bad = run(str(base), str(tmp_path / "missing.json"))
+    assert bad.returncode == 2 and bad.stderr.startswith("dlprof: error: results file not found")
