@@ -75,7 +75,8 @@ def _interrupt(signum, frame):
 def cmd_scan(args) -> int:
     """Search DataLoader settings for the target, diagnose, recommend a verified configuration."""
     from dlprof.probe.environment import available_cores
-    from dlprof.report.scan_text import ConsoleScanRenderer, MarkdownRenderer
+    from dlprof.report.build import write_reports
+    from dlprof.report.scan_text import ConsoleScanRenderer
     from dlprof.scan_records import ScanResult
     from dlprof.sweep.search import Scan, ScanPlan
 
@@ -103,13 +104,25 @@ def cmd_scan(args) -> int:
     finally:
         if result.trials:
             scan.save()
-            with open(os.path.join(out, "report.md"), "w", encoding="utf-8") as fh:
-                fh.write(MarkdownRenderer().render(result))
+            write_reports(result, out, out)
     print(ConsoleScanRenderer().render(result), end="")
-    print(f"results: {os.path.join(out, 'results.json')}, report: {os.path.join(out, 'report.md')}")
+    print(f"results: {os.path.join(out, 'results.json')}; reports: {os.path.join(out, 'report.html')}, "
+          f"{os.path.join(out, 'report.md')}, {os.path.join(out, 'trace.json')}")
     if interrupted:
         return 130
     return 0 if result.recommendation is not None else 1
+
+
+def cmd_report(args) -> int:
+    """Render the reports of a saved scan again (no torch needed)."""
+    from dlprof.report.build import load_scan, write_reports
+
+    result = load_scan(args.results)
+    results_dir = os.path.dirname(os.path.abspath(args.results))
+    formats = ("md", "html") if args.format == "all" else (args.format,)
+    for path in write_reports(result, args.out or results_dir, results_dir, formats):
+        print(path)
+    return 0
 
 
 def cmd_summary(args) -> int:
@@ -182,6 +195,12 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--epochs", type=_positive_int, default=None, help="most epochs per trial")
     sc.add_argument("--quick", action="store_true", help="a short scan (about 30 s)")
     sc.set_defaults(func=cmd_scan)
+
+    rp = sub.add_parser("report", help="render report.html / report.md / trace.json from a scan's results.json")
+    rp.add_argument("results")
+    rp.add_argument("--format", choices=["html", "md", "all"], default="all")
+    rp.add_argument("--out", default=None, help="output folder (default: beside the results file)")
+    rp.set_defaults(func=cmd_report)
 
     cp = sub.add_parser("compare", help="throughput change between two scan results; exit 1 on a regression")
     cp.add_argument("base")

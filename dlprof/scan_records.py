@@ -59,6 +59,7 @@ class TrialResult:
     main_cpu_pct: float = 0.0
     error: str = ""  # one line; the full traceback is in ``log``
     log: str = ""  # path of the trial's output log
+    profile: str = ""  # path of the trial's full profile run (dlprof.profile results file)
     has_train_step: bool = True
     dataset_kind: str = "map"
     stream_repeats: bool = False  # an IterableDataset gave every worker the same samples

@@ -5,7 +5,7 @@ from dlprof.analysis.recommend import changes, dataloader_call
 from dlprof.scan_records import ScanResult
 
 
-def _headline(r: ScanResult) -> str:
+def headline(r: ScanResult) -> str:
     b = r.bottleneck
     if b is None:
         return "no diagnosis (the scan did not finish)"
@@ -13,7 +13,7 @@ def _headline(r: ScanResult) -> str:
     return f"{b.verdict}, bottleneck: {stage}"
 
 
-def _speedup_line(r: ScanResult) -> str:
+def speedup_line(r: ScanResult) -> str:
     if r.recommendation is None or r.speedup is None:
         return "no recommendation: no configuration was measured successfully"
     if r.speedup == 1.0 and r.recommendation is r.baseline:
@@ -23,14 +23,15 @@ def _speedup_line(r: ScanResult) -> str:
 
 
 class MarkdownRenderer:
-    def render(self, r: ScanResult) -> str:
+    def render(self, r: ScanResult, figures: dict[str, str] | None = None) -> str:
+        """``figures``: title -> image file name, linked beside the report."""
         out = [f"# dlprof scan: `{r.target}`", ""]
         if not r.complete:
             out += ["> **Incomplete scan**: results of the trials done so far.", ""]
-        out += [f"**Verdict:** {_headline(r)}", ""]
+        out += [f"**Verdict:** {headline(r)}", ""]
         if r.bottleneck:
             out += [f"- {e}" for e in r.bottleneck.evidence] + [""]
-        out += ["## Recommendation", "", _speedup_line(r), ""]
+        out += ["## Recommendation", "", speedup_line(r), ""]
         if r.recommendation is not None:
             out += ["```python", dataloader_call(r.recommendation.settings), "```", ""]
             if r.baseline is not None:
@@ -38,6 +39,8 @@ class MarkdownRenderer:
                 out += [f"Changes from the baseline: {', '.join(diff) if diff else 'none'}.", ""]
         if r.warnings:
             out += ["## Warnings", ""] + [f"- {w}" for w in r.warnings] + [""]
+        for title, path in (figures or {}).items():
+            out += [f"### {title}", "", f"![{title}]({path})", ""]
         out += ["## Trials", "",
                 "| # | purpose | num_workers | batch_size | prefetch | persistent | pin | samples/s | ± % | wait % | fetch ms | collate ms | step ms | status |",
                 "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -65,12 +68,12 @@ def _escape(text: str) -> str:
 
 class ConsoleScanRenderer:
     def render(self, r: ScanResult) -> str:
-        lines = [f"verdict: {_headline(r)}"]
+        lines = [f"verdict: {headline(r)}"]
         if r.bottleneck:
             lines += [f"  - {e}" for e in r.bottleneck.evidence]
         for w in r.warnings:
             lines.append(f"warning: {w}")
-        lines.append(_speedup_line(r))
+        lines.append(speedup_line(r))
         if r.recommendation is not None:
             lines.append("recommended: " + dataloader_call(r.recommendation.settings))
         return "\n".join(lines) + "\n"

@@ -82,6 +82,9 @@ class Scan:
         trial = run_trial(self.plan.spec, settings, purpose, os.path.join(self.plan.out_dir, "trials"),
                           index, self.plan.device, self.limits, timeout)
         self.trial_cost_s = max(self.trial_cost_s * 0.5, time.monotonic() - began)
+        # paths relative to the results file, so the output folder can be moved or shared
+        trial.log = os.path.relpath(trial.log, self.plan.out_dir) if trial.log else ""
+        trial.profile = os.path.relpath(trial.profile, self.plan.out_dir) if trial.profile else ""
         self.result.trials.append(trial)
         if not again and trial.status != "error":
             self.seen[trial.settings.key()] = trial

@@ -44,7 +44,7 @@ def warmup_batches(s: LoaderSettings) -> int:
 
 
 def measure(target, settings: LoaderSettings | None, device: str | None, limits: TrialLimits,
-            purpose: str) -> TrialResult:
+            purpose: str, profile_path: str | None = None) -> TrialResult:
     """Iterate the rebuilt loader with the training step until the estimate is stable."""
     from dlprof.api import profile
     from dlprof.sweep.loaders import batch_size_is_free, build_loader, settings_of
@@ -97,7 +97,11 @@ def measure(target, settings: LoaderSettings | None, device: str | None, limits:
     prof.close()
     from dlprof.analysis.trial import trial_stats
 
-    result = trial_stats(prof.result().run, settings, warm)
+    run = prof.result().run
+    result = trial_stats(run, settings, warm)
+    if profile_path:  # the full per-batch record, for timelines and traces in reports
+        save_json(run.to_dict(), profile_path)
+        result.profile = profile_path
     result.purpose = purpose
     result.info = info
     result.has_train_step = step is not None
@@ -144,7 +148,8 @@ def _child(spec: str, settings: LoaderSettings, device: str | None, limits: Tria
         from dlprof.sweep.target import load_target
 
         try:
-            result = measure(load_target(spec), settings, device, limits, purpose)
+            result = measure(load_target(spec), settings, device, limits, purpose,
+                             profile_path=log_path[:-len(".log")] + ".profile.json")
         except DlprofError as exc:
             result = TrialResult(settings or _NO_SETTINGS, "error", purpose, error=str(exc))
         except Exception as exc:  # the user's pipeline failed: record why; the scan goes on
