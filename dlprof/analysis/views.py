@@ -33,7 +33,7 @@ def trials_frame(scan: ScanResult) -> pd.DataFrame:
 
 def series_label(row) -> str:
     """The settings other than num_workers: one line of the throughput plot each."""
-    return (f"prefetch={row.prefetch_factor if row.num_workers else '-'}, "
+    return (f"prefetch={int(row.prefetch_factor) if row.num_workers else '-'}, "
             f"persistent={row.persistent_workers if row.num_workers else '-'}, "
             f"pin={row.pin_memory}, batch={row.batch_size}")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")  # no display; never opens a window
 import matplotlib.pyplot as plt  # noqa: E402
@@ -39,6 +40,7 @@ def throughput_vs_workers(trials: pd.DataFrame) -> str:
             ax.scatter(row["num_workers"], row["samples_per_s"], marker=marker, s=140, zorder=5,
                        facecolors="none", edgecolors="black", label=text)
     ax.set_xlabel("num_workers")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_ylabel("samples/s")
     ax.set_title("Throughput by num_workers (training step in the loop)")
     ax.grid(alpha=0.3)
