@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test bench-overhead bench-recommend clean
+.PHONY: setup browser demo test bench-overhead bench-recommend clean
 
 setup: $(STAMP)
 
@@ -19,8 +19,14 @@ $(STAMP): pyproject.toml constraints.txt
 demo: setup
 	$(VENV)/bin/dlprof scan recipes/image_folder.py --budget 60 --out reports/demo
 
-test: setup
+test: setup browser
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Headless Chromium for the HTML report test. Not fatal: without it that test is skipped, saying so.
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; } || \
+	  echo "make: could not install chromium; the browser test will be skipped"
 
 bench-overhead: setup
 	$(PY) benchmarks/overhead.py --out reports/benchmarks/overhead.txt

@@ -25,6 +25,7 @@ HOSTILE = """
                 raise ValueError("<script>alert('x')</script> & friends")
             return torch.tensor([float(i)])
 
+    Hostile.__qualname__ = "Hostile<script>alert(1)</script>"  # a name a report must not run
     loader = DataLoader(Hostile(), batch_size=8)
 """
 
@@ -37,7 +38,7 @@ class _Tags(HTMLParser):
     def handle_starttag(self, tag, attrs):
         self.tags.append(tag)
         for name, value in attrs:
-            if name in ("src", "href") and value and not value.startswith("#"):
+            if name in ("src", "href") and value and not value.startswith(("#", "data:")):
                 self.external.append(value)
 
 
@@ -59,7 +60,8 @@ def test_html_is_self_contained_escaped_and_complete(scanned):
     parser.feed(html)
     assert parser.external == []  # nothing fetched from anywhere
     assert "<script>alert" not in html and "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; &amp; friends" in html
-    assert parser.tags.count("svg") >= 5  # throughput, stage bars, producer bars, timeline, CPU/memory
+    assert "Hostile&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert html.count("data:image/svg+xml;base64,") >= 5  # throughput, stages, producers, timeline, CPU
     for section in ("Recommendation", "Throughput by num_workers", "Timeline of the baseline", "All trials",
                     "Environment", "Warnings"):
         assert section in html
@@ -80,4 +82,42 @@ def test_report_command_rerenders_without_torch(scanned, tmp_path):
                            "--out", str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert {"report.html", "report.md", "trace.json"} <= set(os.listdir(tmp_path))
-    assert (tmp_path / "report.html").read_text().count("<svg") >= 5
+    assert (tmp_path / "report.html").read_text().count("data:image/svg+xml") >= 5
+
+
+CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+
+
+def test_html_in_headless_chromium(scanned, tmp_path):
+    if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
+        pytest.skip("Chromium could not be installed here (Debian packages chromium and chromium-driver; "
+                    "`make test` tries apt-get install): the browser test did not run")
+    from selenium import webdriver
+    from selenium.common.exceptions import NoAlertPresentException
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1200,3000",
+                 f"--user-data-dir={tmp_path / 'profile'}"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        driver.get((scanned / "report.html").as_uri())
+        sizes = driver.execute_script(
+            "return [...document.images].map(i => [i.complete, i.naturalWidth, i.naturalHeight]);")
+        assert len(sizes) >= 5 and all(done and w > 0 and h > 0 for done, w, h in sizes), sizes
+        text = driver.find_element("id", "recommendation").text
+        assert text.startswith("DataLoader(dataset, batch_size=8, num_workers=0")
+        assert "Hostile<script>alert(1)</script>" in driver.find_element("tag name", "body").text
+        with pytest.raises(NoAlertPresentException):
+            driver.switch_to.alert.text  # the dataset's name ran nothing
+        errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+        assert errors == []
+        shots = os.path.join(REPO, "reports", "screenshots")
+        os.makedirs(shots, exist_ok=True)
+        assert driver.save_screenshot(os.path.join(shots, "test-report.png"))
+    finally:
+        driver.quit()

@@ -5,6 +5,7 @@ exception messages) is escaped.
 """
 from __future__ import annotations
 
+import base64
 from html import escape
 
 from dlprof.analysis.recommend import changes, dataloader_call
@@ -21,7 +22,7 @@ pre{background:#f6f8fa;padding:.8em;border-radius:6px;overflow:auto}
 table{border-collapse:collapse;font-size:12px;width:100%}th,td{border:1px solid #ddd;padding:3px 6px;text-align:right}
 th{background:#f0f0f0;cursor:pointer;user-select:none}td.l,th.l{text-align:left}
 tr.rec td{background:#eef8ee}tr.base td{background:#f8f1e6}.warn li{color:#8a4b00}
-figure{margin:1em 0}figure svg{max-width:100%;height:auto}.muted{color:#777}
+figure{margin:1em 0}figure img{max-width:100%;height:auto}.muted{color:#777}
 """
 # Click a header to sort the trials table (numbers numerically); no library, no network.
 _JS = """
@@ -55,7 +56,10 @@ class HtmlRenderer:
                 diff = changes(r.baseline.settings, r.recommendation.settings)
                 parts.append(f"<p>Changes: {e(', '.join(diff) if diff else 'none')}</p>")
         for title, svg in figures.items():
-            parts.append(f"<h2>{e(title)}</h2><figure>{svg}</figure>")
+            # an <img> of a data: URI: self-contained, and nothing inside a plot can run
+            data = base64.b64encode(svg.encode("utf-8")).decode("ascii")
+            parts.append(f"<h2>{e(title)}</h2><figure><img class='plot' alt='{e(title)}' "
+                         f"src='data:image/svg+xml;base64,{data}'></figure>")
         parts.append(self._trials(r))
         env = r.environment
         parts.append("<h2>Environment</h2><table><tbody>" + "".join(

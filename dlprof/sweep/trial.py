@@ -54,13 +54,15 @@ def measure(target, settings: LoaderSettings | None, device: str | None, limits:
         import torch
 
         from dlprof.probe.environment import collect_environment
+        from dlprof.probe.loader import describe_loader
 
         settings = settings_of(target.loader)
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else None
         info = {"dlprof_config": json.loads(json.dumps(target.config, default=str)),
                 "batch_size_free": batch_size_is_free(target.loader), "device": device,
-                "environment": collect_environment(device)}
+                "environment": {**collect_environment(device),
+                                "dataset": describe_loader(target.loader, device).dataset_type}}
         loader = target.loader
     else:
         loader = build_loader(target.loader, settings)
