@@ -80,7 +80,7 @@ def cmd_scan(args) -> int:
     from dlprof.scan_records import ScanResult
     from dlprof.sweep.search import Scan, ScanPlan
 
-    if not (os.path.isfile(args.target) or not args.target.endswith(".py")):
+    if args.target.endswith(".py") and not os.path.isfile(args.target):
         raise DlprofError(f"target file not found: {args.target}")
     name = os.path.splitext(os.path.basename(args.target))[0] if args.target.endswith(".py") else args.target
     out = args.out or os.path.join("reports", name)

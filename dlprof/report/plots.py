@@ -48,32 +48,28 @@ def throughput_vs_workers(trials: pd.DataFrame) -> str:
     return _svg(fig)
 
 
-def stage_bars(trials: pd.DataFrame) -> str:
+def _stacked_bars(trials: pd.DataFrame, stages: tuple[str, ...], xlabel: str, title: str) -> str:
     fig, ax = plt.subplots(figsize=(7, 0.35 * len(trials) + 1.2))
     labels = [f"#{r.trial} {r.purpose}: w={r.num_workers}" for r in trials.itertuples()]
     left = pd.Series(0.0, index=trials.index)
-    for stage in LOOP_STAGES:  # what the loop's time per batch is made of
+    for stage in stages:
         ax.barh(labels, trials[f"{stage}_ms"], left=left, color=COLOURS[stage], label=stage)
         left += trials[f"{stage}_ms"]
     ax.invert_yaxis()
-    ax.set_xlabel("ms per batch in the training loop (wait + step)")
-    ax.set_title("Per-batch time of each trial")
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
     ax.legend(fontsize=7)
     return _svg(fig)
+
+
+def stage_bars(trials: pd.DataFrame) -> str:
+    return _stacked_bars(trials, LOOP_STAGES, "ms per batch in the training loop (wait + step)",
+                         "Per-batch time of each trial")
 
 
 def producer_bars(trials: pd.DataFrame) -> str:
-    fig, ax = plt.subplots(figsize=(7, 0.35 * len(trials) + 1.2))
-    labels = [f"#{r.trial} {r.purpose}: w={r.num_workers}" for r in trials.itertuples()]
-    left = pd.Series(0.0, index=trials.index)
-    for stage in PRODUCER_STAGES:
-        ax.barh(labels, trials[f"{stage}_ms"], left=left, color=COLOURS[stage], label=stage)
-        left += trials[f"{stage}_ms"]
-    ax.invert_yaxis()
-    ax.set_xlabel("ms to produce one batch (in the process that built it)")
-    ax.set_title("Producer stages per batch")
-    ax.legend(fontsize=7)
-    return _svg(fig)
+    return _stacked_bars(trials, PRODUCER_STAGES, "ms to produce one batch (in the process that built it)",
+                         "Producer stages per batch")
 
 
 def timeline(spans: pd.DataFrame, title: str) -> str:
