@@ -50,3 +50,45 @@ def test_cli_exit_code_is_1_on_regression(tmp_path):
     assert same.returncode == 0 and "within noise" in same.stdout
     bad = run(str(base), str(tmp_path / "missing.json"))
     assert bad.returncode == 2 and bad.stderr.startswith("dlprof: error: results file not found")
+
+
+PACED = """
+import os, time
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+DELAY = 0.002 * float(os.environ.get("PACED_SLOWDOWN", "1"))  # seconds per sample
+
+class Paced(Dataset):
+    def __len__(self):
+        return 4000
+    def __getitem__(self, i):
+        time.sleep(DELAY)
+        return torch.tensor([float(i)])
+
+loader = DataLoader(Paced(), batch_size=8)
+dlprof_config = {"max_workers": 2}
+"""
+
+
+def test_compare_real_scans_same_is_fine_slowdown_fails(tmp_path):
+    import os
+
+    target = tmp_path / "paced.py"
+    target.write_text(PACED)
+
+    def scan(name, slowdown):
+        env = dict(os.environ, PACED_SLOWDOWN=str(slowdown))
+        proc = subprocess.run([sys.executable, "-m", "dlprof", "scan", str(target), "--quick", "--max-workers", "2",
+                               "--out", str(tmp_path / name)], capture_output=True, text=True, env=env, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        return str(tmp_path / name / "results.json")
+
+    base, same, slow = scan("a", 1), scan("b", 1), scan("c", 1 / 0.7)  # c: 30% fewer samples/s
+    compare = lambda a, b: subprocess.run([sys.executable, "-m", "dlprof", "compare", a, b], capture_output=True,
+                                          text=True, timeout=60)
+    unchanged = compare(base, same)
+    assert unchanged.returncode == 0, unchanged.stdout
+    regressed = compare(base, slow)
+    assert regressed.returncode == 1, regressed.stdout
+    assert "REGRESSION" in regressed.stdout
