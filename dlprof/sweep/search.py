@@ -154,7 +154,9 @@ class Scan:
         cpu_share = (reference.worker_cpu_pct if workers else reference.main_cpu_pct) / 100
         io_bound = cpu_share < 0.5 * max(busy, 0.01) and cpu_share < 0.5
         limit = self.plan.max_workers if io_bound else self.plan.cores
-        first = min(needed, limit)
+        # Idle workers are cheap, and the step measured at num_workers=0 is inflated by waking
+        # from the long waits, so `needed` underestimates: start I/O-bound pipelines at the limit.
+        first = limit if io_bound else min(needed, limit)
         order = [first, max(1, first // 2), min(limit, first * 2), 0, 1, self.plan.cores]
         seen: list[int] = []
         for w in order:
