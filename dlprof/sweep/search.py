@@ -186,18 +186,24 @@ class Scan:
             if trial.status != "ok" or trial.samples_per_s < before * (1 + MIN_GAIN):
                 break
 
+    def _best_with_workers(self) -> TrialResult | None:
+        ok = [t for t in self.seen.values() if t.status == "ok" and t.settings.num_workers > 0]
+        return max(ok, key=lambda t: t.samples_per_s * (1 - min(t.ci_pct, 100) / 100)) if ok else None
+
     def _search_prefetch_and_persistence(self) -> None:
-        best = self.best()
-        if best.settings.num_workers == 0:
+        """On the best configuration with workers, even when num_workers=0 leads so far: keeping
+        workers across epochs can turn a start-up-bound pipeline around."""
+        best = self._best_with_workers()
+        if best is None:
             return
-        if best.wait_pct > 5 and self.affordable():
-            deeper = max(4, 2 * (best.settings.prefetch_factor or 2))
-            self.trial(dataclasses.replace(best.settings, prefetch_factor=deeper), "prefetch_factor")
-        best = self.best()
         startup = best.startup_ms[1:] or best.startup_ms  # later epochs show the restart cost
         restarts_matter = best.epoch_ms > 0 and startup and (sum(startup) / len(startup)) > 0.03 * best.epoch_ms
         if not best.settings.persistent_workers and restarts_matter and self.affordable():
             self.trial(dataclasses.replace(best.settings, persistent_workers=True), "persistent_workers")
+        best = self._best_with_workers()
+        if best.wait_pct > 5 and self.affordable():
+            deeper = max(4, 2 * (best.settings.prefetch_factor or 2))
+            self.trial(dataclasses.replace(best.settings, prefetch_factor=deeper), "prefetch_factor")
 
     def _search_pin_memory(self) -> None:
         if not (self.plan.device or "").startswith("cuda"):
