@@ -156,8 +156,10 @@ def _child(spec: str, settings: LoaderSettings, device: str | None, limits: Tria
             result = TrialResult(settings or _NO_SETTINGS, "error", purpose, error=str(exc))
         except Exception as exc:  # the user's pipeline failed: record why; the scan goes on
             traceback.print_exc()
-            result = TrialResult(settings or _NO_SETTINGS, "failed", purpose,
-                                 error=traceback.format_exception_only(type(exc), exc)[-1].strip())
+            # one line: the original exception's last line (a worker's error message carries the
+            # worker's whole traceback; that goes to the trial's log above)
+            last = "".join(traceback.format_exception_only(type(exc), exc)).strip().splitlines()[-1]
+            result = TrialResult(settings or _NO_SETTINGS, "failed", purpose, error=last.strip())
         result.log = log_path
         save_json(dataclasses.asdict(result), result_path)
         code = 0
