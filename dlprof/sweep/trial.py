@@ -73,8 +73,9 @@ def measure(target, settings: LoaderSettings | None, device: str | None, limits:
     start = perf_counter()
     hard = start + limits.hard_factor * limits.max_seconds
     soft = hard  # set when the warm-up ends: start-up does not eat the measuring time
-    # many workers deliver in bursts: blocks of the CI must span a few bursts
-    min_batches = max(limits.min_batches, 2 * settings.num_workers)
+    # many workers deliver in bursts of up to num_workers batches: each of the 8 blocks of the
+    # CI must span a whole burst, or the interval says more about bursts than about throughput
+    min_batches = max(limits.min_batches, 8 * settings.num_workers)
     epochs = 0
     done = False
     while not done and (limits.max_epochs is None or epochs < limits.max_epochs):
