@@ -54,6 +54,7 @@ class TrialResult:
     startup_ms: list[float] = field(default_factory=list)  # per epoch
     epoch_ms: float = 0.0  # mean duration of a completed epoch (0 if none completed)
     samples_per_epoch: int = 0  # of the first completed epoch (0 if none)
+    dataset_len: int | None = None  # samples in the dataset, when it has a length
     worker_cpu_pct: float = 0.0  # mean CPU use of one worker while measuring, % of a core
     worker_busy_pct: float = 0.0  # share of the window a worker spent in fetch + collate
     main_cpu_pct: float = 0.0

@@ -28,6 +28,7 @@ def trial_stats(run: ProfileRun, settings: LoaderSettings, warm: int) -> TrialRe
         epoch_ms=(sum(e.end_ns - e.iter_start_ns for e in completed) / len(completed) / 1e6) if completed else 0.0,
         samples_per_epoch=sum(b.samples for b in run.batches if b.epoch == completed[0].epoch) if completed else 0,
         dataset_kind=run.loader.dataset_kind if run.loader else "map",
+        dataset_len=run.loader.dataset_len if run.loader else None,
     )
     if window_ns > 0:
         t0, t1 = times[0], times[-1]

@@ -22,7 +22,7 @@ from dlprof.records import save_json
 from dlprof.scan_records import LoaderSettings, ScanResult, TrialResult
 from dlprof.sweep.trial import TrialLimits, run_trial
 
-FINAL_ROUNDS = 2  # baseline/recommendation pairs measured at the end
+FINAL_ROUNDS = 2  # baseline/recommendation pairs measured at the end (1 with --quick)
 MIN_GAIN = 0.03  # a candidate must beat the best by this fraction to count as better
 
 
@@ -56,6 +56,7 @@ class Scan:
         self.start = time.monotonic()
         self.trial_cost_s = self.limits.max_seconds + 3.0  # refined after each trial
         self.seen: dict[tuple, TrialResult] = {}
+        self.final_rounds = 1 if plan.quick else FINAL_ROUNDS  # a quick scan spends more on the search
 
     # -- bookkeeping -----------------------------------------------------------------
     def time_left(self) -> float:
@@ -97,7 +98,7 @@ class Scan:
         return trial
 
     def affordable(self, trials: int = 1) -> bool:
-        reserve = (2 * FINAL_ROUNDS) * self.trial_cost_s
+        reserve = (2 * self.final_rounds) * self.trial_cost_s
         return self.time_left() - reserve >= trials * self.trial_cost_s
 
     # -- the search ------------------------------------------------------------------
@@ -197,7 +198,10 @@ class Scan:
         if best is None:
             return
         startup = best.startup_ms[1:] or best.startup_ms  # later epochs show the restart cost
-        restarts_matter = best.epoch_ms > 0 and startup and (sum(startup) / len(startup)) > 0.03 * best.epoch_ms
+        epoch_ms = best.epoch_ms
+        if not epoch_ms and best.dataset_len and best.samples_per_s:  # no epoch ended inside the trial
+            epoch_ms = 1000.0 * best.dataset_len / best.samples_per_s + (startup[0] if startup else 0.0)
+        restarts_matter = epoch_ms > 0 and startup and (sum(startup) / len(startup)) > 0.03 * epoch_ms
         if not best.settings.persistent_workers and restarts_matter and self.affordable():
             self.trial(dataclasses.replace(best.settings, persistent_workers=True), "persistent_workers")
         best = self._best_with_workers()
@@ -226,7 +230,7 @@ class Scan:
             self.result.speedup = 1.0 if base.status == "ok" else None
             return
         ratios, last = [], None
-        for _ in range(FINAL_ROUNDS):
+        for _ in range(self.final_rounds):
             if self.time_left() < 2 * self.trial_cost_s * 0.8 and ratios:
                 break
             b = self.trial(base.settings, "final: baseline", again=True)
