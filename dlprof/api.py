@@ -32,7 +32,7 @@ class Profiler:
         if self._loader is not None and loader is not self._loader:
             raise ValueError("a Profiler records one DataLoader; create another Profiler for this one")
         device = None if device is None else str(device)
-        probe = LoaderProbe(loader, device, self._on_epoch, self.run.batches, self.run.epochs)
+        probe = LoaderProbe(loader, device, self._start_sampler, self.run.batches, self.run.epochs)
         self._loader = loader
         self.run.loader = describe_loader(loader, device)
         self.run.environment = collect_environment(device)
@@ -40,12 +40,9 @@ class Profiler:
         return ProfiledLoader(probe, self)
 
     def _start_sampler(self) -> None:
+        """Also called at each epoch start: after close(), iterating again records batches only."""
         if self._sampler is not None and not self._closed:
             self._sampler.start()
-
-    def _on_epoch(self, starting: bool) -> None:
-        if starting:
-            self._start_sampler()  # after close(), iterating again records batches only
 
     def close(self) -> None:
         """Stop the system sampler. Results stay available."""

@@ -58,7 +58,7 @@ def describe_loader(loader: DataLoader, device: str | None) -> LoaderConfig:
 class LoaderProbe:
     """Iterable over the user's batches; each ``iter()`` is one epoch, recorded."""
 
-    def __init__(self, loader: DataLoader, device, on_epoch: Callable[[bool], None],
+    def __init__(self, loader: DataLoader, device, on_epoch_start: Callable[[], None],
                  batches: list[BatchRecord], epochs: list[EpochRecord]) -> None:
         if not isinstance(loader, DataLoader):
             raise TypeError(f"dlprof.profile expects a torch.utils.data.DataLoader, got {type(loader).__name__}")
@@ -71,7 +71,7 @@ class LoaderProbe:
         shadow["collate_fn"] = CollateProxy(loader.collate_fn, _fetch_mode(loader))
         pinned = bool(loader.pin_memory)
         self.mover = DeviceMover(device, non_blocking=pinned) if device is not None else None
-        self._on_epoch = on_epoch  # called with True at epoch start, False at its end
+        self._on_epoch_start = on_epoch_start
         self._batches = batches
         self._epochs = epochs
 
@@ -80,7 +80,7 @@ class LoaderProbe:
 
     def __iter__(self) -> "_EpochIterator":
         reused = self._shadow._iterator is not None
-        self._on_epoch(True)
+        self._on_epoch_start()
         start = perf_counter_ns()
         it = iter(self._shadow)
         ready = perf_counter_ns()
@@ -95,7 +95,6 @@ class LoaderProbe:
         record.completed = completed
         if self.mover is not None:
             self.mover.resolve()
-        self._on_epoch(False)
 
 
 class _EpochIterator:

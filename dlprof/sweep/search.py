@@ -45,6 +45,11 @@ class ScanPlan:
         return TrialLimits(max_seconds=5.0, max_epochs=self.max_epochs, rel_ci=0.04)
 
 
+def _lower_bound(t: TrialResult) -> float:
+    """Lower end of the trial's confidence interval: a lucky noisy estimate does not win."""
+    return t.samples_per_s * (1 - min(t.ci_pct, 100) / 100)
+
+
 class Scan:
     """Runs trials within the budget, keeps the results file current after every trial."""
 
@@ -68,7 +73,7 @@ class Scan:
     def best(self) -> TrialResult | None:
         """The trial with the highest lower confidence bound: a lucky noisy estimate is not best."""
         ok = [t for t in self.seen.values() if t.status == "ok"]
-        return max(ok, key=lambda t: t.samples_per_s * (1 - min(t.ci_pct, 100) / 100)) if ok else None
+        return max(ok, key=_lower_bound) if ok else None
 
     def trial(self, settings: LoaderSettings | None, purpose: str, again: bool = False) -> TrialResult:
         if settings is not None and not again and settings.key() in self.seen:
@@ -189,7 +194,7 @@ class Scan:
 
     def _best_with_workers(self) -> TrialResult | None:
         ok = [t for t in self.seen.values() if t.status == "ok" and t.settings.num_workers > 0]
-        return max(ok, key=lambda t: t.samples_per_s * (1 - min(t.ci_pct, 100) / 100)) if ok else None
+        return max(ok, key=_lower_bound) if ok else None
 
     def _search_prefetch_and_persistence(self) -> None:
         """On the best configuration with workers, even when num_workers=0 leads so far: keeping
