@@ -1,22 +1,38 @@
 """Throughput over a window of batch arrivals, with a confidence interval. Pure.
 
 Batches arrive in bursts (several workers, epoch restarts), so successive per-batch times are
-correlated; the interval comes from the rates of 8 consecutive blocks (batch means), which
-are close to independent.
+correlated; the interval comes from the rates of consecutive blocks (batch means), which are
+close to independent. When the window spans several whole epochs, each block is one epoch
+(its batches and the restart gap before them): short epochs repeat a pattern (a pause while
+workers restart, then a burst), and blocks cut across that pattern vary more than throughput.
 """
 from __future__ import annotations
 
 import math
 
-# Student's t, 97.5% quantile, for 7 degrees of freedom: 8 blocks of batches.
 _BLOCKS = 8
-_T_975 = 2.365
+MIN_EPOCH_BLOCKS = 4  # whole epochs in the window before blocks follow epochs
+# Student's t, 97.5% quantile, by degrees of freedom (blocks - 1)
+_T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306,
+          9: 2.262, 10: 2.228, 12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042}
 
 
-def _block_rates(times: list[int], samples: list[int]) -> list[float]:
-    """Samples/s in consecutive blocks of batch arrivals (times[0] opens the window)."""
+def _t975(dof: int) -> float:
+    return _T_975[max(k for k in _T_975 if k <= dof)] if dof < 30 else 2.0
+
+
+def _edges(times: list[int], epochs: list[int] | None) -> list[int]:
+    """Indices that close each block; times[edges[0]] opens the first."""
     n = len(times) - 1
-    edges = [round(i * n / _BLOCKS) for i in range(_BLOCKS + 1)]
+    if epochs is not None:
+        # the last batch of each epoch closes a block; the first epoch of the window is partial
+        ends = [i for i in range(n) if epochs[i + 1] != epochs[i]]
+        if len(ends) >= MIN_EPOCH_BLOCKS + 1:
+            return ends
+    return [round(i * n / _BLOCKS) for i in range(_BLOCKS + 1)]
+
+
+def _block_rates(times: list[int], samples: list[int], edges: list[int]) -> list[float]:
     rates = []
     for a, b in zip(edges, edges[1:]):
         if b > a and times[b] > times[a]:
@@ -24,16 +40,19 @@ def _block_rates(times: list[int], samples: list[int]) -> list[float]:
     return rates
 
 
-def rate_and_ci(times: list[int], samples: list[int]) -> tuple[float, float]:
-    """Throughput over the window and the half-width of its 95% CI, in % of it (block means)."""
+def rate_and_ci(times: list[int], samples: list[int], epochs: list[int] | None = None) -> tuple[float, float]:
+    """Throughput over the window and the half-width of its 95% CI, in % of it (block means).
+
+    ``epochs``: the epoch of each batch, when known; blocks then follow whole epochs if there
+    are enough of them.
+    """
     if len(times) < 2 or times[-1] <= times[0]:
         return 0.0, math.inf
     rate = sum(samples[1:]) / ((times[-1] - times[0]) / 1e9)
-    rates = _block_rates(times, samples)
-    if len(rates) < _BLOCKS:
+    edges = _edges(times, epochs)
+    rates = _block_rates(times, samples, edges)
+    if len(rates) < min(_BLOCKS, len(edges) - 1) or len(rates) < MIN_EPOCH_BLOCKS:
         return rate, math.inf
     mean = sum(rates) / len(rates)
     sd = math.sqrt(sum((r - mean) ** 2 for r in rates) / (len(rates) - 1))
-    return rate, 100.0 * _T_975 * sd / math.sqrt(len(rates)) / rate
-
-
+    return rate, 100.0 * _t975(len(rates) - 1) * sd / math.sqrt(len(rates)) / rate

@@ -13,7 +13,7 @@ def trial_stats(run: ProfileRun, settings: LoaderSettings, warm: int) -> TrialRe
     steady = frame.iloc[warm:]
     times = [b.wait_end_ns for b in run.batches[len(frame) - len(steady):]]
     samples = [b.samples for b in run.batches[len(frame) - len(steady):]]
-    rate, ci = rate_and_ci(times, samples)
+    rate, ci = rate_and_ci(times, samples, [b.epoch for b in run.batches[len(frame) - len(steady):]])
     loop_ms = float((steady["wait_ms"] + steady["transfer_ms"] + steady["step_ms"]).sum())
     window_ns = times[-1] - times[0] if len(times) > 1 else 0
     completed = [e for e in run.epochs if e.completed]

@@ -20,7 +20,7 @@ from dlprof.analysis.bottleneck import diagnose
 from dlprof.errors import DlprofError
 from dlprof.records import save_json
 from dlprof.scan_records import LoaderSettings, ScanResult, TrialResult
-from dlprof.sweep.trial import TrialLimits, run_trial
+from dlprof.sweep.trial import TrialLimits, preload_torch, run_trial
 
 FINAL_ROUNDS = 2  # baseline/recommendation pairs measured at the end (1 with --quick)
 MIN_GAIN = 0.03  # a candidate must beat the best by this fraction to count as better
@@ -45,9 +45,10 @@ class ScanPlan:
         return TrialLimits(max_seconds=5.0, max_epochs=self.max_epochs, rel_ci=0.04)
 
 
-def _lower_bound(t: TrialResult) -> float:
-    """Lower end of the trial's confidence interval: a lucky noisy estimate does not win."""
-    return t.samples_per_s * (1 - min(t.ci_pct, 100) / 100)
+def _within_noise(t: TrialResult, top: TrialResult) -> bool:
+    """Is ``top`` faster than ``t`` by no more than their intervals allow?"""
+    margin = math.hypot(min(t.ci_pct, 100), min(top.ci_pct, 100)) / 100
+    return t.samples_per_s >= top.samples_per_s * (1 - max(margin, MIN_GAIN))
 
 
 class Scan:
@@ -61,6 +62,7 @@ class Scan:
         self.start = time.monotonic()
         self.trial_cost_s = self.limits.max_seconds + 3.0  # refined after each trial
         self.seen: dict[tuple, TrialResult] = {}
+        self.preferred: set[tuple] = set()  # settings keys that win ties within noise
         self.final_rounds = 1 if plan.quick else FINAL_ROUNDS  # a quick scan spends more on the search
 
     # -- bookkeeping -----------------------------------------------------------------
@@ -71,9 +73,20 @@ class Scan:
         save_json(self.result.to_dict(), os.path.join(self.plan.out_dir, "results.json"))
 
     def best(self) -> TrialResult | None:
-        """The trial with the highest lower confidence bound: a lucky noisy estimate is not best."""
-        ok = [t for t in self.seen.values() if t.status == "ok"]
-        return max(ok, key=_lower_bound) if ok else None
+        """The trial with the highest throughput. Not the highest lower confidence bound: that
+        passes over configurations whose short epochs make their rate bursty (many workers
+        restarted every epoch), which are often the fastest. A lucky estimate is caught by the
+        final side-by-side measurement instead."""
+        return self._fastest([t for t in self.seen.values() if t.status == "ok"])
+
+    def _fastest(self, ok: list[TrialResult]) -> TrialResult | None:
+        """The highest throughput; a trial the search prefers on structural evidence (see
+        ``_search_prefetch_and_persistence``) wins when the leader's margin is within noise."""
+        if not ok:
+            return None
+        top = max(ok, key=lambda t: t.samples_per_s)
+        preferred = [t for t in ok if t.settings.key() in self.preferred and _within_noise(t, top)]
+        return max(preferred, key=lambda t: t.samples_per_s) if preferred else top
 
     def trial(self, settings: LoaderSettings | None, purpose: str, again: bool = False) -> TrialResult:
         if settings is not None and not again and settings.key() in self.seen:
@@ -108,6 +121,7 @@ class Scan:
 
     # -- the search ------------------------------------------------------------------
     def run(self) -> ScanResult:
+        preload_torch()
         base = self.trial(None, "baseline")  # the target's loader as the user configured it
         if base.status == "error":
             raise DlprofError(base.error)
@@ -175,6 +189,10 @@ class Scan:
         for workers in self._worker_candidates(reference):
             if not self.affordable():
                 break
+            if 0 < workers < self._rising_from():
+                continue  # throughput still rises above this count: fewer workers cannot win
+            if 0 < workers < self._idle_at():
+                continue  # the CPU had room to spare with more workers: fewer only overlap fewer waits
             settings = dataclasses.replace(
                 base_settings, num_workers=workers,
                 prefetch_factor=(base_settings.prefetch_factor or 2) if workers else None,
@@ -187,14 +205,38 @@ class Scan:
             nxt = min(self.plan.max_workers, max(1, w * 2))
             if w == 0 or nxt == w or dataclasses.replace(best.settings, num_workers=nxt).key() in self.seen:
                 break
+            if nxt > self.plan.cores and best.worker_cpu_pct >= 0.5 * max(best.worker_busy_pct, 1.0):
+                break  # the workers compute while busy: more of them than cores only share the cores
             before = best.samples_per_s
             trial = self.trial(dataclasses.replace(best.settings, num_workers=nxt), "workers")
             if trial.status != "ok" or trial.samples_per_s < before * (1 + MIN_GAIN):
                 break
 
+    def _rising_from(self) -> int:
+        """The smallest num_workers w measured with a larger count 2w or more that beat it clearly
+        (0 when there is none). Throughput against num_workers rises, then flattens or falls, so
+        counts below w are not worth a trial."""
+        by_workers: dict[int, float] = {}
+        for t in self.seen.values():
+            if t.status == "ok":
+                w = t.settings.num_workers
+                by_workers[w] = max(by_workers.get(w, 0.0), t.samples_per_s)
+        rising = [lo for lo in by_workers if lo > 0 and any(
+            hi >= 2 * lo and rate > by_workers[lo] * (1 + MIN_GAIN) for hi, rate in by_workers.items())]
+        return min(rising) if rising else 0
+
+    def _idle_at(self) -> int:
+        """The largest num_workers measured without saturating the CPU while its workers sat
+        mostly idle (waiting on I/O), 0 if none. Below that count the CPU cannot be what limits
+        throughput, so fewer workers can only overlap fewer waits."""
+        idle = [t.settings.num_workers for t in self.seen.values()
+                if t.status == "ok" and t.settings.num_workers > self.plan.cores
+                and t.worker_cpu_pct < 0.5 * max(t.worker_busy_pct, 1.0)
+                and t.settings.num_workers * t.worker_cpu_pct + t.main_cpu_pct < 60.0 * self.plan.cores]
+        return max(idle, default=0)
+
     def _best_with_workers(self) -> TrialResult | None:
-        ok = [t for t in self.seen.values() if t.status == "ok" and t.settings.num_workers > 0]
-        return max(ok, key=_lower_bound) if ok else None
+        return self._fastest([t for t in self.seen.values() if t.status == "ok" and t.settings.num_workers > 0])
 
     def _search_prefetch_and_persistence(self) -> None:
         """On the best configuration with workers, even when num_workers=0 leads so far: keeping
@@ -208,11 +250,24 @@ class Scan:
             epoch_ms = 1000.0 * best.dataset_len / best.samples_per_s + (startup[0] if startup else 0.0)
         restarts_matter = epoch_ms > 0 and startup and (sum(startup) / len(startup)) > 0.03 * epoch_ms
         if not best.settings.persistent_workers and restarts_matter and self.affordable():
-            self.trial(dataclasses.replace(best.settings, persistent_workers=True), "persistent_workers")
+            kept = self.trial(dataclasses.replace(best.settings, persistent_workers=True), "persistent_workers")
+            restart = kept.startup_ms[1:]
+            saved_ms = sum(startup) / len(startup) - (sum(restart) / len(restart) if restart else 0.0)
+            if kept.status == "ok" and restart and saved_ms > 0.03 * epoch_ms:
+                # Kept workers measurably skip the restart every epoch: a saving by construction,
+                # so they win unless measured slower beyond noise (short trials on a busy machine
+                # cannot resolve a 10% difference, the restart saving can be that size).
+                self.preferred.add(kept.settings.key())
         best = self._best_with_workers()
         if best.wait_pct > 5 and self.affordable():
-            deeper = max(4, 2 * (best.settings.prefetch_factor or 2))
-            self.trial(dataclasses.replace(best.settings, prefetch_factor=deeper), "prefetch_factor")
+            # deeper, but at most 64 batches in flight (shared memory)
+            depth = best.settings.prefetch_factor or 2
+            deeper = max(depth + 1, min(4 * depth, 64 // best.settings.num_workers))
+            queued = self.trial(dataclasses.replace(best.settings, prefetch_factor=deeper), "prefetch_factor")
+            if queued.status == "ok" and queued.wait_pct <= best.wait_pct and best.settings.key() in self.preferred:
+                # the loop waited less with a deeper queue: it absorbs bursts (workers slowed
+                # by a step sharing their cores); preferred on the same terms as kept workers
+                self.preferred.add(queued.settings.key())
 
     def _search_pin_memory(self) -> None:
         if not (self.plan.device or "").startswith("cuda"):
