@@ -114,6 +114,17 @@ class ProfiledLoader:
     def close(self) -> None:
         self.profiler.close()
 
+    def failed_batch(self) -> tuple[object, object]:
+        """After iterating raised: (the dataset index whose ``__getitem__`` failed, the indices
+        of the batch being built), each None where unknown. The index is known with
+        num_workers=0; with workers, the batch (the next one the loop was waiting for)."""
+        return self._probe.failed_batch()
+
+    def dead_workers(self) -> list[tuple[int, int, int]]:
+        """(worker id, pid, exit code) of workers of the current epoch that have exited with an
+        error; a negative exit code is the signal that killed the worker."""
+        return self._probe.dead_workers()
+
 
 def profile(loader, device=None, sample_system: bool = True) -> ProfiledLoader:
     """Wrap ``loader`` so that iterating it records every stage of every batch.

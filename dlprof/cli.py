@@ -7,7 +7,7 @@ import signal
 import sys
 
 from dlprof import __version__
-from dlprof.errors import DlprofError
+from dlprof.errors import DlprofError, ScanFailed
 from dlprof.records import ResultsFileError
 
 
@@ -84,15 +84,24 @@ def cmd_scan(args) -> int:
         raise DlprofError(f"target file not found: {args.target}")
     name = os.path.splitext(os.path.basename(args.target))[0] if args.target.endswith(".py") else args.target
     out = args.out or os.path.join("reports", name)
+    digest = _file_sha256(args.target) if os.path.isfile(args.target) else ""
+    budget = args.budget or (30.0 if args.quick else 120.0)
+    if args.resume:
+        result = _resumable(out, args.target, digest)
+        budget = args.budget or result.budget_s or budget
+    else:
+        result = ScanResult(target=args.target, target_sha256=digest)
+    result.budget_s = budget
     os.makedirs(out, exist_ok=True)
     cores = available_cores()
-    plan = ScanPlan(spec=args.target, out_dir=out, budget_s=args.budget or (30.0 if args.quick else 120.0),
+    plan = ScanPlan(spec=args.target, out_dir=out, budget_s=budget,
                     cores=cores, max_workers=args.max_workers or max(8, 4 * cores),
                     batch_sizes=args.batch_sizes or [], device=args.device, max_epochs=args.epochs,
-                    quick=args.quick, max_workers_from_cli=args.max_workers is not None)
-    result = ScanResult(target=args.target)
+                    quick=args.quick, max_workers_from_cli=args.max_workers is not None,
+                    trial_timeout_s=args.trial_timeout)
     scan = Scan(plan, result, lambda line: print(line, file=sys.stderr, flush=True))
-    print(f"dlprof scan {args.target}: budget {plan.budget_s:.0f} s, {cores} cores; results in {out}/",
+    resumed = f"; resuming after {len(result.trials)} trials" if args.resume else ""
+    print(f"dlprof scan {args.target}: budget {plan.budget_s:.0f} s, {cores} cores; results in {out}/{resumed}",
           file=sys.stderr, flush=True)
     interrupted = False
     signal.signal(signal.SIGTERM, _interrupt)  # stop like Ctrl-C: kill the trial, keep the results
@@ -100,7 +109,8 @@ def cmd_scan(args) -> int:
         scan.run()
     except KeyboardInterrupt:
         interrupted = True
-        result.notes.append("interrupted: these are the trials finished before the interruption")
+        result.notes.append("interrupted: these are the trials finished before the interruption "
+                            "(continue with the same command and --resume)")
     finally:
         if result.trials:
             scan.save()
@@ -111,6 +121,34 @@ def cmd_scan(args) -> int:
     if interrupted:
         return 130
     return 0 if result.recommendation is not None else 1
+
+
+def _file_sha256(path: str) -> str:
+    import hashlib
+
+    with open(path, "rb") as fh:
+        return hashlib.sha256(fh.read()).hexdigest()
+
+
+def _resumable(out: str, target: str, digest: str):
+    """The saved, unfinished scan in ``out`` of the same target, unchanged since."""
+    from dlprof.records import load_json
+    from dlprof.scan_records import ScanResult
+
+    path = os.path.join(out, "results.json")
+    if not os.path.exists(path):
+        raise DlprofError(f"nothing to resume: no {path} (run the scan without --resume first)")
+    result = ScanResult.from_dict(load_json(path))
+    if result.target != target:
+        raise DlprofError(f"{path} is a scan of {result.target}, not {target}: give the same target or another --out")
+    if result.target_sha256 and digest and result.target_sha256 != digest:
+        raise DlprofError(f"{target} changed since the scan in {out} began: its trials would not compare; "
+                          "scan again without --resume")
+    if result.complete:
+        raise DlprofError(f"the scan in {out} is complete: nothing to resume (drop --resume to scan again)")
+    result.notes = [n for n in result.notes if not n.startswith("interrupted:")]
+    result.notes.append(f"resumed after an interruption: the first {len(result.trials)} trials come from the earlier run")
+    return result
 
 
 def cmd_report(args) -> int:
@@ -194,6 +232,11 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--batch-sizes", type=_batch_sizes, default=None, help="batch sizes to try, e.g. 32,64")
     sc.add_argument("--epochs", type=_positive_int, default=None, help="most epochs per trial")
     sc.add_argument("--quick", action="store_true", help="a short scan (about 30 s)")
+    sc.add_argument("--resume", action="store_true",
+                    help="continue the interrupted scan saved in --out (its finished trials are kept)")
+    sc.add_argument("--trial-timeout", type=_positive_float, default=None,
+                    help="seconds before a trial that gives no result (a hung worker) is stopped "
+                         "(default: 35 s with --quick, 45 s otherwise; the first trial also gets the budget)")
     sc.set_defaults(func=cmd_scan)
 
     rp = sub.add_parser("report", help="render report.html / report.md / trace.json from a scan's results.json")
@@ -220,9 +263,13 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except (DlprofError, ResultsFileError) as exc:
         if args.debug:
+            log = getattr(exc, "log", None)
+            if log and os.path.exists(log):  # the trial's own output, tracebacks included
+                with open(log, encoding="utf-8", errors="replace") as fh:
+                    sys.stderr.write(fh.read())
             raise
         print(f"dlprof: error: {exc}", file=sys.stderr)
-        return 2
+        return 1 if isinstance(exc, ScanFailed) else 2
     except KeyboardInterrupt:
         print("dlprof: interrupted", file=sys.stderr)
         return 130

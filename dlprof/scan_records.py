@@ -3,6 +3,9 @@
 Schema history of ``dlprof.scan`` results files (bump ``SCAN_SCHEMA_VERSION`` on every
 incompatible change and say what changed):
   1  first version.
+  2  trials: ``failure_kind``, ``failed_index``, ``traceback`` (why a trial failed);
+     results: ``budget_s``, ``elapsed_s`` and ``target_sha256`` (for ``--resume``).
+     Version 1 files are still read (the new fields take their defaults).
 """
 from __future__ import annotations
 
@@ -13,7 +16,8 @@ from typing import Any
 from dlprof.records import ResultsFileError
 
 SCAN_SCHEMA_NAME = "dlprof.scan"
-SCAN_SCHEMA_VERSION = 1
+SCAN_SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,9 @@ class TrialResult:
     worker_busy_pct: float = 0.0  # share of the window a worker spent in fetch + collate
     main_cpu_pct: float = 0.0
     error: str = ""  # one line; the full traceback is in ``log``
+    failure_kind: str = ""  # see dlprof.sweep.faults: dataset, collate, worker-died, shared-memory...
+    failed_index: Any = None  # the dataset index whose __getitem__ raised, when found
+    traceback: str = ""  # of the failure (a worker's own traceback when it came from a worker)
     log: str = ""  # path of the trial's output log
     profile: str = ""  # path of the trial's full profile run (dlprof.profile results file)
     has_train_step: bool = True
@@ -88,6 +95,9 @@ class ScanResult:
     environment: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     complete: bool = False  # False while the scan runs or when it was interrupted
+    budget_s: float = 0.0
+    elapsed_s: float = 0.0  # spent on trials so far, across resumed runs
+    target_sha256: str = ""  # of the target file, so --resume refuses a changed target
 
     def to_dict(self) -> dict[str, Any]:
         def trial(t: TrialResult | None):
@@ -111,13 +121,16 @@ class ScanResult:
             "trials": [trial(t) for t in self.trials],
             "environment": self.environment,
             "notes": self.notes,
+            "budget_s": self.budget_s,
+            "elapsed_s": self.elapsed_s,
+            "target_sha256": self.target_sha256,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ScanResult":
         if not isinstance(data, dict) or data.get("schema") != SCAN_SCHEMA_NAME:
             raise ResultsFileError("not a dlprof scan results file (missing 'schema': 'dlprof.scan')")
-        if data.get("schema_version") != SCAN_SCHEMA_VERSION:
+        if data.get("schema_version") not in READABLE_VERSIONS:
             raise ResultsFileError(f"scan results have schema version {data.get('schema_version')!r}; "
                                    f"this dlprof reads version {SCAN_SCHEMA_VERSION}")
 
@@ -136,6 +149,8 @@ class ScanResult:
                 bottleneck=Bottleneck(**data["bottleneck"]) if data.get("bottleneck") else None,
                 warnings=list(data.get("warnings", [])), trials=[trial(t) for t in data.get("trials", [])],
                 environment=dict(data.get("environment", {})), notes=list(data.get("notes", [])),
+                budget_s=float(data.get("budget_s", 0.0)), elapsed_s=float(data.get("elapsed_s", 0.0)),
+                target_sha256=data.get("target_sha256", ""),
             )
         except (TypeError, KeyError) as exc:
             raise ResultsFileError(f"malformed scan results file: {exc}") from None

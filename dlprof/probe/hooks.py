@@ -21,6 +21,7 @@ few more. Everything else is deferred to the main process or to analysis.
 from __future__ import annotations
 
 import os
+from collections import deque
 from time import perf_counter_ns
 
 from torch.utils.data import get_worker_info
@@ -78,11 +79,19 @@ def _arrive_value(value):
 
 
 class IndexSamplerProxy:
-    """Wraps the loader's batch sampler (or sampler, when batching is off)."""
+    """Wraps the loader's batch sampler (or sampler, when batching is off).
 
-    def __init__(self, inner, in_main_process: bool) -> None:
+    With workers it remembers the last ``in_flight`` index batches it handed out (one deque
+    append per batch), so that when a worker fails, the indices of the batch it was building
+    are known in the main process: the DataLoader delivers batches in order, so the failed one
+    is the next one the training loop was waiting for.
+    """
+
+    def __init__(self, inner, in_main_process: bool, in_flight: int = 0) -> None:
         self.inner = inner
         self.in_main_process = in_main_process
+        self.recent: deque = deque(maxlen=in_flight + 2)
+        self.handed_out = 0  # index batches handed out in the current pass
 
     def __len__(self) -> int:
         return len(self.inner)
@@ -92,8 +101,31 @@ class IndexSamplerProxy:
             for item in self.inner:
                 yield _arrive_list(item) if type(item) is list else _arrive_value(item)
         else:  # the arrival is noted when the worker unpickles the item
-            for item in self.inner:
+            recent = self.recent
+            recent.clear()
+            self.handed_out = 0
+            for self.handed_out, item in enumerate(self.inner, 1):
+                recent.append(item)
                 yield _Carrier(item)
+
+    def indices_of(self, position: int):
+        """The indices of the ``position``-th batch (0-based) of the current pass, if still held."""
+        if self.in_main_process:  # the batch being fetched when the dataset raised
+            arrival = _arrival
+            timed = arrival[1] if arrival is not None else None
+            return list.copy(timed) if timed is not None else None
+        first = self.handed_out - len(self.recent)
+        return self.recent[position - first] if first <= position < self.handed_out else None
+
+
+def failing_index():
+    """With num_workers=0: the index whose ``__getitem__`` raised, if the fetcher was walking one."""
+    arrival = _arrival
+    timed = arrival[1] if arrival is not None else None
+    marks = getattr(timed, "marks", None) if timed is not None else None
+    if not marks or len(marks) > len(timed):
+        return None  # not iterated yet, or every index was fetched (collate failed)
+    return timed[len(marks) - 1]
 
 
 class StampedBatch:

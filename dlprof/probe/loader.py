@@ -13,7 +13,7 @@ from typing import Callable
 from torch.utils.data import DataLoader
 
 from dlprof.probe.device import DeviceMover
-from dlprof.probe.hooks import CollateProxy, IndexSamplerProxy, StampedBatch
+from dlprof.probe.hooks import CollateProxy, IndexSamplerProxy, StampedBatch, failing_index
 from dlprof.records import BatchRecord, EpochRecord, LoaderConfig
 
 
@@ -67,7 +67,9 @@ class LoaderProbe:
         shadow = self._shadow.__dict__
         shadow["_iterator"] = None  # own persistent workers, not the user's
         sampler_key = "batch_sampler" if loader.batch_sampler is not None else "sampler"
-        shadow[sampler_key] = IndexSamplerProxy(getattr(loader, sampler_key), loader.num_workers == 0)
+        in_flight = loader.num_workers * (loader.prefetch_factor or 2)
+        self._indices = IndexSamplerProxy(getattr(loader, sampler_key), loader.num_workers == 0, in_flight)
+        shadow[sampler_key] = self._indices
         shadow["collate_fn"] = CollateProxy(loader.collate_fn, _fetch_mode(loader))
         pinned = bool(loader.pin_memory)
         self.mover = DeviceMover(device, non_blocking=pinned) if device is not None else None
@@ -83,12 +85,35 @@ class LoaderProbe:
         self._on_epoch_start()
         start = perf_counter_ns()
         it = iter(self._shadow)
+        self._torch_iter = it  # for post-mortems: its worker processes
         ready = perf_counter_ns()
         record = EpochRecord(epoch=len(self._epochs), iter_start_ns=start, iter_ready_ns=ready,
                              first_batch_ns=0, end_ns=0, batches=0, workers_reused=reused,
                              completed=False)
         self._epochs.append(record)
         return _EpochIterator(self, it, record)
+
+    def failed_batch(self) -> tuple[object, object]:
+        """After the loader raised: (the dataset index that failed, the indices of its batch),
+        each None where unknown. The index is known when the main process fetches
+        (num_workers=0); with workers only the batch is, the one the loop was waiting for."""
+        position = self._epochs[-1].batches if self._epochs else 0
+        return failing_index() if self.loader.num_workers == 0 else None, self._indices.indices_of(position)
+
+    def dead_workers(self) -> list[tuple[int, int, int]]:
+        """(worker id, pid, exit code) of the current iterator's workers that have exited; a
+        negative exit code is the signal that killed the worker."""
+        workers = getattr(getattr(self, "_torch_iter", None), "_workers", None) or []
+        dead = []
+        for wid, proc in enumerate(workers):
+            try:
+                proc.join(timeout=0.5)  # a dying worker gets a moment to be reaped
+                code = proc.exitcode
+            except (AssertionError, ValueError, OSError):  # a process object already closed
+                continue
+            if code is not None and code != 0:
+                dead.append((wid, proc.pid, code))
+        return dead
 
     def _end_epoch(self, record: EpochRecord, end_ns: int, completed: bool) -> None:
         record.end_ns = end_ns

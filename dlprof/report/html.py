@@ -61,6 +61,12 @@ class HtmlRenderer:
             parts.append(f"<h2>{e(title)}</h2><figure><img class='plot' alt='{e(title)}' "
                          f"src='data:image/svg+xml;base64,{data}'></figure>")
         parts.append(self._trials(r))
+        failed = [(i, t) for i, t in enumerate(r.trials, 1) if t.status != "ok"]
+        if failed:
+            parts.append("<h2>Failed trials</h2>" + "".join(
+                f"<details id='failed-{i}'><summary>trial {i} ({e(t.settings.label())}): {e(t.status)}: {e(t.error)}"
+                "</summary>" + (f"<pre>{e(t.traceback)}</pre>" if t.traceback else "")
+                + (f"<p class='muted'>log: {e(t.log)}</p>" if t.log else "") + "</details>" for i, t in failed))
         env = r.environment
         parts.append("<h2>Environment</h2><table><tbody>" + "".join(
             f"<tr><td class='l'>{e(str(k))}</td><td class='l'>{e(str(v))}</td></tr>" for k, v in env.items()

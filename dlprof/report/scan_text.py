@@ -53,6 +53,13 @@ class MarkdownRenderer:
                 nums = f"- | - | - | - | - | - | {t.status}: {_escape(t.error)}"
             out.append(f"| {i} | {t.purpose} | {s.num_workers} | {s.batch_size} | {s.prefetch_factor} | "
                        f"{s.persistent_workers} | {s.pin_memory} | {nums} |")
+        failed = [(i, t) for i, t in enumerate(r.trials, 1) if t.status != "ok"]
+        if failed:
+            out += ["", "## Failed trials"]
+            for i, t in failed:
+                out += ["", f"**Trial {i}** ({t.settings.label()}): {t.status}: {t.error}" + (f" (log: `{t.log}`)" if t.log else "")]
+                if t.traceback:
+                    out += ["", "<details><summary>traceback</summary>", "", "```", t.traceback, "```", "", "</details>"]
         env = r.environment
         out += ["", "## Environment", "",
                 f"{env.get('available_cores')} cores available, Python {env.get('python')}, torch {env.get('torch')}, "

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from dlprof.analysis.bottleneck import diagnose
-from dlprof.errors import DlprofError
+from dlprof.errors import DlprofError, ScanFailed
 from dlprof.records import save_json
 from dlprof.scan_records import LoaderSettings, ScanResult, TrialResult
 from dlprof.sweep.trial import TrialLimits, preload_torch, run_trial
@@ -38,6 +38,7 @@ class ScanPlan:
     max_epochs: int | None = None
     quick: bool = False
     max_workers_from_cli: bool = False
+    trial_timeout_s: float | None = None  # None: from the trial limits (see Scan.trial)
 
     def limits(self) -> TrialLimits:
         if self.quick:
@@ -59,17 +60,21 @@ class Scan:
         self.result = result
         self.progress = progress
         self.limits = plan.limits()
-        self.start = time.monotonic()
+        self.start = time.monotonic() - result.elapsed_s  # a resumed scan has spent some already
         self.trial_cost_s = self.limits.max_seconds + 3.0  # refined after each trial
         self.seen: dict[tuple, TrialResult] = {}
         self.preferred: set[tuple] = set()  # settings keys that win ties within noise
         self.final_rounds = 1 if plan.quick else FINAL_ROUNDS  # a quick scan spends more on the search
+        for t in result.trials:  # resuming: what was measured is not measured again
+            if t.status != "error" and not t.purpose.startswith("final"):
+                self.seen.setdefault(t.settings.key(), t)
 
     # -- bookkeeping -----------------------------------------------------------------
     def time_left(self) -> float:
         return self.plan.budget_s - (time.monotonic() - self.start)
 
     def save(self) -> None:
+        self.result.elapsed_s = time.monotonic() - self.start
         save_json(self.result.to_dict(), os.path.join(self.plan.out_dir, "results.json"))
 
     def best(self) -> TrialResult | None:
@@ -97,7 +102,10 @@ class Scan:
         self.progress(f"[trial {index}, {max(0, self.time_left()):.0f} s left; {best_text}] "
                       f"{purpose}: {settings.label() if settings else 'as configured in the target'}")
         began = time.monotonic()
-        timeout = self.limits.max_seconds + 60 + (self.plan.budget_s if index == 1 else 0)
+        timeout = self.plan.trial_timeout_s or (
+            # a trial stops itself after hard_factor x max_seconds; start-up gets 30 s more, and
+            # the first trial the whole budget (a dataset may be prepared on first import)
+            self.limits.hard_factor * self.limits.max_seconds + 30 + (self.plan.budget_s if index == 1 else 0))
         trial = run_trial(self.plan.spec, settings, purpose, os.path.join(self.plan.out_dir, "trials"),
                           index, self.plan.device, self.limits, timeout)
         self.trial_cost_s = max(self.trial_cost_s * 0.5, time.monotonic() - began)
@@ -122,9 +130,11 @@ class Scan:
     # -- the search ------------------------------------------------------------------
     def run(self) -> ScanResult:
         preload_torch()
-        base = self.trial(None, "baseline")  # the target's loader as the user configured it
-        if base.status == "error":
-            raise DlprofError(base.error)
+        # the target's loader as the user configured it (kept from the saved scan on --resume)
+        base = self.result.baseline or self.trial(None, "baseline")
+        if base.status == "error":  # the target did not load: nothing was measured, no report
+            self.result.trials.remove(base)
+            raise DlprofError(base.error, os.path.join(self.plan.out_dir, base.log))
         self.result.baseline = base
         self._adopt_target_info(base)
         baseline_settings = base.settings
@@ -151,7 +161,9 @@ class Scan:
             self.plan.max_workers = int(config["max_workers"])
         sizes = self.plan.batch_sizes or [int(x) for x in config.get("batch_size", []) or []]
         if sizes and not info.get("batch_size_free", False):
-            self.result.notes.append("the loader's own batch_sampler fixes the batches: batch sizes not varied")
+            note = "the loader's own batch_sampler fixes the batches: batch sizes not varied"
+            if note not in self.result.notes:
+                self.result.notes.append(note)
             sizes = []
         self.plan.batch_sizes = [x for x in sizes if x != base.settings.batch_size]
 
@@ -161,7 +173,7 @@ class Scan:
         if simple.key() != settings.key():
             self.trial(simple, "fallback")
         if self.best() is None:
-            raise DlprofError(f"every configuration failed: {self.result.baseline.error}")
+            raise ScanFailed(f"every configuration failed: {self.result.baseline.error}")
 
     def _worker_candidates(self, reference: TrialResult) -> list[int]:
         """num_workers to try, most promising first, from the cost of producing a batch."""

@@ -51,9 +51,9 @@ def import_target(spec: str):
     except ModuleNotFoundError as exc:
         if not is_file and exc.name and spec.startswith(exc.name):
             raise DlprofError(f"no module named {spec!r} (give a .py file or an importable module)") from None
-        raise DlprofError(f"importing {spec} failed: {_last_line(exc)}") from None
+        raise DlprofError(f"importing {spec} failed: {_last_line(exc)}") from exc
     except Exception as exc:  # the user's module raised while importing: report it, one line
-        raise DlprofError(f"importing {spec} failed: {_last_line(exc)}") from None
+        raise DlprofError(f"importing {spec} failed: {_last_line(exc)}") from exc
     return module
 
 
@@ -75,14 +75,34 @@ def load_target(spec: str) -> Target:
         return Target(name, loader, train_step, config)
     dataset = getattr(module, "dataset", None)
     if dataset is None:
-        raise DlprofError(f"{spec} defines neither 'loader' (a DataLoader) nor 'dataset': add one at module level")
+        raise DlprofError(_no_candidate(spec, module, DataLoader, Dataset))
     if callable(dataset) and not isinstance(dataset, (Dataset, IterableDataset)):
-        dataset = dataset()
+        try:
+            dataset = dataset()
+        except Exception as exc:  # the user's factory raised: report it, one line
+            raise DlprofError(f"{spec}: dataset() raised {_last_line(exc)}") from exc
     if not isinstance(dataset, (Dataset, IterableDataset)):
         raise DlprofError(f"{spec}: 'dataset' must be a torch Dataset (or return one), got {type(dataset).__name__}")
     collate_fn = getattr(module, "collate_fn", None)
     loader = DataLoader(dataset, batch_size=DEFAULT_BATCH_SIZE, collate_fn=collate_fn)
     return Target(name, loader, train_step, config)
+
+
+def _no_candidate(spec: str, module, loader_type, dataset_type) -> str:
+    """Neither 'loader' nor 'dataset': name what the module has under other names, if anything."""
+    names = [n for n, v in vars(module).items() if not n.startswith("_") and not isinstance(v, type)]
+    loaders = [n for n in names if isinstance(getattr(module, n), loader_type)]
+    datasets = [n for n in names if isinstance(getattr(module, n), dataset_type)]
+    if loaders:
+        found = ", ".join(loaders)
+        which = "the one to scan" if len(loaders) > 1 else "to scan it"
+        return (f"{spec} defines no 'loader' but has DataLoader{'s' if len(loaders) > 1 else ''} {found}: "
+                f"add `loader = {loaders[0]}` ({which})")
+    if datasets:
+        found = ", ".join(datasets)
+        return (f"{spec} defines no 'loader' or 'dataset' but has Dataset{'s' if len(datasets) > 1 else ''} {found}: "
+                f"add `dataset = {datasets[0]}` or a `loader`")
+    return f"{spec} defines neither 'loader' (a DataLoader) nor 'dataset': add one at module level"
 
 
 def _last_line(exc: BaseException) -> str:

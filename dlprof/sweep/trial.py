@@ -12,8 +12,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import resource
+import shutil
 import signal
+import subprocess
 import sys
+import tempfile
 import time
 import traceback
 from dataclasses import dataclass
@@ -23,6 +27,7 @@ from dlprof.analysis.throughput import MIN_EPOCH_BLOCKS, rate_and_ci
 from dlprof.errors import DlprofError
 from dlprof.records import save_json
 from dlprof.scan_records import LoaderSettings, TrialResult
+from dlprof.sweep.faults import Failure, explain_dead_trial, explain_loader_failure, explain_step_failure, explain_timeout
 
 _NO_SETTINGS = LoaderSettings(0, False, None, False, None)  # the target did not load
 
@@ -49,16 +54,16 @@ def measure(target, settings: LoaderSettings | None, device: str | None, limits:
     from dlprof.api import profile
     from dlprof.sweep.loaders import batch_size_is_free, build_loader, settings_of
 
-    info = {}
-    if settings is None:  # the baseline: the target's own loader, whose settings we report
-        import torch
+    import torch
 
+    info = {}
+    if device == "auto":  # the baseline tells the scan; a trial after a failed baseline decides here
+        device = "cuda" if torch.cuda.is_available() else None
+    if settings is None:  # the baseline: the target's own loader, whose settings we report
         from dlprof.probe.environment import collect_environment
         from dlprof.probe.loader import describe_loader
 
         settings = settings_of(target.loader)
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else None
         info = {"dlprof_config": json.loads(json.dumps(target.config, default=str)),
                 "batch_size_free": batch_size_is_free(target.loader), "device": device,
                 "environment": {**collect_environment(device),
@@ -70,37 +75,20 @@ def measure(target, settings: LoaderSettings | None, device: str | None, limits:
     batches = prof.profiler.run.batches  # filled as we go
     step = target.train_step
     warm = warmup_batches(settings)
-    start = perf_counter()
-    hard = start + limits.hard_factor * limits.max_seconds
-    soft = hard  # set when the warm-up ends: start-up does not eat the measuring time
     # many workers deliver in bursts of up to num_workers batches: each of the 8 blocks of the
     # CI must span a whole burst, or the interval says more about bursts than about throughput
     min_batches = max(limits.min_batches, 8 * settings.num_workers)
-    epochs = 0
-    done = False
-    while not done and (limits.max_epochs is None or epochs < limits.max_epochs):
-        for batch in prof:
-            if step is not None:
-                step(batch)
-            now = perf_counter()
-            n = len(batches) - warm
-            if n == 0:
-                soft = min(hard, now + limits.max_seconds)
-            # whole epochs in the window make blocks of their own, bursts or not
-            enough = n >= min_batches or (n > 0 and batches[-1].epoch - batches[warm].epoch > MIN_EPOCH_BLOCKS)
-            if now >= hard or (now >= soft and n >= limits.min_steady and enough):
-                done = True
-                break
-            if enough and n >= limits.min_batches and n % 4 == 0 and now - start >= limits.min_seconds:
-                window = batches[warm:]
-                _, ci = rate_and_ci([b.wait_end_ns for b in window], [b.samples for b in window],
-                                    [b.epoch for b in window])
-                if ci <= 100 * limits.rel_ci:
-                    done = True
-                    break
-        epochs += 1
-        if not batches:
-            raise DlprofError("the loader yielded no batch")
+    try:
+        _loop(prof, step, batches, warm, limits, min_batches)
+    except DlprofError:
+        prof.close()
+        raise
+    except _StepRaised as raised:  # the training step failed
+        prof.close()
+        raise TrialFailed(explain_step_failure(raised.exc, settings.batch_size)) from raised.exc
+    except Exception as exc:  # the loader failed (dataset, collate, a worker): explain it
+        prof.close()
+        raise TrialFailed(explain_loader_failure(exc, prof.failed_batch(), loader, prof.dead_workers())) from exc
     prof.close()
     from dlprof.analysis.trial import trial_stats
 
@@ -115,6 +103,52 @@ def measure(target, settings: LoaderSettings | None, device: str | None, limits:
     if purpose == "baseline" and result.dataset_kind == "iterable":
         result.stream_repeats = stream_repeats(target.loader)
     return result
+
+
+class TrialFailed(Exception):
+    """The user's pipeline failed in a trial; carries the explanation."""
+
+    def __init__(self, failure: Failure) -> None:
+        super().__init__(failure.error)
+        self.failure = failure
+
+
+class _StepRaised(Exception):
+    def __init__(self, exc: Exception) -> None:
+        super().__init__(str(exc))
+        self.exc = exc
+
+
+def _loop(prof, step, batches, warm: int, limits: TrialLimits, min_batches: int) -> None:
+    """Epochs of the training loop until the estimate is stable or the limits are reached."""
+    start = perf_counter()
+    hard = start + limits.hard_factor * limits.max_seconds
+    soft = hard  # set when the warm-up ends: start-up does not eat the measuring time
+    epochs = 0
+    while limits.max_epochs is None or epochs < limits.max_epochs:
+        for batch in prof:
+            if step is not None:
+                try:
+                    step(batch)
+                except Exception as exc:  # the user's step: reported as such, not as the loader's
+                    raise _StepRaised(exc) from exc
+            now = perf_counter()
+            n = len(batches) - warm
+            if n == 0:
+                soft = min(hard, now + limits.max_seconds)
+            # whole epochs in the window make blocks of their own, bursts or not
+            enough = n >= min_batches or (n > 0 and batches[-1].epoch - batches[warm].epoch > MIN_EPOCH_BLOCKS)
+            if now >= hard or (now >= soft and n >= limits.min_steady and enough):
+                return
+            if enough and n >= limits.min_batches and n % 4 == 0 and now - start >= limits.min_seconds:
+                window = batches[warm:]
+                _, ci = rate_and_ci([b.wait_end_ns for b in window], [b.samples for b in window],
+                                    [b.epoch for b in window])
+                if ci <= 100 * limits.rel_ci:
+                    return
+        epochs += 1
+        if not batches:
+            raise DlprofError("the loader yielded no batch")
 
 
 def stream_repeats(loader) -> bool:
@@ -143,28 +177,39 @@ def _fingerprint(sample):
 
 
 def _child(spec: str, settings: LoaderSettings, device: str | None, limits: TrialLimits,
-           purpose: str, result_path: str, log_path: str) -> None:
+           purpose: str, result_path: str, log_path: str, tmp_dir: str) -> None:
     """Runs in the forked child; never returns."""
     code = 1
     try:
         os.setpgid(0, 0)  # own group: the parent can kill us with our DataLoader workers
+        # temporary files of the trial (multiprocessing's pymp-* folders among them, which a
+        # killed or os._exit-ed process never removes) go to a folder the parent removes
+        os.environ["TMPDIR"] = tempfile.tempdir = tmp_dir
+        resource.setrlimit(resource.RLIMIT_CORE, (0, resource.getrlimit(resource.RLIMIT_CORE)[1]))  # no core files in the user's folder
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         os.dup2(log, 1)
         os.dup2(log, 2)
+        from dlprof.sweep.loaders import settings_of
         from dlprof.sweep.target import load_target
 
+        tried = settings or _NO_SETTINGS  # the baseline's, once the target is loaded
         try:
-            result = measure(load_target(spec), settings, device, limits, purpose,
+            target = load_target(spec)
+            tried = settings or settings_of(target.loader)
+            result = measure(target, settings, device, limits, purpose,
                              profile_path=log_path[:-len(".log")] + ".profile.json")
-        except DlprofError as exc:
-            result = TrialResult(settings or _NO_SETTINGS, "error", purpose, error=str(exc))
-        except Exception as exc:  # the user's pipeline failed: record why; the scan goes on
+        except DlprofError as exc:  # the target cannot be used: the scan stops with this line
+            traceback.print_exc()  # the cause's traceback, for --debug and the log
+            result = TrialResult(tried, "error", purpose, error=str(exc))
+        except TrialFailed as exc:  # the user's pipeline failed: record why; the scan goes on
             traceback.print_exc()
-            # one line: the original exception's last line (a worker's error message carries the
-            # worker's whole traceback; that goes to the trial's log above)
+            result = TrialResult(tried, "failed", purpose, **exc.failure.as_fields())
+        except Exception as exc:  # failed outside the loop (building the loader, a probe)
+            traceback.print_exc()
             last = "".join(traceback.format_exception_only(type(exc), exc)).strip().splitlines()[-1]
-            result = TrialResult(settings or _NO_SETTINGS, "failed", purpose, error=last.strip())
+            result = TrialResult(tried, "failed", purpose, error=last.strip(),
+                                 failure_kind="crash", traceback=traceback.format_exc())
         result.log = log_path
         save_json(dataclasses.asdict(result), result_path)
         code = 0
@@ -195,13 +240,17 @@ def run_trial(spec: str, settings: LoaderSettings | None, purpose: str, trial_di
     os.makedirs(trial_dir, exist_ok=True)
     result_path = os.path.join(trial_dir, f"trial-{index:02d}.json")
     log_path = os.path.join(trial_dir, f"trial-{index:02d}.log")
+    # short, in the system's temp folder: multiprocessing puts sockets there (paths of at most
+    # 108 bytes); removed after the trial
+    base = tempfile.gettempdir()
+    tmp_dir = tempfile.mkdtemp(prefix="dlp", dir=base if len(base) <= 60 else "/tmp")
     if os.path.exists(result_path):
         os.unlink(result_path)
     sys.stdout.flush()
     sys.stderr.flush()
     pid = os.fork()
     if pid == 0:
-        _child(spec, settings, device, limits, purpose, result_path, log_path)
+        _child(spec, settings, device, limits, purpose, result_path, log_path, tmp_dir)
     deadline = time.monotonic() + timeout_s
     status = None
     try:
@@ -210,22 +259,26 @@ def run_trial(spec: str, settings: LoaderSettings | None, purpose: str, trial_di
             if done:
                 status = st
             elif time.monotonic() > deadline:
+                _dump_stacks(pid, log_path)  # where it hung, before the evidence is gone
                 _kill_group(pid)
                 os.waitpid(pid, 0)
-                return TrialResult(settings or _NO_SETTINGS, "timeout", purpose, log=log_path,
-                                   error=f"no result within {timeout_s:.0f} s: the trial was stopped")
+                shutil.rmtree(tmp_dir, ignore_errors=True)
+                failure = explain_timeout(timeout_s, os.path.basename(log_path))
+                return TrialResult(settings or _NO_SETTINGS, "timeout", purpose, log=log_path, **failure.as_fields())
             else:
                 time.sleep(0.02)
     except BaseException:  # Ctrl-C or an error here: leave no trial running
         _kill_group(pid)
         if status is None:
             os.waitpid(pid, 0)
+        shutil.rmtree(tmp_dir, ignore_errors=True)
         raise
     _kill_group(pid)  # DataLoader workers the child left behind
+    shutil.rmtree(tmp_dir, ignore_errors=True)  # the trial's temporary files
     if not os.path.exists(result_path):
-        how = (f"killed by signal {signal.Signals(os.WTERMSIG(status)).name}" if os.WIFSIGNALED(status)
-               else f"exit code {os.WEXITSTATUS(status)}")
-        return TrialResult(settings or _NO_SETTINGS, "failed", purpose, log=log_path, error=f"the trial process died ({how})")
+        failure = explain_dead_trial(signal.Signals(os.WTERMSIG(status)).name if os.WIFSIGNALED(status) else None,
+                                     os.WEXITSTATUS(status) if os.WIFEXITED(status) else None)
+        return TrialResult(settings or _NO_SETTINGS, "failed", purpose, log=log_path, **failure.as_fields())
     with open(result_path, encoding="utf-8") as fh:
         data = json.load(fh)
     data["settings"] = LoaderSettings(**data["settings"])
@@ -233,7 +286,72 @@ def run_trial(spec: str, settings: LoaderSettings | None, purpose: str, trial_di
 
 
 def _kill_group(pgid: int) -> None:
+    """Kill the trial's process group and any descendant that left it, then remove the
+    shared-memory files a killed process can leave (torch names them torch_<pid>_...)."""
+    import psutil
+
+    try:
+        strays = psutil.Process(pgid).children(recursive=True)
+    except psutil.Error:  # the trial process is gone; its group may not be
+        strays = []
+    pids = {pgid} | {p.pid for p in strays} | set(_group_pids(pgid))
     try:
         os.killpg(pgid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
+    for proc in strays:
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs([p for p in strays], timeout=2)
+    _remove_shm_files(pids)
+
+
+def _group_pids(pgid: int) -> list[int]:
+    import psutil
+
+    pids = []
+    for pid in psutil.pids():
+        try:
+            if os.getpgid(pid) == pgid:
+                pids.append(pid)
+        except (ProcessLookupError, PermissionError):
+            continue
+    return pids
+
+
+SHM_DIR = "/dev/shm"
+
+
+def _remove_shm_files(pids: set[int]) -> None:
+    try:
+        names = os.listdir(SHM_DIR)
+    except OSError:  # no /dev/shm on this system
+        return
+    prefixes = tuple(f"torch_{pid}_" for pid in pids)
+    for name in names:
+        if name.startswith(prefixes):
+            try:
+                os.unlink(os.path.join(SHM_DIR, name))
+            except OSError:  # gone already, or not ours to remove
+                pass
+
+
+_MAX_DUMPS = 6  # py-spy takes about 0.2 s a process: the trial process and its first workers
+
+
+def _dump_stacks(pgid: int, log_path: str) -> None:
+    """Append the Python stacks of the trial's processes (py-spy dump) to its log."""
+    py_spy = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")
+    with open(log_path, "a", encoding="utf-8") as log:
+        if not os.path.exists(py_spy):
+            log.write("\n[dlprof] the trial hung; py-spy is not installed, so no stacks were taken\n")
+            return
+        for pid in sorted(_group_pids(pgid))[:_MAX_DUMPS]:
+            try:
+                out = subprocess.run([py_spy, "dump", "--pid", str(pid)], capture_output=True, text=True, timeout=10)
+                text = out.stdout or out.stderr
+            except subprocess.TimeoutExpired:
+                text = "py-spy dump did not answer within 10 s\n"
+            log.write(f"\n[dlprof] the trial hung; stack of process {pid} (py-spy dump):\n{text}")

@@ -1,0 +1,137 @@
+"""Each planted fault: the exit code, the one-line message, the partial results kept, and
+nothing left behind (processes, /dev/shm files, temporary files). Real scans, real workers."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+from fault_cases import BAD_TARGETS, REPO, TRIAL_FAULTS, can_mount_private_shm, failed_errors, run_scan
+
+
+def _clean(outcome):
+    assert not outcome.left_processes, outcome.left_processes
+    assert not outcome.left_shm, outcome.left_shm
+    assert not outcome.left_tmp, outcome.left_tmp
+
+
+@pytest.mark.parametrize("case", BAD_TARGETS, ids=[c.name for c in BAD_TARGETS])
+def test_bad_target_is_one_line_naming_the_fix(case, tmp_path):
+    outcome = run_scan(case, str(tmp_path), timeout=120)
+    assert outcome.exit_code == case.exit_code, outcome.stderr
+    lines = outcome.stderr.strip().splitlines()
+    assert lines and lines[-1].startswith("dlprof: error:") and case.message in lines[-1], outcome.stderr
+    assert "Traceback" not in outcome.stderr
+    _clean(outcome)
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    target = tmp_path / "raises.py"
+    target.write_text("def helper():\n    raise RuntimeError('database unreachable')\n\nhelper()\n")
+    proc = subprocess.run([sys.executable, "-m", "dlprof", "--debug", "scan", str(target), "--out", str(tmp_path / "o")],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "Traceback" in proc.stderr and "in helper" in proc.stderr
+
+
+@pytest.mark.parametrize("case", TRIAL_FAULTS, ids=[c.name for c in TRIAL_FAULTS])
+def test_trial_fault_is_reported_and_the_scan_goes_on(case, tmp_path):
+    if case.wrap and not can_mount_private_shm():
+        pytest.skip("needs a private mount namespace (root or CAP_SYS_ADMIN) for a small /dev/shm")
+    outcome = run_scan(case, str(tmp_path))
+    assert outcome.exit_code == case.exit_code, outcome.stderr[-3000:]
+    assert case.message in outcome.stderr + outcome.stdout
+    data = outcome.results
+    assert data is not None and data["trials"], "the results measured so far are saved"
+    errors = failed_errors(outcome)
+    assert any(case.trial_error in e for e in errors), errors
+    if case.exit_code == 0:  # the scan finished: the recommendation is a configuration that worked
+        assert data["complete"] and data["recommendation"]["status"] == "ok"
+        rec = data["recommendation"]["config"]
+        assert all(t["config"] != rec for t in data["trials"] if t["status"] != "ok")
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "## Failed trials" in report
+    _clean(outcome)
+
+
+def test_failing_index_comes_with_the_workers_traceback(tmp_path):
+    case = next(c for c in TRIAL_FAULTS if c.name == "index-fails-everywhere")
+    outcome = run_scan(case, str(tmp_path))
+    first = outcome.results["trials"][0]
+    assert first["failed_index"] == 37 and first["failure_kind"] == "dataset"
+    # the worker's own traceback: the user's line, not the re-raise in the main process
+    assert "raise ValueError(f'corrupt record {i}')" in first["traceback"]
+    assert "in __getitem__" in first["traceback"]
+    fallback = outcome.results["trials"][1]  # the simplest configuration, tried after the user's failed
+    assert fallback["config"]["num_workers"] == 0 and "in the main process" in fallback["error"]
+    assert outcome.results["complete"] is False
+    _clean(outcome)
+
+
+def test_hung_trial_leaves_its_stacks_in_the_log(tmp_path):
+    case = next(c for c in TRIAL_FAULTS if c.name == "worker-hangs")
+    outcome = run_scan(case, str(tmp_path))
+    timed_out = [t for t in outcome.results["trials"] if t["status"] == "timeout"]
+    assert timed_out
+    log = (tmp_path / "out" / timed_out[0]["log"]).read_text()
+    assert "the trial hung" in log and ("time.sleep" in log or "__getitem__" in log or "py-spy" in log)
+    _clean(outcome)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_interrupted_scan_resumes(sig, tmp_path):
+    target = tmp_path / "slow_io.py"
+    target.write_text(
+        "import time, torch\nfrom torch.utils.data import DataLoader, Dataset\n"
+        "class D(Dataset):\n    def __len__(self): return 4000\n"
+        "    def __getitem__(self, i):\n        time.sleep(0.002)\n        return torch.tensor([float(i)])\n"
+        "loader = DataLoader(D(), batch_size=8)\n")
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "dlprof", "scan", str(target), "--out", str(out), "--budget", "40"]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:  # two trials done and saved, a third running
+        if (out / "results.json").exists() and len(json.loads((out / "results.json").read_text())["trials"]) >= 2:
+            break
+        time.sleep(0.1)
+    time.sleep(0.5)
+    sent = time.monotonic()
+    proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert time.monotonic() - sent < 10
+    before = json.loads((out / "results.json").read_text())
+    assert before["complete"] is False and len(before["trials"]) >= 2
+    time.sleep(0.5)
+    assert not [p for p in psutil.process_iter(["cmdline"]) if str(target) in " ".join(p.info["cmdline"] or [])]
+
+    resumed = subprocess.run([*cmd, "--resume"], cwd=REPO, capture_output=True, text=True, timeout=180)
+    assert resumed.returncode == 0, resumed.stderr
+    after = json.loads((out / "results.json").read_text())
+    assert after["complete"] is True and after["recommendation"]["status"] == "ok"
+    kept = before["trials"]
+    assert after["trials"][:len(kept)] == kept  # the earlier trials are kept, not measured again
+    assert any("resumed" in n for n in after["notes"]) and not any(n.startswith("interrupted") for n in after["notes"])
+    # a finished scan is not resumed again; a changed target is refused
+    again = subprocess.run([*cmd, "--resume"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert again.returncode == 2 and "complete" in again.stderr
+
+
+def test_resume_refuses_a_changed_target(tmp_path):
+    target = tmp_path / "t.py"
+    target.write_text("import torch\nfrom torch.utils.data import DataLoader, TensorDataset\n"
+                      "loader = DataLoader(TensorDataset(torch.zeros(64, 2)), batch_size=8)\n")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "results.json").write_text(json.dumps({
+        "schema": "dlprof.scan", "schema_version": 2, "target": str(target), "complete": False,
+        "trials": [], "target_sha256": "0" * 64}))
+    proc = subprocess.run([sys.executable, "-m", "dlprof", "scan", str(target), "--out", str(out), "--resume"],
+                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "changed since the scan" in proc.stderr
