@@ -19,9 +19,12 @@ class Profiler:
     ``with dlprof.Profiler() as p: for batch in p.wrap(loader): ...``.
     """
 
-    def __init__(self, sample_system: bool = True, sample_interval_s: float = 0.1) -> None:
+    def __init__(self, sample_system: bool = True, sample_interval_s: float = 0.1, uss_every: int = 10) -> None:
+        """``uss_every``: read each process's unique memory (USS, which shows copy-on-access
+        growth in workers) every this many samples; it costs more than the rest of a sample."""
         self.run = ProfileRun()
-        self._sampler = SystemSampler(interval_s=sample_interval_s) if sample_system else None
+        self._sampler = (SystemSampler(interval_s=sample_interval_s, uss_every=uss_every)
+                         if sample_system else None)
         self._closed = False
         self._loader = None
         if self._sampler is not None:

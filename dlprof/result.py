@@ -6,6 +6,7 @@ import sys
 
 import pandas as pd
 
+from dlprof.analysis.memory import worker_memory_growth
 from dlprof.analysis.stages import Summary, batch_frame, sample_frame, stage_table, summarize
 from dlprof.records import ProfileRun, load_json, save_json
 from dlprof.report.console import ConsoleRenderer
@@ -23,6 +24,11 @@ class ProfileResult:
     def sample_dataframe(self) -> pd.DataFrame:
         """One row per sample fetched by ``__getitem__`` / ``next()``: its ``fetch_ms``."""
         return sample_frame(self.run)
+
+    def worker_memory(self) -> pd.DataFrame:
+        """One row per worker: unique memory (USS) against the samples it fetched
+        (``growth_mib``, ``rank_corr``...): copy-on-access growth shows here."""
+        return worker_memory_growth(self.run)
 
     def stages(self) -> pd.DataFrame:
         return stage_table(batch_frame(self.run))

@@ -3,7 +3,8 @@
 Schema history of ``dlprof.scan`` results files (bump ``SCAN_SCHEMA_VERSION`` on every
 incompatible change and say what changed):
   1  first version.
-  2  trials: ``failure_kind``, ``failed_index``, ``traceback`` (why a trial failed);
+  2  trials: ``failure_kind``, ``failed_index``, ``traceback`` (why a trial failed),
+     ``memory_warning`` (worker memory growing with the samples read), ``batch_bytes``;
      results: ``budget_s``, ``elapsed_s`` and ``target_sha256`` (for ``--resume``).
      Version 1 files are still read (the new fields take their defaults).
 """
@@ -66,6 +67,8 @@ class TrialResult:
     failure_kind: str = ""  # see dlprof.sweep.faults: dataset, collate, worker-died, shared-memory...
     failed_index: Any = None  # the dataset index whose __getitem__ raised, when found
     traceback: str = ""  # of the failure (a worker's own traceback when it came from a worker)
+    batch_bytes: int = 0  # tensors in one batch as the training loop received it
+    memory_warning: str = ""  # workers' memory grew with the samples they read (analysis.memory)
     log: str = ""  # path of the trial's output log
     profile: str = ""  # path of the trial's full profile run (dlprof.profile results file)
     has_train_step: bool = True

@@ -135,3 +135,16 @@ def test_resume_refuses_a_changed_target(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "dlprof", "scan", str(target), "--out", str(out), "--resume"],
                           cwd=REPO, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "changed since the scan" in proc.stderr
+
+
+def test_shared_memory_shortfall_is_warned_before_the_trial_runs(tmp_path):
+    case = next(c for c in TRIAL_FAULTS if c.name == "shm-bus-error")
+    if not can_mount_private_shm():
+        pytest.skip("needs a private mount namespace (root or CAP_SYS_ADMIN) for a small /dev/shm")
+    outcome = run_scan(case, str(tmp_path))
+    lines = outcome.stderr.splitlines()
+    warned = next(i for i, ln in enumerate(lines) if "need about" in ln and "/dev/shm has 4 MiB free" in ln)
+    died = next(i for i, ln in enumerate(lines) if "killed by SIGBUS" in ln)
+    assert warned < died  # said before the first worker trial ran, not explained after
+    assert any("docker run --shm-size=" in w for w in outcome.results["warnings"])
+    _clean(outcome)

@@ -81,6 +81,9 @@ def _warnings(baseline: TrialResult | None, trials: list[TrialResult], cores: in
     failed = [t for t in trials if t.status != "ok"]
     for t in failed:
         warnings.append(f"trial {t.settings.label()} {t.status}: {t.error}")
+    grown = [t for t in trials if t.status == "ok" and t.memory_warning]
+    if grown:  # the same dataset in every trial: one warning, from the trial with the most workers
+        warnings.append(max(grown, key=lambda t: t.settings.num_workers).memory_warning)
     contention = _step_slowed_by_workers(trials, cores)
     if contention:
         warnings.append(contention)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from dlprof.analysis.memory import memory_growth_warning, worker_memory_growth
 from dlprof.records import MAIN_PROCESS, ProfileRun
 
 # Share of the training loop's time spent waiting for data. The TensorFlow profiler's
@@ -123,6 +124,10 @@ def summarize(run: ProfileRun) -> Summary:
     startup = [(e.first_batch_ns - e.iter_start_ns) / _NS_PER_MS for e in run.epochs if e.first_batch_ns]
     per_worker = {int(k): int(v) for k, v in frame.groupby("worker_id").size().items()}
     notes = list(run.notes)
+    workers = run.loader.num_workers if run.loader else 0
+    growth = memory_growth_warning(worker_memory_growth(run), run.loader.dataset_len if run.loader else None, workers)
+    if growth:
+        notes.append("warning: " + growth)
     if uses_workers and len(steady) < len(frame):
         notes.append("steady-state figures leave out each epoch's first batch, whose wait includes "
                      "worker start-up (see startup)")

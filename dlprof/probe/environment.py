@@ -32,6 +32,16 @@ def _cgroup_cpu_quota(path: str = "/sys/fs/cgroup/cpu.max") -> float | None:
     return int(quota) / int(period)
 
 
+def shm_free_bytes(path: str = "/dev/shm") -> int | None:
+    """Free bytes in the shared-memory mount that batches travel through from workers (None
+    where there is none: not Linux)."""
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
+
+
 def collect_environment(device: str | None = None) -> dict:
     from dlprof import __version__
 

@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from dlprof.analysis.bottleneck import diagnose
+from dlprof.analysis.memory import shm_shortfall
 from dlprof.errors import DlprofError, ScanFailed
+from dlprof.probe.environment import shm_free_bytes
 from dlprof.records import save_json
 from dlprof.scan_records import LoaderSettings, ScanResult, TrialResult
 from dlprof.sweep.trial import TrialLimits, preload_torch, run_trial
@@ -64,6 +66,7 @@ class Scan:
         self.trial_cost_s = self.limits.max_seconds + 3.0  # refined after each trial
         self.seen: dict[tuple, TrialResult] = {}
         self.preferred: set[tuple] = set()  # settings keys that win ties within noise
+        self.early_warnings: list[str] = []  # raised before a trial ran (shared memory)
         self.final_rounds = 1 if plan.quick else FINAL_ROUNDS  # a quick scan spends more on the search
         for t in result.trials:  # resuming: what was measured is not measured again
             if t.status != "error" and not t.purpose.startswith("final"):
@@ -96,6 +99,7 @@ class Scan:
     def trial(self, settings: LoaderSettings | None, purpose: str, again: bool = False) -> TrialResult:
         if settings is not None and not again and settings.key() in self.seen:
             return self.seen[settings.key()]
+        self._check_shm(settings)
         index = len(self.result.trials) + 1
         best = self.best()
         best_text = f"best so far {best.samples_per_s:,.0f} samples/s" if best else "no result yet"
@@ -123,6 +127,19 @@ class Scan:
             self.progress(f"    {trial.status}: {trial.error}")
         return trial
 
+    def _check_shm(self, settings: LoaderSettings | None) -> None:
+        """Before a trial with workers: will its batches in flight fit in /dev/shm?"""
+        base = self.result.baseline
+        if settings is None or base is None or not base.batch_bytes or not settings.num_workers:
+            return
+        scale = (settings.batch_size / base.settings.batch_size
+                 if settings.batch_size and base.settings.batch_size else 1.0)
+        warning = shm_shortfall(int(base.batch_bytes * scale), settings.num_workers, settings.prefetch_factor,
+                                shm_free_bytes())
+        if warning and warning not in self.early_warnings:
+            self.early_warnings.append(warning)
+            self.progress(f"    warning: {warning}")
+
     def affordable(self, trials: int = 1) -> bool:
         reserve = (2 * self.final_rounds) * self.trial_cost_s
         return self.time_left() - reserve >= trials * self.trial_cost_s
@@ -145,8 +162,8 @@ class Scan:
         self._search_pin_memory()
         self._search_batch_size()
         self._verify()
-        self.result.bottleneck, self.result.warnings = diagnose(self.result.baseline, self.result.trials,
-                                                                self.plan.cores)
+        self.result.bottleneck, warnings = diagnose(self.result.baseline, self.result.trials, self.plan.cores)
+        self.result.warnings = self.early_warnings + warnings
         self.result.complete = True
         self.save()
         return self.result

@@ -51,7 +51,7 @@ def warmup_batches(s: LoaderSettings) -> int:
 def measure(target, settings: LoaderSettings | None, device: str | None, limits: TrialLimits,
             purpose: str, profile_path: str | None = None) -> TrialResult:
     """Iterate the rebuilt loader with the training step until the estimate is stable."""
-    from dlprof.api import profile
+    from dlprof.api import Profiler
     from dlprof.sweep.loaders import batch_size_is_free, build_loader, settings_of
 
     import torch
@@ -71,15 +71,17 @@ def measure(target, settings: LoaderSettings | None, device: str | None, limits:
         loader = target.loader
     else:
         loader = build_loader(target.loader, settings)
-    prof = profile(loader, device=device)
+    # USS at 5 Hz: trials are short, and worker memory growth needs several readings
+    prof = Profiler(uss_every=2).wrap(loader, device=device)
     batches = prof.profiler.run.batches  # filled as we go
     step = target.train_step
     warm = warmup_batches(settings)
     # many workers deliver in bursts of up to num_workers batches: each of the 8 blocks of the
     # CI must span a whole burst, or the interval says more about bursts than about throughput
     min_batches = max(limits.min_batches, 8 * settings.num_workers)
+    sized: list[int] = []
     try:
-        _loop(prof, step, batches, warm, limits, min_batches)
+        _loop(prof, step, batches, warm, limits, min_batches, sized)
     except DlprofError:
         prof.close()
         raise
@@ -99,10 +101,23 @@ def measure(target, settings: LoaderSettings | None, device: str | None, limits:
         result.profile = profile_path
     result.purpose = purpose
     result.info = info
+    result.batch_bytes = sized[0] if sized else 0
     result.has_train_step = step is not None
     if purpose == "baseline" and result.dataset_kind == "iterable":
         result.stream_repeats = stream_repeats(target.loader)
     return result
+
+
+def batch_nbytes(batch) -> int:
+    """Bytes of the tensors and arrays in a batch (nested lists, tuples and dicts walked)."""
+    nbytes = getattr(batch, "nbytes", None)
+    if isinstance(nbytes, int):
+        return nbytes
+    if isinstance(batch, dict):
+        return sum(batch_nbytes(v) for v in batch.values())
+    if isinstance(batch, (list, tuple)):
+        return sum(batch_nbytes(v) for v in batch)
+    return 0
 
 
 class TrialFailed(Exception):
@@ -119,7 +134,7 @@ class _StepRaised(Exception):
         self.exc = exc
 
 
-def _loop(prof, step, batches, warm: int, limits: TrialLimits, min_batches: int) -> None:
+def _loop(prof, step, batches, warm: int, limits: TrialLimits, min_batches: int, sized: list) -> None:
     """Epochs of the training loop until the estimate is stable or the limits are reached."""
     start = perf_counter()
     hard = start + limits.hard_factor * limits.max_seconds
@@ -127,6 +142,8 @@ def _loop(prof, step, batches, warm: int, limits: TrialLimits, min_batches: int)
     epochs = 0
     while limits.max_epochs is None or epochs < limits.max_epochs:
         for batch in prof:
+            if not sized:  # once: what a batch weighs, for the shared-memory check of later trials
+                sized.append(batch_nbytes(batch))
             if step is not None:
                 try:
                     step(batch)

@@ -1,0 +1,117 @@
+"""Worker memory that grows with the samples a worker touched. Pure, no torch.
+
+The classic case (pytorch/pytorch issue 13246): a dataset holds its records in Python lists or
+dicts. A forked worker shares the parent's pages, but reading a Python object writes its
+reference count, so every page a worker reads from becomes its own copy: the worker's unique
+memory (USS) climbs with the samples it has fetched although the dataset is read-only, and
+by the end of an epoch each worker may hold a full copy. numpy arrays or tensors have no
+per-item reference counts, so their pages stay shared.
+"""
+from __future__ import annotations
+
+import pandas as pd
+
+from dlprof.records import ProfileRun
+
+MIB = 1024 * 1024
+MIN_POINTS = 4  # USS readings of one worker before a trend means anything
+MIN_RANK_CORR = 0.7  # memory must rise with the samples fetched (Spearman), not jump once
+MIN_GROWTH_MIB = 8.0  # and by at least this much, and a quarter of where it started
+
+
+def _ranks(values: list[float]) -> list[float]:
+    order = sorted(range(len(values)), key=values.__getitem__)
+    ranks = [0.0] * len(values)
+    i = 0
+    while i < len(order):  # ties share their mean rank
+        j = i
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = (i + j) / 2
+        i = j + 1
+    return ranks
+
+
+def _rank_corr(xs: list[float], ys: list[float]) -> float:
+    """Spearman's rank correlation: copy-on-access growth rises fast, then saturates, so a
+    straight-line fit would understate how closely it follows the samples read."""
+    rx, ry = _ranks(xs), _ranks(ys)
+    n = len(xs)
+    mx, my = sum(rx) / n, sum(ry) / n
+    sxy = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
+    sxx = sum((a - mx) ** 2 for a in rx)
+    syy = sum((b - my) ** 2 for b in ry)
+    return sxy / (sxx * syy) ** 0.5 if sxx > 0 and syy > 0 else 0.0
+
+
+def worker_memory_growth(run: ProfileRun) -> pd.DataFrame:
+    """One row per worker process: its USS against the samples it had fetched.
+
+    Columns: ``pid``, ``readings``, ``samples``, ``uss_start_mib``, ``uss_end_mib``,
+    ``growth_mib``, ``growth_mib_per_1k_samples``, ``rank_corr``.
+    """
+    rows = []
+    by_pid: dict[int, list[tuple[int, int]]] = {}
+    for b in run.batches:
+        if b.worker_id >= 0 and b.collate_end_ns:
+            by_pid.setdefault(b.worker_pid, []).append((b.collate_end_ns, b.samples))
+    for pid, done in by_pid.items():
+        done.sort()
+        readings = sorted((p.t_ns, p.uss_bytes) for p in run.processes
+                          if p.pid == pid and p.role == "worker" and p.uss_bytes)
+        if not readings:
+            continue
+        xs, ys, count, i = [], [], 0, 0
+        for t, uss in readings:
+            while i < len(done) and done[i][0] <= t:
+                count += done[i][1]
+                i += 1
+            xs.append(float(count))
+            ys.append(uss / MIB)
+        read = xs[-1] - xs[0]
+        growth = ys[-1] - ys[0]
+        rows.append({"pid": pid, "readings": len(xs), "samples": int(xs[-1]), "uss_start_mib": ys[0],
+                     "uss_end_mib": ys[-1], "growth_mib": growth,
+                     "growth_mib_per_1k_samples": 1000.0 * growth / read if read > 0 else 0.0,
+                     "rank_corr": _rank_corr(xs, ys) if len(xs) >= 2 else 0.0})
+    columns = ["pid", "readings", "samples", "uss_start_mib", "uss_end_mib", "growth_mib",
+               "growth_mib_per_1k_samples", "rank_corr"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def memory_growth_warning(growth: pd.DataFrame, samples_per_epoch: int | None, workers: int) -> str | None:
+    """A warning when workers' unique memory rises steadily with the samples they fetch."""
+    steady = growth[(growth["readings"] >= MIN_POINTS) & (growth["rank_corr"] >= MIN_RANK_CORR)
+                    & (growth["growth_mib"] >= MIN_GROWTH_MIB)
+                    & (growth["growth_mib"] >= 0.25 * growth["uss_start_mib"])]
+    if steady.empty or workers < 1:
+        return None
+    per_1k = float(steady["growth_mib_per_1k_samples"].median())
+    start, end = float(steady["uss_start_mib"].median()), float(steady["uss_end_mib"].median())
+    read = int(steady["samples"].median())
+    share = (samples_per_epoch or read * workers) / workers  # samples one worker reads per epoch
+    projected = end + per_1k * max(0.0, share - read) / 1000.0
+    return (f"worker memory grows with the samples fetched: unique memory (USS) went from {start:,.0f} to "
+            f"{end:,.0f} MiB a worker over {read:,} samples ({per_1k:.2f} MiB per 1,000); at that rate about "
+            f"{projected:,.0f} MiB a worker by the end of an epoch ({workers} workers: {projected * workers:,.0f} "
+            "MiB). The dataset's records are probably Python objects (lists, dicts, strings): reading one "
+            "writes its reference count, so forked workers copy every page they read (pytorch issue 13246). "
+            "Keep them in numpy arrays or tensors (e.g. np.array of fixed-width strings, or offsets into one "
+            "bytes buffer)")
+
+
+def shm_shortfall(batch_bytes: int, workers: int, prefetch_factor: int | None, free_bytes: int | None) -> str | None:
+    """Batches travel from workers to the main process through shared memory (/dev/shm), up to
+    num_workers x prefetch_factor of them at once. A warning when that will not fit."""
+    if not workers or not batch_bytes or free_bytes is None:
+        return None
+    in_flight = workers * (prefetch_factor or 2)
+    need = batch_bytes * in_flight
+    if need <= 0.8 * free_bytes:
+        return None
+    suggest_gib = max(1, -(-2 * need // (1024 ** 3)))
+    return (f"num_workers={workers} x prefetch_factor={prefetch_factor or 2} batches of {batch_bytes / MIB:,.1f} MiB "
+            f"need about {need / MIB:,.0f} MiB of shared memory at once, and /dev/shm has {free_bytes / MIB:,.0f} MiB "
+            f"free: workers would die of a Bus error (SIGBUS). Raise it (docker run --shm-size={suggest_gib}g) or "
+            "lower num_workers or prefetch_factor")
