@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import weakref
 
 from dlprof.probe.environment import collect_environment
 from dlprof.probe.loader import LoaderProbe, describe_loader
+from dlprof.probe.stacks import StackSampler
 from dlprof.probe.system import SystemSampler
 from dlprof.records import ProfileRun
 from dlprof.result import ProfileResult
@@ -19,10 +21,18 @@ class Profiler:
     ``with dlprof.Profiler() as p: for batch in p.wrap(loader): ...``.
     """
 
-    def __init__(self, sample_system: bool = True, sample_interval_s: float = 0.1, uss_every: int = 10) -> None:
+    def __init__(self, sample_system: bool = True, sample_interval_s: float = 0.1, uss_every: int = 10,
+                 sample_stacks: bool = False) -> None:
         """``uss_every``: read each process's unique memory (USS, which shows copy-on-access
-        growth in workers) every this many samples; it costs more than the rest of a sample."""
+        growth in workers) every this many samples; it costs more than the rest of a sample.
+        ``sample_stacks``: sample the Python stacks of this process and its workers with py-spy
+        (100 Hz, from outside) for ``hotspots()``."""
         self.run = ProfileRun()
+        self._stacks = None
+        if sample_stacks:
+            fd, path = tempfile.mkstemp(prefix="dlprof-stacks-", suffix=".txt")
+            os.close(fd)
+            self._stacks = StackSampler(path)
         self._sampler = (SystemSampler(interval_s=sample_interval_s, uss_every=uss_every)
                          if sample_system else None)
         self._closed = False
@@ -40,6 +50,8 @@ class Profiler:
         self.run.loader = describe_loader(loader, device)
         self.run.environment = collect_environment(device)
         self._start_sampler()  # now, so its start-up is done before the first epoch
+        if self._stacks is not None:
+            self._stacks.start(os.getpid())
         return ProfiledLoader(probe, self)
 
     def _start_sampler(self) -> None:
@@ -52,6 +64,15 @@ class Profiler:
         self._closed = True
         if self._sampler is not None:
             self._sampler.stop()
+        stacks, self._stacks = self._stacks, None
+        if stacks is not None:
+            stacks.stop()
+            if os.path.exists(stacks.output):
+                with open(stacks.output, encoding="utf-8", errors="replace") as fh:
+                    self.run.stacks_raw = fh.read()
+                os.unlink(stacks.output)
+            if stacks.problem:
+                self.run.notes.append(f"no hotspots: {stacks.problem}")
 
     def __enter__(self) -> "Profiler":
         self._start_sampler()
@@ -129,10 +150,12 @@ class ProfiledLoader:
         return self._probe.dead_workers()
 
 
-def profile(loader, device=None, sample_system: bool = True) -> ProfiledLoader:
+def profile(loader, device=None, sample_system: bool = True, sample_stacks: bool = False) -> ProfiledLoader:
     """Wrap ``loader`` so that iterating it records every stage of every batch.
 
     ``device``: where to move each batch before handing it over (``"cuda"``, ``"cpu"``...);
     None leaves batches where the DataLoader put them and records no transfer.
+    ``sample_stacks``: also sample Python stacks with py-spy for ``result().hotspots()``
+    (stops at ``close()``).
     """
-    return Profiler(sample_system=sample_system).wrap(loader, device=device)
+    return Profiler(sample_system=sample_system, sample_stacks=sample_stacks).wrap(loader, device=device)

@@ -98,7 +98,7 @@ def cmd_scan(args) -> int:
                     cores=cores, max_workers=args.max_workers or max(8, 4 * cores),
                     batch_sizes=args.batch_sizes or [], device=args.device, max_epochs=args.epochs,
                     quick=args.quick, max_workers_from_cli=args.max_workers is not None,
-                    trial_timeout_s=args.trial_timeout)
+                    trial_timeout_s=args.trial_timeout, hotspots=not args.no_hotspots)
     scan = Scan(plan, result, lambda line: print(line, file=sys.stderr, flush=True))
     resumed = f"; resuming after {len(result.trials)} trials" if args.resume else ""
     print(f"dlprof scan {args.target}: budget {plan.budget_s:.0f} s, {cores} cores; results in {out}/{resumed}",
@@ -232,6 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--batch-sizes", type=_batch_sizes, default=None, help="batch sizes to try, e.g. 32,64")
     sc.add_argument("--epochs", type=_positive_int, default=None, help="most epochs per trial")
     sc.add_argument("--quick", action="store_true", help="a short scan (about 30 s)")
+    sc.add_argument("--no-hotspots", action="store_true",
+                    help="do not sample Python stacks (py-spy) in the final baseline/recommendation trials")
     sc.add_argument("--resume", action="store_true",
                     help="continue the interrupted scan saved in --out (its finished trials are kept)")
     sc.add_argument("--trial-timeout", type=_positive_float, default=None,

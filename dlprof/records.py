@@ -9,6 +9,8 @@ timeline.
 Schema history (bump ``SCHEMA_VERSION`` and add a line on every incompatible change):
   1  first version: loader config, epochs, batches, process and GPU samples, notes.
      ``batches[].sample_marks_ns`` is delta-encoded: the first mark, then differences.
+  2  ``stacks_raw``: py-spy's raw stacks of the run (``sample_stacks=True``), "" otherwise.
+     Version 1 files are still read.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 SCHEMA_NAME = "dlprof.profile"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 MAIN_PROCESS = -1  # worker_id of batches produced in the main process (num_workers=0)
 
@@ -114,6 +116,7 @@ class ProfileRun:
     processes: list[ProcessSample] = field(default_factory=list)
     gpus: list[GpuSample] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    stacks_raw: str = ""  # py-spy --format raw, main process and workers (analysis.hotspots)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -126,6 +129,7 @@ class ProfileRun:
             "processes": [dataclasses.asdict(p) for p in self.processes],
             "gpus": [dataclasses.asdict(g) for g in self.gpus],
             "notes": list(self.notes),
+            "stacks_raw": self.stacks_raw,
         }
 
     @classmethod
@@ -133,7 +137,7 @@ class ProfileRun:
         if not isinstance(data, dict) or data.get("schema") != SCHEMA_NAME:
             raise ResultsFileError("not a dlprof profile results file (missing 'schema': 'dlprof.profile')")
         version = data.get("schema_version")
-        if version != SCHEMA_VERSION:
+        if version not in (1, SCHEMA_VERSION):
             raise ResultsFileError(
                 f"results file has schema version {version!r}; this dlprof reads version {SCHEMA_VERSION}"
             )
@@ -146,6 +150,7 @@ class ProfileRun:
                 processes=[ProcessSample(**p) for p in data.get("processes", [])],
                 gpus=[GpuSample(**g) for g in data.get("gpus", [])],
                 notes=list(data.get("notes", [])),
+                stacks_raw=str(data.get("stacks_raw", "")),
             )
         except TypeError as exc:  # unknown or missing field in a record
             raise ResultsFileError(f"malformed results file: {exc}") from None

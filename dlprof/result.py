@@ -6,6 +6,7 @@ import sys
 
 import pandas as pd
 
+from dlprof.analysis.hotspots import hotspots
 from dlprof.analysis.memory import worker_memory_growth
 from dlprof.analysis.stages import Summary, batch_frame, sample_frame, stage_table, summarize
 from dlprof.records import ProfileRun, load_json, save_json
@@ -29,6 +30,11 @@ class ProfileResult:
         """One row per worker: unique memory (USS) against the samples it fetched
         (``growth_mib``, ``rank_corr``...): copy-on-access growth shows here."""
         return worker_memory_growth(self.run)
+
+    def hotspots(self, top: int = 5) -> pd.DataFrame:
+        """Top functions per stage by self and by total time, in % of the stage's samples
+        (needs ``sample_stacks=True``; empty otherwise)."""
+        return hotspots(self.run.stacks_raw, top)
 
     def stages(self) -> pd.DataFrame:
         return stage_table(batch_frame(self.run))

@@ -4,7 +4,8 @@ Schema history of ``dlprof.scan`` results files (bump ``SCAN_SCHEMA_VERSION`` on
 incompatible change and say what changed):
   1  first version.
   2  trials: ``failure_kind``, ``failed_index``, ``traceback`` (why a trial failed),
-     ``memory_warning`` (worker memory growing with the samples read), ``batch_bytes``;
+     ``memory_warning`` (worker memory growing with the samples read), ``batch_bytes``,
+     ``hotspots`` and ``hotspots_note`` (py-spy, on the final side-by-side trials);
      results: ``budget_s``, ``elapsed_s`` and ``target_sha256`` (for ``--resume``).
      Version 1 files are still read (the new fields take their defaults).
 """
@@ -67,6 +68,8 @@ class TrialResult:
     failure_kind: str = ""  # see dlprof.sweep.faults: dataset, collate, worker-died, shared-memory...
     failed_index: Any = None  # the dataset index whose __getitem__ raised, when found
     traceback: str = ""  # of the failure (a worker's own traceback when it came from a worker)
+    hotspots: list[dict[str, Any]] = field(default_factory=list)  # rows of analysis.hotspots (sampled trials)
+    hotspots_note: str = ""  # why a trial meant to be sampled has no hotspots
     batch_bytes: int = 0  # tensors in one batch as the training loop received it
     memory_warning: str = ""  # workers' memory grew with the samples they read (analysis.memory)
     log: str = ""  # path of the trial's output log

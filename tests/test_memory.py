@@ -28,8 +28,8 @@ class Records(Dataset):
     def __getitem__(self, i):
         if self.as_objects:
             r = self.items[i]
-            return torch.tensor([r["label"], r["w"]])
-        return torch.tensor([float(self.labels[i]), float(self.weights[i])])
+            return torch.tensor([r["label"], r["w"], len(r["path"])])
+        return torch.tensor([float(self.labels[i]), float(self.weights[i]), len(self.paths[i])])
 
 
 def _profile(as_objects: bool):

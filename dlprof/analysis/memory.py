@@ -17,6 +17,7 @@ MIB = 1024 * 1024
 MIN_POINTS = 4  # USS readings of one worker before a trend means anything
 MIN_RANK_CORR = 0.7  # memory must rise with the samples fetched (Spearman), not jump once
 MIN_GROWTH_MIB = 8.0  # and by at least this much, and a quarter of where it started
+MIN_SAMPLES = 1000  # samples a worker read: fewer say more about start-up than about the data
 
 
 def _ranks(values: list[float]) -> list[float]:
@@ -58,8 +59,11 @@ def worker_memory_growth(run: ProfileRun) -> pd.DataFrame:
             by_pid.setdefault(b.worker_pid, []).append((b.collate_end_ns, b.samples))
     for pid, done in by_pid.items():
         done.sort()
+        # from the end of the worker's first batch: its start-up (imports, first buffers) is
+        # growth too, but not the kind that scales with the data
+        settled = done[0][0]
         readings = sorted((p.t_ns, p.uss_bytes) for p in run.processes
-                          if p.pid == pid and p.role == "worker" and p.uss_bytes)
+                          if p.pid == pid and p.role == "worker" and p.uss_bytes and p.t_ns >= settled)
         if not readings:
             continue
         xs, ys, count, i = [], [], 0, 0
@@ -83,6 +87,7 @@ def worker_memory_growth(run: ProfileRun) -> pd.DataFrame:
 def memory_growth_warning(growth: pd.DataFrame, samples_per_epoch: int | None, workers: int) -> str | None:
     """A warning when workers' unique memory rises steadily with the samples they fetch."""
     steady = growth[(growth["readings"] >= MIN_POINTS) & (growth["rank_corr"] >= MIN_RANK_CORR)
+                    & (growth["samples"] >= MIN_SAMPLES)
                     & (growth["growth_mib"] >= MIN_GROWTH_MIB)
                     & (growth["growth_mib"] >= 0.25 * growth["uss_start_mib"])]
     if steady.empty or workers < 1:

@@ -1,6 +1,7 @@
 """From one trial's profile records to its TrialResult figures: pure, no torch."""
 from __future__ import annotations
 
+from dlprof.analysis.hotspots import hotspots
 from dlprof.analysis.memory import memory_growth_warning, worker_memory_growth
 from dlprof.analysis.stages import STAGES, batch_frame
 from dlprof.analysis.throughput import rate_and_ci  # the estimate the stopping rule uses
@@ -31,6 +32,10 @@ def trial_stats(run: ProfileRun, settings: LoaderSettings, warm: int) -> TrialRe
         dataset_kind=run.loader.dataset_kind if run.loader else "map",
         dataset_len=run.loader.dataset_len if run.loader else None,
     )
+    if run.stacks_raw:
+        table = hotspots(run.stacks_raw)
+        result.hotspots = table.to_dict("records")
+    result.hotspots_note = next((n for n in run.notes if n.startswith("no hotspots")), "")
     workers = settings.num_workers
     result.memory_warning = memory_growth_warning(worker_memory_growth(run), result.dataset_len, workers) or ""
     if window_ns > 0:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 
+from dlprof.analysis.hotspots import stage_tree
 from dlprof.analysis.views import gpu_frame, process_frame, timeline_frame, trials_frame
 from dlprof.records import ProfileRun, ResultsFileError, load_json
 from dlprof.report import plots
+from dlprof.report.flame import flame_svg
 from dlprof.report.html import HtmlRenderer
 from dlprof.report.scan_text import MarkdownRenderer
 from dlprof.report.trace import TraceRenderer
@@ -51,6 +53,24 @@ def figures_of(result: ScanResult, results_dir: str) -> tuple[dict[str, str], di
     return figures, runs
 
 
+FLAME_STAGES = 3  # flame graphs for the stages with the most samples
+
+
+def flames_of(result: ScanResult, results_dir: str) -> dict[int, dict[str, str]]:
+    """Trial number -> stage -> flame graph SVG, for the trials with sampled stacks."""
+    flames: dict[int, dict[str, str]] = {}
+    for i, trial in enumerate(result.trials, 1):
+        if not trial.hotspots:
+            continue
+        run = _profile_of(trial, results_dir)
+        if run is None or not run.stacks_raw:
+            continue
+        stages = sorted({(h["stage_samples"], h["stage"]) for h in trial.hotspots}, reverse=True)[:FLAME_STAGES]
+        flames[i] = {stage: flame_svg(stage_tree(run.stacks_raw, stage), f"trial {i} ({trial.purpose}): {stage}")
+                     for _, stage in stages}
+    return flames
+
+
 def write_reports(result: ScanResult, out_dir: str, results_dir: str, formats=FORMATS) -> list[str]:
     """Render and write; returns the paths written."""
     os.makedirs(out_dir, exist_ok=True)
@@ -59,7 +79,7 @@ def write_reports(result: ScanResult, out_dir: str, results_dir: str, formats=FO
     if "html" in formats:
         path = os.path.join(out_dir, "report.html")
         with open(path, "w", encoding="utf-8") as fh:
-            fh.write(HtmlRenderer().render(result, figures))
+            fh.write(HtmlRenderer().render(result, figures, flames_of(result, results_dir)))
         written.append(path)
     if "md" in formats:
         links = {}

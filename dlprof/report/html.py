@@ -34,8 +34,8 @@ document.querySelectorAll('table.sortable th').forEach((th,i)=>th.addEventListen
 
 
 class HtmlRenderer:
-    def render(self, r: ScanResult, figures: dict[str, str]) -> str:
-        """``figures``: section title -> inline SVG."""
+    def render(self, r: ScanResult, figures: dict[str, str], flames: dict[int, dict[str, str]] | None = None) -> str:
+        """``figures``: section title -> inline SVG; ``flames``: trial number -> stage -> flame graph SVG."""
         e = escape
         b = r.bottleneck
         parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>dlprof scan: {e(r.target)}</title>",
@@ -61,6 +61,27 @@ class HtmlRenderer:
             parts.append(f"<h2>{e(title)}</h2><figure><img class='plot' alt='{e(title)}' "
                          f"src='data:image/svg+xml;base64,{data}'></figure>")
         parts.append(self._trials(r))
+        sampled = [(i, t) for i, t in enumerate(r.trials, 1) if t.hotspots or t.hotspots_note]
+        if sampled:
+            parts.append("<h2>Hotspots</h2><p class='muted'>Python stacks sampled by py-spy at 100 Hz in the main "
+                         "process and the workers; % of the stage's samples (self: the function itself was running; "
+                         "total: it or what it called).</p>")
+            for i, t in sampled:
+                parts.append(f"<h3>Trial {i}: {e(t.purpose)} ({e(t.settings.label())})</h3>")
+                if t.hotspots_note:
+                    parts.append(f"<p class='warn'>{e(t.hotspots_note)}</p>")
+                if t.hotspots:
+                    parts.append("<table class='hotspots'><thead><tr><th class='l'>stage</th><th>samples</th>"
+                                 "<th class='l'>by</th><th class='l'>function</th><th class='l'>where</th><th>%</th>"
+                                 "</tr></thead><tbody>" + "".join(
+                                     f"<tr><td class='l'>{e(h['stage'])}</td><td>{h['stage_samples']}</td>"
+                                     f"<td class='l'>{e(h['rank_by'])}</td><td class='l'><code>{e(h['function'])}</code></td>"
+                                     f"<td class='l'>{e(h['location'])}</td><td>{h['pct']:.0f}</td></tr>"
+                                     for h in t.hotspots) + "</tbody></table>")
+                for stage, svg in (flames or {}).get(i, {}).items():
+                    data = base64.b64encode(svg.encode("utf-8")).decode("ascii")
+                    parts.append(f"<figure><img class='flame' alt='flame graph: {e(stage)}' "
+                                 f"src='data:image/svg+xml;base64,{data}'></figure>")
         failed = [(i, t) for i, t in enumerate(r.trials, 1) if t.status != "ok"]
         if failed:
             parts.append("<h2>Failed trials</h2>" + "".join(

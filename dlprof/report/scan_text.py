@@ -53,6 +53,20 @@ class MarkdownRenderer:
                 nums = f"- | - | - | - | - | - | {t.status}: {_escape(t.error)}"
             out.append(f"| {i} | {t.purpose} | {s.num_workers} | {s.batch_size} | {s.prefetch_factor} | "
                        f"{s.persistent_workers} | {s.pin_memory} | {nums} |")
+        sampled = [(i, t) for i, t in enumerate(r.trials, 1) if t.hotspots or t.hotspots_note]
+        if sampled:
+            out += ["", "## Hotspots", "",
+                    "Python stacks sampled by py-spy at 100 Hz in the main process and the workers; % of the "
+                    "stage's samples. Self: the function itself was running; total: it or what it called."]
+            for i, t in sampled:
+                out += ["", f"**Trial {i}** ({t.purpose}: {t.settings.label()})"]
+                if t.hotspots_note:
+                    out += ["", t.hotspots_note]
+                if t.hotspots:
+                    out += ["", "| stage | samples | by | function | where | % |", "|---|---|---|---|---|---|"]
+                    for h in t.hotspots:
+                        out.append(f"| {h['stage']} | {h['stage_samples']} | {h['rank_by']} | `{_escape(h['function'])}` | "
+                                   f"`{_escape(h['location'])}` | {h['pct']:.0f} |")
         failed = [(i, t) for i, t in enumerate(r.trials, 1) if t.status != "ok"]
         if failed:
             out += ["", "## Failed trials"]
@@ -81,6 +95,16 @@ class ConsoleScanRenderer:
         for w in r.warnings:
             lines.append(f"warning: {w}")
         lines.append(speedup_line(r))
+        for t in r.trials:
+            if t.hotspots:
+                tops = [h for h in t.hotspots if h["rank_by"] == "total"]
+                firsts = {}
+                for h in tops:
+                    firsts.setdefault(h["stage"], h)
+                lines.append(f"hotspots ({t.purpose}): " + "; ".join(
+                    f"{stage}: {h['pct']:.0f}% {h['function']} ({h['location']})" for stage, h in firsts.items()))
+            elif t.hotspots_note:
+                lines.append(f"hotspots ({t.purpose}): {t.hotspots_note}")
         if r.recommendation is not None:
             lines.append("recommended: " + dataloader_call(r.recommendation.settings))
         return "\n".join(lines) + "\n"

@@ -41,6 +41,7 @@ class ScanPlan:
     quick: bool = False
     max_workers_from_cli: bool = False
     trial_timeout_s: float | None = None  # None: from the trial limits (see Scan.trial)
+    hotspots: bool = True  # sample stacks with py-spy in the final side-by-side round
 
     def limits(self) -> TrialLimits:
         if self.quick:
@@ -96,7 +97,8 @@ class Scan:
         preferred = [t for t in ok if t.settings.key() in self.preferred and _within_noise(t, top)]
         return max(preferred, key=lambda t: t.samples_per_s) if preferred else top
 
-    def trial(self, settings: LoaderSettings | None, purpose: str, again: bool = False) -> TrialResult:
+    def trial(self, settings: LoaderSettings | None, purpose: str, again: bool = False,
+              sample_stacks: bool = False) -> TrialResult:
         if settings is not None and not again and settings.key() in self.seen:
             return self.seen[settings.key()]
         self._check_shm(settings)
@@ -111,7 +113,7 @@ class Scan:
             # the first trial the whole budget (a dataset may be prepared on first import)
             self.limits.hard_factor * self.limits.max_seconds + 30 + (self.plan.budget_s if index == 1 else 0))
         trial = run_trial(self.plan.spec, settings, purpose, os.path.join(self.plan.out_dir, "trials"),
-                          index, self.plan.device, self.limits, timeout)
+                          index, self.plan.device, self.limits, timeout, sample_stacks)
         self.trial_cost_s = max(self.trial_cost_s * 0.5, time.monotonic() - began)
         # paths relative to the results file, so the output folder can be moved or shared
         trial.log = os.path.relpath(trial.log, self.plan.out_dir) if trial.log else ""
@@ -317,13 +319,19 @@ class Scan:
         if base.status != "ok" or best.settings.key() == base.settings.key():
             self.result.recommendation = base if base.status == "ok" else best
             self.result.speedup = 1.0 if base.status == "ok" else None
+            if self.plan.hotspots and not self.plan.quick and self.time_left() >= self.trial_cost_s:
+                # nothing to compare: the configuration to keep, sampled for where its time goes
+                self.trial(self.result.recommendation.settings, "hotspots", again=True, sample_stacks=True)
             return
         ratios, last = [], None
-        for _ in range(self.final_rounds):
+        for round_ in range(self.final_rounds):
             if self.time_left() < 2 * self.trial_cost_s * 0.8 and ratios:
                 break
-            b = self.trial(base.settings, "final: baseline", again=True)
-            r = self.trial(best.settings, "final: recommendation", again=True)
+            # the last round also samples stacks (hotspots), in both: py-spy costs the
+            # configuration with more processes more, so the speedup can only be understated
+            stacks = self.plan.hotspots and round_ == 0
+            b = self.trial(base.settings, "final: baseline", again=True, sample_stacks=stacks)
+            r = self.trial(best.settings, "final: recommendation", again=True, sample_stacks=stacks)
             if b.status == "ok" and r.status == "ok":
                 ratios.append(r.samples_per_s / b.samples_per_s)
                 last = r

@@ -49,7 +49,7 @@ def warmup_batches(s: LoaderSettings) -> int:
 
 
 def measure(target, settings: LoaderSettings | None, device: str | None, limits: TrialLimits,
-            purpose: str, profile_path: str | None = None) -> TrialResult:
+            purpose: str, profile_path: str | None = None, sample_stacks: bool = False) -> TrialResult:
     """Iterate the rebuilt loader with the training step until the estimate is stable."""
     from dlprof.api import Profiler
     from dlprof.sweep.loaders import batch_size_is_free, build_loader, settings_of
@@ -72,7 +72,7 @@ def measure(target, settings: LoaderSettings | None, device: str | None, limits:
     else:
         loader = build_loader(target.loader, settings)
     # USS at 5 Hz: trials are short, and worker memory growth needs several readings
-    prof = Profiler(uss_every=2).wrap(loader, device=device)
+    prof = Profiler(uss_every=2, sample_stacks=sample_stacks).wrap(loader, device=device)
     batches = prof.profiler.run.batches  # filled as we go
     step = target.train_step
     warm = warmup_batches(settings)
@@ -194,7 +194,7 @@ def _fingerprint(sample):
 
 
 def _child(spec: str, settings: LoaderSettings, device: str | None, limits: TrialLimits,
-           purpose: str, result_path: str, log_path: str, tmp_dir: str) -> None:
+           purpose: str, result_path: str, log_path: str, tmp_dir: str, sample_stacks: bool) -> None:
     """Runs in the forked child; never returns."""
     code = 1
     try:
@@ -215,7 +215,7 @@ def _child(spec: str, settings: LoaderSettings, device: str | None, limits: Tria
             target = load_target(spec)
             tried = settings or settings_of(target.loader)
             result = measure(target, settings, device, limits, purpose,
-                             profile_path=log_path[:-len(".log")] + ".profile.json")
+                             profile_path=log_path[:-len(".log")] + ".profile.json", sample_stacks=sample_stacks)
         except DlprofError as exc:  # the target cannot be used: the scan stops with this line
             traceback.print_exc()  # the cause's traceback, for --debug and the log
             result = TrialResult(tried, "error", purpose, error=str(exc))
@@ -251,7 +251,7 @@ def preload_torch() -> None:
 
 
 def run_trial(spec: str, settings: LoaderSettings | None, purpose: str, trial_dir: str, index: int,
-              device: str | None, limits: TrialLimits, timeout_s: float) -> TrialResult:
+              device: str | None, limits: TrialLimits, timeout_s: float, sample_stacks: bool = False) -> TrialResult:
     """Fork a child that measures ``settings`` (None: the target's own loader); wait for it at
     most ``timeout_s``."""
     os.makedirs(trial_dir, exist_ok=True)
@@ -267,7 +267,7 @@ def run_trial(spec: str, settings: LoaderSettings | None, purpose: str, trial_di
     sys.stderr.flush()
     pid = os.fork()
     if pid == 0:
-        _child(spec, settings, device, limits, purpose, result_path, log_path, tmp_dir)
+        _child(spec, settings, device, limits, purpose, result_path, log_path, tmp_dir, sample_stacks)
     deadline = time.monotonic() + timeout_s
     status = None
     try:
