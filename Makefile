@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup browser demo test bench-overhead bench-recommend clean
+.PHONY: setup browser demo test bench-overhead bench-recommend bench-reliability clean
 
 setup: $(STAMP)
 
@@ -30,6 +30,10 @@ browser:
 
 bench-overhead: setup
 	$(PY) benchmarks/overhead.py --out reports/benchmarks/overhead.txt
+	$(PY) benchmarks/overhead.py --stacks --out reports/benchmarks/overhead-stacks.txt
+
+bench-reliability: setup
+	$(PY) benchmarks/reliability.py --out reports/reliability.md
 
 bench-recommend: setup
 	$(PY) benchmarks/recommend.py --scan-args=--quick --out reports/benchmarks/recommend.txt
