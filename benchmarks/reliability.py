@@ -61,7 +61,9 @@ def _interrupt_and_resume(workdir: str) -> list[str]:
     cmd = [sys.executable, "-m", "dlprof", "scan", target, "--out", out, "--budget", "40"]
     lines = []
     for sig in (signal.SIGINT, signal.SIGTERM):
-        proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                # a shell's background job inherits SIGINT ignored; Ctrl-C is what is tested
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         results = os.path.join(out, "results.json")
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
@@ -85,6 +87,32 @@ def _interrupt_and_resume(workdir: str) -> list[str]:
                      f"{len(after['trials'])} trials, complete={after['complete']}, the first "
                      f"{len(before['trials'])} unchanged: {same} | speedup {after.get('speedup')} |")
         os.rename(out, out + f"-{sig.name}")
+    # dlprof itself killed outright: nothing runs its clean-up; the trial dies with it
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    results = os.path.join(out, "results.json")
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if os.path.exists(results) and len(json.load(open(results, encoding="utf-8"))["trials"]) >= 2:
+            break
+        time.sleep(0.1)
+    time.sleep(0.5)
+    proc.kill()
+    proc.wait()
+    kept = json.load(open(results, encoding="utf-8"))
+    import psutil
+
+    left, waited = [], 0.0
+    while waited < 15:  # orphaned DataLoader workers notice their parent is gone within seconds
+        left = [p.pid for p in psutil.process_iter(["cmdline"]) if target in " ".join(p.info["cmdline"] or [])]
+        if not left:
+            break
+        time.sleep(0.5)
+        waited += 0.5
+    lines.append(f"| SIGKILL of dlprof during trial {len(kept['trials']) + 1} | the trial died with it; processes "
+                 f"left {waited:.1f} s later: {len(left)} | {len(kept['trials'])} trials in results.json (valid JSON) | |")
+    resumed = subprocess.run([*cmd, "--resume"], cwd=REPO, capture_output=True, text=True, timeout=240)
+    after = json.load(open(results, encoding="utf-8"))
+    lines.append(f"| `--resume` | exit {resumed.returncode} | {len(after['trials'])} trials, complete={after['complete']} | |")
     return lines
 
 

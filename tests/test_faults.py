@@ -28,6 +28,7 @@ def test_bad_target_is_one_line_naming_the_fix(case, tmp_path):
     lines = outcome.stderr.strip().splitlines()
     assert lines and lines[-1].startswith("dlprof: error:") and case.message in lines[-1], outcome.stderr
     assert "Traceback" not in outcome.stderr
+    assert outcome.results is None  # nothing was measured: no results file
     _clean(outcome)
 
 
@@ -94,7 +95,9 @@ def test_interrupted_scan_resumes(sig, tmp_path):
         "loader = DataLoader(D(), batch_size=8)\n")
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "dlprof", "scan", str(target), "--out", str(out), "--budget", "40"]
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                # a shell's background job inherits SIGINT ignored; Ctrl-C is what is tested
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:  # two trials done and saved, a third running
         if (out / "results.json").exists() and len(json.loads((out / "results.json").read_text())["trials"]) >= 2:

@@ -151,8 +151,11 @@ class Scan:
         preload_torch()
         # the target's loader as the user configured it (kept from the saved scan on --resume)
         base = self.result.baseline or self.trial(None, "baseline")
-        if base.status == "error":  # the target did not load: nothing was measured, no report
+        if base.status == "error":  # the target did not load: nothing was measured, no results
             self.result.trials.remove(base)
+            results = os.path.join(self.plan.out_dir, "results.json")
+            if not self.result.trials and os.path.exists(results):
+                os.unlink(results)
             raise DlprofError(base.error, os.path.join(self.plan.out_dir, base.log))
         self.result.baseline = base
         self._adopt_target_info(base)

@@ -199,6 +199,7 @@ def _child(spec: str, settings: LoaderSettings, device: str | None, limits: Tria
     code = 1
     try:
         os.setpgid(0, 0)  # own group: the parent can kill us with our DataLoader workers
+        _die_with_parent()
         # temporary files of the trial (multiprocessing's pymp-* folders among them, which a
         # killed or os._exit-ed process never removes) go to a folder the parent removes
         os.environ["TMPDIR"] = tempfile.tempdir = tmp_dir
@@ -234,6 +235,19 @@ def _child(spec: str, settings: LoaderSettings, device: str | None, limits: Tria
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
+
+
+def _die_with_parent() -> None:
+    """If the scan process itself is killed (SIGKILL, OOM killer), the trial goes too: its
+    workers then notice their parent is gone and exit. Linux only; elsewhere a no-op."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def preload_torch() -> None:
