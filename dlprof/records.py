@@ -9,7 +9,8 @@ timeline.
 Schema history (bump ``SCHEMA_VERSION`` and add a line on every incompatible change):
   1  first version: loader config, epochs, batches, process and GPU samples, notes.
      ``batches[].sample_marks_ns`` is delta-encoded: the first mark, then differences.
-  2  ``stacks_raw``: py-spy's raw stacks of the run (``sample_stacks=True``), "" otherwise.
+  2  ``stacks_raw``: py-spy's raw stacks of the run (``sample_stacks=True``), "" otherwise;
+     ``processes[].pss_bytes`` (read with the USS).
      Version 1 files are still read.
 """
 from __future__ import annotations
@@ -76,6 +77,7 @@ class ProcessSample:
     cpu_pct: float  # percent of one core since the previous sample of this pid
     rss_bytes: int
     uss_bytes: int | None  # None when not measured at this tick
+    pss_bytes: int | None = None  # proportional set size (shared pages split among sharers), with USS
 
 
 @dataclass(slots=True)

@@ -77,3 +77,13 @@ def test_raw_stacks_are_assigned_to_stages():
     assert set(table.stage) == {"fetch", "collate", "step"}  # the sampler's own stacks are left out
     top_fetch = table[(table.stage == "fetch") & (table.rank_by == "self")].iloc[0]
     assert (top_fetch.function, top_fetch.location, top_fetch.pct) == ("decode", "PIL/Image.py:800", 100.0)
+
+
+@pytest.mark.skipif(find_py_spy() is None, reason="py-spy is not installed")
+def test_a_process_py_spy_cannot_sample_gives_the_reason_not_stacks(tmp_path):
+    from dlprof.probe.stacks import StackSampler
+
+    sampler = StackSampler(str(tmp_path / "stacks.txt"))
+    sampler.start(2 ** 22 + 12345)  # no such process
+    sampler.stop()
+    assert sampler.problem and sampler.problem.startswith("py-spy")

@@ -50,6 +50,7 @@ def worker_memory_growth(run: ProfileRun) -> pd.DataFrame:
     """One row per worker process: its USS against the samples it had fetched.
 
     Columns: ``pid``, ``readings``, ``samples``, ``uss_start_mib``, ``uss_end_mib``,
+    ``pss_end_mib`` (shared pages split among the processes sharing them), ``rss_end_mib``,
     ``growth_mib``, ``growth_mib_per_1k_samples``, ``rank_corr``.
     """
     rows = []
@@ -73,13 +74,17 @@ def worker_memory_growth(run: ProfileRun) -> pd.DataFrame:
                 i += 1
             xs.append(float(count))
             ys.append(uss / MIB)
+        pss = [p.pss_bytes for p in sorted(run.processes, key=lambda p: p.t_ns) if p.pid == pid and p.pss_bytes]
+        rss = [p.rss_bytes for p in sorted(run.processes, key=lambda p: p.t_ns) if p.pid == pid and p.rss_bytes]
         read = xs[-1] - xs[0]
         growth = ys[-1] - ys[0]
         rows.append({"pid": pid, "readings": len(xs), "samples": int(xs[-1]), "uss_start_mib": ys[0],
-                     "uss_end_mib": ys[-1], "growth_mib": growth,
+                     "uss_end_mib": ys[-1], "pss_end_mib": pss[-1] / MIB if pss else float("nan"),
+                     "rss_end_mib": rss[-1] / MIB if rss else float("nan"),
+                     "growth_mib": growth,
                      "growth_mib_per_1k_samples": 1000.0 * growth / read if read > 0 else 0.0,
                      "rank_corr": _rank_corr(xs, ys) if len(xs) >= 2 else 0.0})
-    columns = ["pid", "readings", "samples", "uss_start_mib", "uss_end_mib", "growth_mib",
+    columns = ["pid", "readings", "samples", "uss_start_mib", "uss_end_mib", "pss_end_mib", "rss_end_mib", "growth_mib",
                "growth_mib_per_1k_samples", "rank_corr"]
     return pd.DataFrame(rows, columns=columns)
 

@@ -114,15 +114,15 @@ class _Ticker:
                     cpu = proc.cpu_percent(None)
                     if take_uss:
                         mem = proc.memory_full_info()
-                        rss, uss = mem.rss, mem.uss
+                        rss, uss, pss = mem.rss, mem.uss, getattr(mem, "pss", None)  # pss: Linux only
                     else:
-                        rss, uss = proc.memory_info().rss, None
+                        rss, uss, pss = proc.memory_info().rss, None, None
             except _GONE:
                 continue
             if rss == 0 or uss == 0:  # exiting: its memory is already released; not a worker any more
                 continue
             procs[pid] = proc
-            rows.append([pid, "main" if pid == root_pid else "worker", cpu, rss, uss])
+            rows.append([pid, "main" if pid == root_pid else "worker", cpu, rss, uss, pss])
         self.procs = procs
         gpu_rows = []
         for index, handle in list(self.gpus):
