@@ -28,6 +28,7 @@ class Profiler:
         ``sample_stacks``: sample the Python stacks of this process and its workers with py-spy
         (100 Hz, from outside) for ``hotspots()``."""
         self.run = ProfileRun()
+        self._saved_to_env = False
         self._stacks = None
         if sample_stacks:
             fd, path = tempfile.mkstemp(prefix="dlprof-stacks-", suffix=".txt")
@@ -60,7 +61,8 @@ class Profiler:
             self._sampler.start()
 
     def close(self) -> None:
-        """Stop the system sampler. Results stay available."""
+        """Stop the system sampler (and stack sampling). Results stay available. With
+        ``DLPROF_OUT=DIR`` set, also save to DIR/results.json (merged on rank 0 in a process group)."""
         self._closed = True
         if self._sampler is not None:
             self._sampler.stop()
@@ -73,6 +75,10 @@ class Profiler:
                 os.unlink(stacks.output)
             if stacks.problem:
                 self.run.notes.append(f"no hotspots: {stacks.problem}")
+        out = os.environ.get("DLPROF_OUT")
+        if out and not self._saved_to_env:  # torchrun jobs: every rank closes, rank 0 writes
+            self._saved_to_env = True
+            self.save(os.path.join(out, "results.json"))
 
     def __enter__(self) -> "Profiler":
         self._start_sampler()
@@ -96,7 +102,14 @@ class Profiler:
         return self.result().to_dataframe()
 
     def save(self, path: str | os.PathLike) -> None:
-        self.result().save(path)
+        """Write the results file. Inside a torch.distributed process group this is collective:
+        every rank calls it, rank 0 writes the ranks' merged results and ``report.md`` beside it."""
+        from dlprof.distributed import in_process_group
+
+        if in_process_group():
+            _save_merged(self.result().run, str(path))
+        else:
+            self.result().save(path)
 
     def save_trace(self, path: str | os.PathLike) -> None:
         self.result().save_trace(path)
@@ -148,6 +161,22 @@ class ProfiledLoader:
         """(worker id, pid, exit code) of workers of the current epoch that have exited with an
         error; a negative exit code is the signal that killed the worker."""
         return self._probe.dead_workers()
+
+
+def _save_merged(run: ProfileRun, path: str) -> None:
+    from dlprof.analysis.ranks import analyse_ranks
+    from dlprof.distributed import gather_runs
+    from dlprof.records import save_json
+    from dlprof.report.distributed_text import DistributedMarkdownRenderer
+
+    merged = gather_runs(run)
+    if merged is None:  # not rank 0
+        return
+    out_dir = os.path.dirname(os.path.abspath(path))
+    os.makedirs(out_dir, exist_ok=True)
+    save_json(merged, path)
+    with open(os.path.join(out_dir, "report.md"), "w", encoding="utf-8") as fh:
+        fh.write(DistributedMarkdownRenderer().render(analyse_ranks(merged), merged["world_size"]))
 
 
 def profile(loader, device=None, sample_system: bool = True, sample_stacks: bool = False) -> ProfiledLoader:

@@ -49,7 +49,8 @@ def describe_loader(loader: DataLoader, device: str | None) -> LoaderConfig:
         dataset_type=_name(type(dataset)),
         dataset_kind="iterable" if loader._dataset_kind == 1 else "map",
         dataset_len=dataset_len,
-        sampler=_name(type(sampler)),
+        # a batch sampler names the sampler inside it: BatchSampler(DistributedSampler)
+        sampler=_name(type(sampler)) + (f"({_name(type(sampler.sampler))})" if hasattr(sampler, "sampler") else ""),
         collate_fn=_name(loader.collate_fn),
         device=device,
     )

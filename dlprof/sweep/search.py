@@ -49,6 +49,12 @@ class ScanPlan:
         return TrialLimits(max_seconds=5.0, max_epochs=self.max_epochs, rel_ci=0.04)
 
 
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
 def _within_noise(t: TrialResult, top: TrialResult) -> bool:
     """Is ``top`` faster than ``t`` by no more than their intervals allow?"""
     margin = math.hypot(min(t.ci_pct, 100), min(top.ci_pct, 100)) / 100
@@ -327,10 +333,16 @@ class Scan:
                 self.trial(self.result.recommendation.settings, "hotspots", again=True, sample_stacks=True)
             return
         ratios, last = [], None
-        for round_ in range(self.final_rounds):
+        searched = best.samples_per_s / base.samples_per_s if base.samples_per_s else 1.0
+        round_ = 0
+        while round_ < self.final_rounds or (
+                # the side-by-side rounds say "no gain" where the search measured one: settle it
+                # with one more round rather than let one noisy pair decide
+                round_ == self.final_rounds and searched >= 1 + MIN_GAIN and ratios
+                and _median(ratios) < 1 + MIN_GAIN and self.time_left() >= 2 * self.trial_cost_s):
             if self.time_left() < 2 * self.trial_cost_s * 0.8 and ratios:
                 break
-            # the last round also samples stacks (hotspots), in both: py-spy costs the
+            # the first round also samples stacks (hotspots), in both: py-spy costs the
             # configuration with more processes more, so the speedup can only be understated
             stacks = self.plan.hotspots and round_ == 0
             b = self.trial(base.settings, "final: baseline", again=True, sample_stacks=stacks)
@@ -338,13 +350,13 @@ class Scan:
             if b.status == "ok" and r.status == "ok":
                 ratios.append(r.samples_per_s / b.samples_per_s)
                 last = r
+            round_ += 1
         if not ratios:
             self.result.notes.append("the final side-by-side measurement failed; no speedup is claimed")
             self.result.recommendation, self.result.speedup = base, 1.0
             return
-        ratios.sort()
-        speedup = ratios[len(ratios) // 2] if len(ratios) % 2 else sum(ratios[len(ratios) // 2 - 1:][:2]) / 2
-        self.result.speedup_samples = ratios
+        speedup = _median(ratios)
+        self.result.speedup_samples = sorted(ratios)
         if speedup < 1 + MIN_GAIN:
             # not faster when measured side by side: keep the user's configuration
             self.result.notes.append(

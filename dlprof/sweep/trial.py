@@ -203,6 +203,7 @@ def _child(spec: str, settings: LoaderSettings, device: str | None, limits: Tria
         # temporary files of the trial (multiprocessing's pymp-* folders among them, which a
         # killed or os._exit-ed process never removes) go to a folder the parent removes
         os.environ["TMPDIR"] = tempfile.tempdir = tmp_dir
+        os.environ.pop("DLPROF_OUT", None)  # a trial's profile is the scan's, not the user's job's
         resource.setrlimit(resource.RLIMIT_CORE, (0, resource.getrlimit(resource.RLIMIT_CORE)[1]))  # no core files in the user's folder
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
