@@ -49,6 +49,16 @@ class ScanPlan:
         return TrialLimits(max_seconds=5.0, max_epochs=self.max_epochs, rel_ci=0.04)
 
 
+def _restart_cost(t: TrialResult) -> tuple[list[float], float, bool]:
+    """(start-up ms per epoch, epoch ms, whether restarting workers is over 3% of an epoch)."""
+    startup = t.startup_ms[1:] or t.startup_ms  # later epochs show the restart cost
+    epoch_ms = t.epoch_ms
+    if not epoch_ms and t.dataset_len and t.samples_per_s:  # no epoch ended inside the trial
+        epoch_ms = 1000.0 * t.dataset_len / t.samples_per_s + (startup[0] if startup else 0.0)
+    matters = bool(epoch_ms > 0 and startup and (sum(startup) / len(startup)) > 0.03 * epoch_ms)
+    return startup, epoch_ms, matters
+
+
 def _median(values: list[float]) -> float:
     ordered = sorted(values)
     mid = len(ordered) // 2
@@ -226,6 +236,10 @@ class Scan:
 
     def _search_workers(self, base_settings: LoaderSettings) -> None:
         reference = self.best()
+        # workers restarted every epoch make counts compare by their start-up, not their
+        # throughput: where the baseline's restarts matter, compare counts with kept workers
+        keep = base_settings.persistent_workers or (
+            reference.settings.num_workers > 0 and _restart_cost(reference)[2])
         for workers in self._worker_candidates(reference):
             if not self.affordable():
                 break
@@ -236,7 +250,7 @@ class Scan:
             settings = dataclasses.replace(
                 base_settings, num_workers=workers,
                 prefetch_factor=(base_settings.prefetch_factor or 2) if workers else None,
-                persistent_workers=base_settings.persistent_workers and workers > 0)
+                persistent_workers=keep and workers > 0)
             self.trial(settings, "workers")
         # climb past the best while it keeps improving (I/O-bound pipelines want many workers)
         while self.affordable():
@@ -284,11 +298,7 @@ class Scan:
         best = self._best_with_workers()
         if best is None:
             return
-        startup = best.startup_ms[1:] or best.startup_ms  # later epochs show the restart cost
-        epoch_ms = best.epoch_ms
-        if not epoch_ms and best.dataset_len and best.samples_per_s:  # no epoch ended inside the trial
-            epoch_ms = 1000.0 * best.dataset_len / best.samples_per_s + (startup[0] if startup else 0.0)
-        restarts_matter = epoch_ms > 0 and startup and (sum(startup) / len(startup)) > 0.03 * epoch_ms
+        startup, epoch_ms, restarts_matter = _restart_cost(best)
         if not best.settings.persistent_workers and restarts_matter and self.affordable():
             kept = self.trial(dataclasses.replace(best.settings, persistent_workers=True), "persistent_workers")
             restart = kept.startup_ms[1:]
