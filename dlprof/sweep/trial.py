@@ -293,7 +293,7 @@ def run_trial(spec: str, settings: LoaderSettings | None, purpose: str, trial_di
             elif time.monotonic() > deadline:
                 _dump_stacks(pid, log_path)  # where it hung, before the evidence is gone
                 _kill_group(pid)
-                os.waitpid(pid, 0)
+                _reap(pid)
                 shutil.rmtree(tmp_dir, ignore_errors=True)
                 failure = explain_timeout(timeout_s, os.path.basename(log_path))
                 return TrialResult(settings or _NO_SETTINGS, "timeout", purpose, log=log_path, **failure.as_fields())
@@ -302,7 +302,7 @@ def run_trial(spec: str, settings: LoaderSettings | None, purpose: str, trial_di
     except BaseException:  # Ctrl-C or an error here: leave no trial running
         _kill_group(pid)
         if status is None:
-            os.waitpid(pid, 0)
+            _reap(pid)
         shutil.rmtree(tmp_dir, ignore_errors=True)
         raise
     _kill_group(pid)  # DataLoader workers the child left behind
@@ -327,6 +327,12 @@ def _kill_group(pgid: int) -> None:
     except psutil.Error:  # the trial process is gone; its group may not be
         strays = []
     pids = {pgid} | {p.pid for p in strays} | set(_group_pids(pgid))
+    procs = []
+    for pid in pids:
+        try:
+            procs.append(psutil.Process(pid))
+        except psutil.Error:
+            continue
     try:
         os.killpg(pgid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
@@ -336,8 +342,18 @@ def _kill_group(pgid: int) -> None:
             proc.kill()
         except psutil.Error:
             pass
-    psutil.wait_procs([p for p in strays], timeout=2)
+    # a SIGKILL lands asynchronously: a worker inside shm_open can still create its file, so
+    # look for leftovers only once every process of the trial is gone
+    psutil.wait_procs(procs, timeout=3)
     _remove_shm_files(pids)
+
+
+def _reap(pid: int) -> None:
+    """Collect the killed trial process (psutil may have reaped it while waiting for it)."""
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
 
 
 def _group_pids(pgid: int) -> list[int]:
