@@ -111,18 +111,21 @@ class IndexSamplerProxy:
     def indices_of(self, position: int):
         """The indices of the ``position``-th batch (0-based) of the current pass, if still held."""
         if self.in_main_process:  # the batch being fetched when the dataset raised
-            arrival = _arrival
-            timed = arrival[1] if arrival is not None else None
+            timed = _fetching()
             return list.copy(timed) if timed is not None else None
         first = self.handed_out - len(self.recent)
         return self.recent[position - first] if first <= position < self.handed_out else None
 
 
+def _fetching() -> "TimedIndices | None":
+    """In this process: the indices of the batch being fetched, until its collate succeeds."""
+    return _arrival[1] if _arrival is not None else None
+
+
 def failing_index():
     """With num_workers=0: the index whose ``__getitem__`` raised, if the fetcher was walking one."""
-    arrival = _arrival
-    timed = arrival[1] if arrival is not None else None
-    marks = getattr(timed, "marks", None) if timed is not None else None
+    timed = _fetching()
+    marks = timed.marks if timed is not None else None
     if not marks or len(marks) > len(timed):
         return None  # not iterated yet, or every index was fetched (collate failed)
     return timed[len(marks) - 1]

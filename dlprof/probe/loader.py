@@ -75,6 +75,7 @@ class LoaderProbe:
         pinned = bool(loader.pin_memory)
         self.mover = DeviceMover(device, non_blocking=pinned) if device is not None else None
         self._on_epoch_start = on_epoch_start
+        self._torch_iter = None  # the current epoch's torch iterator: its workers, for post-mortems
         self._batches = batches
         self._epochs = epochs
 
@@ -86,7 +87,7 @@ class LoaderProbe:
         self._on_epoch_start()
         start = perf_counter_ns()
         it = iter(self._shadow)
-        self._torch_iter = it  # for post-mortems: its worker processes
+        self._torch_iter = it
         ready = perf_counter_ns()
         record = EpochRecord(epoch=len(self._epochs), iter_start_ns=start, iter_ready_ns=ready,
                              first_batch_ns=0, end_ns=0, batches=0, workers_reused=reused,
@@ -104,13 +105,12 @@ class LoaderProbe:
     def dead_workers(self) -> list[tuple[int, int, int]]:
         """(worker id, pid, exit code) of the current iterator's workers that have exited; a
         negative exit code is the signal that killed the worker."""
-        workers = getattr(getattr(self, "_torch_iter", None), "_workers", None) or []
+        workers = getattr(self._torch_iter, "_workers", None) or []
         dead = []
         for wid, proc in enumerate(workers):
             try:
-                proc.join(timeout=0.5)  # a dying worker gets a moment to be reaped
-                code = proc.exitcode
-            except (AssertionError, ValueError, OSError):  # a process object already closed
+                code = proc.exitcode  # polls without blocking: a live worker is not waited for
+            except ValueError:  # a process object already closed
                 continue
             if code is not None and code != 0:
                 dead.append((wid, proc.pid, code))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import statistics
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -57,12 +58,6 @@ def _restart_cost(t: TrialResult) -> tuple[list[float], float, bool]:
         epoch_ms = 1000.0 * t.dataset_len / t.samples_per_s + (startup[0] if startup else 0.0)
     matters = bool(epoch_ms > 0 and startup and (sum(startup) / len(startup)) > 0.03 * epoch_ms)
     return startup, epoch_ms, matters
-
-
-def _median(values: list[float]) -> float:
-    ordered = sorted(values)
-    mid = len(ordered) // 2
-    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
 def _within_noise(t: TrialResult, top: TrialResult) -> bool:
@@ -342,30 +337,34 @@ class Scan:
                 # nothing to compare: the configuration to keep, sampled for where its time goes
                 self.trial(self.result.recommendation.settings, "hotspots", again=True, sample_stacks=True)
             return
-        ratios, last = [], None
-        searched = best.samples_per_s / base.samples_per_s if base.samples_per_s else 1.0
-        round_ = 0
-        while round_ < self.final_rounds or (
-                # the side-by-side rounds say "no gain" where the search measured one: settle it
-                # with one more round rather than let one noisy pair decide
-                round_ == self.final_rounds and searched >= 1 + MIN_GAIN and ratios
-                and _median(ratios) < 1 + MIN_GAIN and self.time_left() >= 2 * self.trial_cost_s):
-            if self.time_left() < 2 * self.trial_cost_s * 0.8 and ratios:
-                break
-            # the first round also samples stacks (hotspots), in both: py-spy costs the
-            # configuration with more processes more, so the speedup can only be understated
-            stacks = self.plan.hotspots and round_ == 0
+        ratios: list[float] = []
+        last = None
+
+        def side_by_side(stacks: bool) -> None:
+            nonlocal last
             b = self.trial(base.settings, "final: baseline", again=True, sample_stacks=stacks)
             r = self.trial(best.settings, "final: recommendation", again=True, sample_stacks=stacks)
             if b.status == "ok" and r.status == "ok":
                 ratios.append(r.samples_per_s / b.samples_per_s)
                 last = r
-            round_ += 1
+
+        for round_ in range(self.final_rounds):
+            if ratios and self.time_left() < 2 * self.trial_cost_s * 0.8:
+                break
+            # the first round also samples stacks (hotspots), in both: py-spy costs the
+            # configuration with more processes more, so the speedup can only be understated
+            side_by_side(stacks=self.plan.hotspots and round_ == 0)
+        searched = best.samples_per_s / base.samples_per_s if base.samples_per_s else 1.0
+        if (ratios and statistics.median(ratios) < 1 + MIN_GAIN <= searched
+                and self.time_left() >= 2 * self.trial_cost_s):
+            # the side-by-side rounds say "no gain" where the search measured one: settle it
+            # with one more round rather than let one noisy pair decide
+            side_by_side(stacks=False)
         if not ratios:
             self.result.notes.append("the final side-by-side measurement failed; no speedup is claimed")
             self.result.recommendation, self.result.speedup = base, 1.0
             return
-        speedup = _median(ratios)
+        speedup = statistics.median(ratios)
         self.result.speedup_samples = sorted(ratios)
         if speedup < 1 + MIN_GAIN:
             # not faster when measured side by side: keep the user's configuration

@@ -79,19 +79,16 @@ def measure(target, settings: LoaderSettings | None, device: str | None, limits:
     # many workers deliver in bursts of up to num_workers batches: each of the 8 blocks of the
     # CI must span a whole burst, or the interval says more about bursts than about throughput
     min_batches = max(limits.min_batches, 8 * settings.num_workers)
-    sized: list[int] = []
     try:
-        _loop(prof, step, batches, warm, limits, min_batches, sized)
+        batch_bytes = _loop(prof, step, batches, warm, limits, min_batches)
     except DlprofError:
-        prof.close()
         raise
     except _StepRaised as raised:  # the training step failed
-        prof.close()
         raise TrialFailed(explain_step_failure(raised.exc, settings.batch_size)) from raised.exc
     except Exception as exc:  # the loader failed (dataset, collate, a worker): explain it
-        prof.close()
         raise TrialFailed(explain_loader_failure(exc, prof.failed_batch(), loader, prof.dead_workers())) from exc
-    prof.close()
+    finally:
+        prof.close()
     from dlprof.analysis.trial import trial_stats
 
     run = prof.result().run
@@ -101,7 +98,7 @@ def measure(target, settings: LoaderSettings | None, device: str | None, limits:
         result.profile = profile_path
     result.purpose = purpose
     result.info = info
-    result.batch_bytes = sized[0] if sized else 0
+    result.batch_bytes = batch_bytes
     result.has_train_step = step is not None
     if purpose == "baseline" and result.dataset_kind == "iterable":
         result.stream_repeats = stream_repeats(target.loader)
@@ -134,16 +131,18 @@ class _StepRaised(Exception):
         self.exc = exc
 
 
-def _loop(prof, step, batches, warm: int, limits: TrialLimits, min_batches: int, sized: list) -> None:
-    """Epochs of the training loop until the estimate is stable or the limits are reached."""
+def _loop(prof, step, batches, warm: int, limits: TrialLimits, min_batches: int) -> int:
+    """Epochs of the training loop until the estimate is stable or the limits are reached.
+    Returns the bytes of the first batch (for the shared-memory check of later trials)."""
+    batch_bytes = -1
     start = perf_counter()
     hard = start + limits.hard_factor * limits.max_seconds
     soft = hard  # set when the warm-up ends: start-up does not eat the measuring time
     epochs = 0
     while limits.max_epochs is None or epochs < limits.max_epochs:
         for batch in prof:
-            if not sized:  # once: what a batch weighs, for the shared-memory check of later trials
-                sized.append(batch_nbytes(batch))
+            if batch_bytes < 0:
+                batch_bytes = batch_nbytes(batch)
             if step is not None:
                 try:
                     step(batch)
@@ -156,16 +155,17 @@ def _loop(prof, step, batches, warm: int, limits: TrialLimits, min_batches: int,
             # whole epochs in the window make blocks of their own, bursts or not
             enough = n >= min_batches or (n > 0 and batches[-1].epoch - batches[warm].epoch > MIN_EPOCH_BLOCKS)
             if now >= hard or (now >= soft and n >= limits.min_steady and enough):
-                return
+                return batch_bytes
             if enough and n >= limits.min_batches and n % 4 == 0 and now - start >= limits.min_seconds:
                 window = batches[warm:]
                 _, ci = rate_and_ci([b.wait_end_ns for b in window], [b.samples for b in window],
                                     [b.epoch for b in window])
                 if ci <= 100 * limits.rel_ci:
-                    return
+                    return batch_bytes
         epochs += 1
         if not batches:
             raise DlprofError("the loader yielded no batch")
+    return max(batch_bytes, 0)
 
 
 def stream_repeats(loader) -> bool:
@@ -391,9 +391,11 @@ _MAX_DUMPS = 6  # py-spy takes about 0.2 s a process: the trial process and its 
 
 def _dump_stacks(pgid: int, log_path: str) -> None:
     """Append the Python stacks of the trial's processes (py-spy dump) to its log."""
-    py_spy = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")
+    from dlprof.probe.stacks import find_py_spy
+
+    py_spy = find_py_spy()
     with open(log_path, "a", encoding="utf-8") as log:
-        if not os.path.exists(py_spy):
+        if py_spy is None:
             log.write("\n[dlprof] the trial hung; py-spy is not installed, so no stacks were taken\n")
             return
         for pid in sorted(_group_pids(pgid))[:_MAX_DUMPS]:
