@@ -243,3 +243,14 @@ def test_exited_unreaped_child_is_skipped(make_sampler):
     finally:
         child.join()  # reap it
     assert child.pid not in {s.pid for s in sampler.process_samples}
+
+
+def test_start_returns_after_the_first_tick():
+    # A loop shorter than the sampler's own start-up must still be sampled: start() waits for the first tick.
+    sampler = SystemSampler(interval_s=5.0, gpu=False)
+    sampler.start()
+    try:
+        first = sampler.process_samples
+    finally:
+        sampler.stop()
+    assert {s.pid for s in first} == {os.getpid()}

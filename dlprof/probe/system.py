@@ -191,6 +191,17 @@ class SystemSampler:
             [sys.executable, "-m", "dlprof.probe.system", str(os.getpid()), str(fd), str(self.interval_s),
              str(self.uss_every), "1" if self._gpu else "0"],
             pass_fds=(fd,), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+        self._wait_first_tick()
+
+    def _wait_first_tick(self, timeout_s: float = 5.0) -> None:
+        # The sampler needs a Python start-up and psutil import (0.1-1 s on a busy machine). Without waiting,
+        # a short loop's workers can start and exit before the first tick, and the run shows no worker at all.
+        deadline = time.monotonic() + timeout_s
+        while os.fstat(self._file.fileno()).st_size == 0 and self._child.poll() is None:
+            if time.monotonic() > deadline:
+                self._add_note(f"system sampler took over {timeout_s:g} s to start: the first samples are missing")
+                return
+            time.sleep(0.005)
 
     def stop(self) -> None:
         child, self._child = self._child, None
