@@ -49,27 +49,36 @@ settings = dataclasses.replace(settings, **raw)
 loader = build_loader(target.loader, settings)
 step = target.train_step
 warm = 3 + settings.num_workers * (settings.prefetch_factor or 2)
+# The window is whole epochs when an epoch is shorter than the window: batches that
+# arrive in a burst (many workers, or an epoch's batches all prefetched) were produced before
+# their arrival, so a window that opens mid-burst counts samples made before it and flatters
+# bursty configurations. Long epochs: a window of batches, opened after the warm-up batches.
 seen = samples = 0
-t0 = None
-deadline = time.perf_counter() + seconds + 30
+t0 = end = None
+whole = False
+deadline = time.perf_counter() + 2 * seconds + 60
 done = False
 while not done:
+    began = time.perf_counter()
+    if t0 is None and seen >= warm:
+        t0, end, whole = began, began + seconds, True
     for batch in loader:
         if step is not None:
             step(batch)
         seen += 1
         now = time.perf_counter()
-        if seen == warm:
+        if t0 is None and seen >= warm and now - began > seconds:
             t0, end = now, now + seconds
-        elif t0 is not None:
+            continue
+        if t0 is not None:
             samples += count(batch)
-            if now >= end:
-                done = True
+            if (not whole and now >= end) or now >= end + seconds:
                 break
         if now > deadline:
-            done = True
             break
-print(json.dumps({"samples_per_s": samples / (time.perf_counter() - t0) if t0 else 0.0}))
+    stop = time.perf_counter()
+    done = (t0 is not None and stop >= end) or stop > deadline
+print(json.dumps({"samples_per_s": samples / (stop - t0) if t0 else 0.0}))
 """
 
 

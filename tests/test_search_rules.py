@@ -60,3 +60,75 @@ def test_best_is_the_fastest_even_when_its_interval_is_wide():
     scan = _scan_with({0: 220, 16: 1380, 8: 1155})
     scan.seen[_trial(16, 0).settings.key()].ci_pct = 72.0
     assert scan.best().settings.num_workers == 16
+
+
+def _measured(table: dict[tuple, dict]):
+    """Stands in for Scan.trial with measurements taken from ``table`` (keyed by workers, prefetch,
+    persistent): the rules decide from numbers, so these tests give them numbers."""
+    def trial(settings, purpose, again=False, sample_stacks=False):
+        fields = dict(table[(settings.num_workers, settings.prefetch_factor, settings.persistent_workers)])
+        t = TrialResult(settings, "ok", purpose, **fields)
+        return scan_ref[0].seen.setdefault(settings.key(), t)
+    scan_ref = []
+    return scan_ref, trial
+
+
+def _contended_scan(table):
+    scan = Scan(ScanPlan("x.py", "/nonexistent", 300, cores=2, max_workers=16), ScanResult("x.py"), print)
+    scan.trial_cost_s = 0.1
+    ref, scan.trial = _measured(table)
+    ref.append(scan)
+    return scan
+
+
+CPU_BOUND = dict(worker_cpu_pct=90.0, worker_busy_pct=95.0, main_cpu_pct=40.0, ci_pct=6.0, wait_pct=40.0)
+
+
+def test_a_contended_step_climbs_past_the_cores_and_a_tie_goes_to_more_workers():
+    table = {
+        (0, None, False): dict(samples_per_s=800, ci_pct=2.0, stage_ms={"step": 4.0}),
+        (1, 2, True): dict(samples_per_s=700, stage_ms={"step": 20.0}, **CPU_BOUND),
+        (2, 2, True): dict(samples_per_s=1050, stage_ms={"step": 20.0}, **CPU_BOUND),
+        (4, 2, True): dict(samples_per_s=1030, stage_ms={"step": 12.0}, **CPU_BOUND),
+        (8, 2, True): dict(samples_per_s=1020, stage_ms={"step": 10.0}, **CPU_BOUND),
+    }
+    scan = _contended_scan(table)
+    for key in [(0, None, False), (2, 2, True)]:
+        scan.trial(LoaderSettings(key[0], False, key[1], key[2], 32), "workers")
+    scan._search_workers(LoaderSettings(2, False, 2, True, 32))
+    tried = {t.settings.num_workers for t in scan.seen.values()}
+    assert 4 in tried and 8 not in tried  # one step past the cores (2 x cores), not further
+    assert scan.best().settings.num_workers == 4  # within noise of 2 workers: the larger share wins
+
+
+def test_without_contention_computing_workers_stop_at_the_cores():
+    table = {
+        (0, None, False): dict(samples_per_s=800, ci_pct=2.0, stage_ms={"step": 4.0}),
+        (1, 2, True): dict(samples_per_s=700, stage_ms={"step": 4.5}, **CPU_BOUND),
+        (2, 2, True): dict(samples_per_s=1050, stage_ms={"step": 4.5}, **CPU_BOUND),
+        (4, 2, True): dict(samples_per_s=1030, stage_ms={"step": 4.5}, **CPU_BOUND),
+    }
+    scan = _contended_scan(table)
+    for key in [(0, None, False), (2, 2, True)]:
+        scan.trial(LoaderSettings(key[0], False, key[1], key[2], 32), "workers")
+    scan._search_workers(LoaderSettings(2, False, 2, True, 32))
+    assert 4 not in {t.settings.num_workers for t in scan.seen.values()}
+    assert scan.best().settings.num_workers == 2
+
+
+def test_a_deeper_queue_on_a_preferred_configuration_inherits_the_preference_when_faster():
+    table = {
+        (2, 2, False): dict(samples_per_s=600, startup_ms=[500.0, 500.0], epoch_ms=900.0, **CPU_BOUND),
+        (2, 2, True): dict(samples_per_s=629, startup_ms=[500.0, 5.0], epoch_ms=500.0, **CPU_BOUND),
+        (2, 8, True): dict(samples_per_s=740, startup_ms=[500.0, 5.0], epoch_ms=450.0,
+                           **dict(CPU_BOUND, wait_pct=45.0, ci_pct=20.0)),
+        (0, None, False): dict(samples_per_s=700, ci_pct=30.0),
+    }
+    scan = _contended_scan(table)
+    for key in [(2, 2, False), (0, None, False)]:
+        scan.trial(LoaderSettings(key[0], False, key[1], key[2], 32), "workers")
+    scan._search_prefetch_and_persistence()
+    assert (2, 2, True) in {(t.settings.num_workers, t.settings.prefetch_factor, t.settings.persistent_workers)
+                            for t in scan.seen.values()}
+    best = scan.best().settings
+    assert (best.num_workers, best.prefetch_factor, best.persistent_workers) == (2, 8, True)

@@ -95,9 +95,10 @@ def _warnings(baseline: TrialResult | None, trials: list[TrialResult], cores: in
     return warnings
 
 
-def _step_slowed_by_workers(trials: list[TrialResult], cores: int) -> str | None:
+def step_contention(trials: list[TrialResult]) -> tuple[TrialResult, float] | None:
     """The training step itself got slower once workers ran: they compete for the cores with
-    the step's intra-op threads. Only a scan that keeps the real step in the loop can see this."""
+    the step's intra-op threads. Only a scan that keeps the real step in the loop can see this.
+    Returns the trial whose step was slowed most and the step's time alone (ms), or None."""
     ok = [t for t in trials if t.status == "ok" and t.has_train_step and t.stage_ms.get("step", 0) > 0]
     alone = [t.stage_ms["step"] for t in ok if t.settings.num_workers == 0]
     busy = [t for t in ok if t.settings.num_workers > 0 and t.worker_cpu_pct >= 50]
@@ -105,9 +106,15 @@ def _step_slowed_by_workers(trials: list[TrialResult], cores: int) -> str | None
         return None
     step0 = min(alone)
     worst = max(busy, key=lambda t: t.stage_ms["step"])
-    if worst.stage_ms["step"] < 1.5 * step0:
+    return (worst, step0) if worst.stage_ms["step"] >= 1.5 * step0 else None
+
+
+def _step_slowed_by_workers(trials: list[TrialResult], cores: int) -> str | None:
+    contention = step_contention(trials)
+    if contention is None:
         return None
+    worst, step0 = contention
     return (f"the training step took {worst.stage_ms['step']:.2f} ms a batch with num_workers="
             f"{worst.settings.num_workers} against {step0:.2f} ms with none: busy workers and the step's "
-            f"intra-op threads share {cores} cores. Fewer workers, or torch.set_num_threads() in the "
-            "training process lowered to the cores the workers leave, can be worth more than extra workers")
+            f"intra-op threads share {cores} cores. torch.set_num_threads() in the training process, "
+            "lowered to the cores the workers leave, can be worth more than extra workers")

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from dlprof.analysis.bottleneck import diagnose
+from dlprof.analysis.bottleneck import diagnose, step_contention
 from dlprof.analysis.memory import shm_shortfall
 from dlprof.errors import DlprofError, ScanFailed
 from dlprof.probe.environment import shm_free_bytes
@@ -254,10 +254,22 @@ class Scan:
             nxt = min(self.plan.max_workers, max(1, w * 2))
             if w == 0 or nxt == w or dataclasses.replace(best.settings, num_workers=nxt).key() in self.seen:
                 break
-            if nxt > self.plan.cores and best.worker_cpu_pct >= 0.5 * max(best.worker_busy_pct, 1.0):
+            # busy workers that mostly compute, or that share the cores fully (past the cores each
+            # one's CPU share drops, which alone would read as waiting on I/O)
+            computing = (best.worker_cpu_pct >= 0.5 * max(best.worker_busy_pct, 1.0)
+                         or w * best.worker_cpu_pct + best.main_cpu_pct >= 80.0 * self.plan.cores)
+            contended = nxt <= 2 * self.plan.cores and step_contention(list(self.seen.values())) is not None
+            if nxt > self.plan.cores and computing and not contended:
                 break  # the workers compute while busy: more of them than cores only share the cores
+            # (where the step's own threads slow down beside busy workers, the scheduler splits the
+            # cores by runnable threads: more workers take a larger share, worth one measured step)
             before = best.samples_per_s
             trial = self.trial(dataclasses.replace(best.settings, num_workers=nxt), "workers")
+            if trial.status == "ok" and nxt > self.plan.cores and computing and _within_noise(trial, best):
+                # past the cores on the contention evidence alone: a tie goes to the larger share
+                # (short trials cannot resolve the few percent it is worth; it costs no throughput)
+                self.preferred.discard(best.settings.key())
+                self.preferred.add(trial.settings.key())
             if trial.status != "ok" or trial.samples_per_s < before * (1 + MIN_GAIN):
                 break
 
@@ -309,9 +321,11 @@ class Scan:
             depth = best.settings.prefetch_factor or 2
             deeper = max(depth + 1, min(4 * depth, 64 // best.settings.num_workers))
             queued = self.trial(dataclasses.replace(best.settings, prefetch_factor=deeper), "prefetch_factor")
-            if queued.status == "ok" and queued.wait_pct <= best.wait_pct and best.settings.key() in self.preferred:
-                # the loop waited less with a deeper queue: it absorbs bursts (workers slowed
-                # by a step sharing their cores); preferred on the same terms as kept workers
+            if (queued.status == "ok" and best.settings.key() in self.preferred
+                    and (queued.wait_pct <= best.wait_pct or queued.samples_per_s >= best.samples_per_s)):
+                # the loop waited less, or delivered more, with a deeper queue on top of a preferred
+                # configuration: it absorbs bursts (workers slowed by a step sharing their cores);
+                # it inherits the preference, so the faster of the two wins a tie
                 self.preferred.add(queued.settings.key())
 
     def _search_pin_memory(self) -> None:
