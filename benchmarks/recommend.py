@@ -49,26 +49,35 @@ settings = dataclasses.replace(settings, **raw)
 loader = build_loader(target.loader, settings)
 step = target.train_step
 warm = 3 + settings.num_workers * (settings.prefetch_factor or 2)
-# The window is whole epochs when an epoch is shorter than the window: batches that
-# arrive in a burst (many workers, or an epoch's batches all prefetched) were produced before
-# their arrival, so a window that opens mid-burst counts samples made before it and flatters
-# bursty configurations. Long epochs: a window of batches, opened after the warm-up batches.
+# The window is whole epochs when an epoch is shorter than the window: batches that arrive in a
+# burst (many workers, or an epoch's batches all prefetched) were produced before their arrival,
+# so a window that opens mid-burst counts samples made before it and flatters bursty
+# configurations. Longer epochs: a window of batches, opened after the warm-up batches.
+try:
+    epoch_batches = len(loader)
+except TypeError:  # an IterableDataset without __len__
+    epoch_batches = None
 seen = samples = 0
-t0 = end = None
+t0 = end = last_epoch_s = None
 whole = False
 deadline = time.perf_counter() + 2 * seconds + 60
 done = False
 while not done:
     began = time.perf_counter()
-    if t0 is None and seen >= warm:
+    if t0 is None and seen >= warm and last_epoch_s is not None and last_epoch_s < seconds:
         t0, end, whole = began, began + seconds, True
+    in_epoch = 0
     for batch in loader:
         if step is not None:
             step(batch)
         seen += 1
+        in_epoch += 1
         now = time.perf_counter()
-        if t0 is None and seen >= warm and now - began > seconds:
-            t0, end = now, now + seconds
+        if t0 is None and seen >= warm:
+            epoch_s = last_epoch_s if last_epoch_s is not None else (
+                (now - began) / in_epoch * epoch_batches if epoch_batches else float("inf"))
+            if epoch_s >= seconds:
+                t0, end = now, now + seconds
             continue
         if t0 is not None:
             samples += count(batch)
@@ -77,6 +86,7 @@ while not done:
         if now > deadline:
             break
     stop = time.perf_counter()
+    last_epoch_s = stop - began
     done = (t0 is not None and stop >= end) or stop > deadline
 print(json.dumps({"samples_per_s": samples / (stop - t0) if t0 else 0.0}))
 """
@@ -104,7 +114,8 @@ def key(config: dict) -> tuple:
     return (config["num_workers"], config.get("prefetch_factor"), config.get("persistent_workers"))
 
 
-def one_recipe(recipe: str, seconds: float, scan_args: list[str], rounds: int) -> tuple[str, float, float, dict, dict]:
+def one_recipe(recipe: str, seconds: float, scan_args: list[str], rounds: int
+               ) -> tuple[str, float, float, float, dict, dict]:
     t0 = time.perf_counter()
     results = [(plain_run(recipe, c, seconds), c) for c in grid()]
     grid_s = time.perf_counter() - t0
@@ -124,7 +135,7 @@ def one_recipe(recipe: str, seconds: float, scan_args: list[str], rounds: int) -
         r = plain_run(recipe, rec, seconds)
         if b > 0:
             ratios.append(r / b)
-    return os.path.basename(recipe), statistics.median(ratios) if ratios else 0.0, scan_s / grid_s, rec, best
+    return os.path.basename(recipe), statistics.median(ratios) if ratios else 0.0, scan_s, grid_s, rec, best
 
 
 def main() -> int:
@@ -146,13 +157,16 @@ def main() -> int:
         "# quality = recommended / grid-best samples/s, median of interleaved plain-loop runs; goal >= 0.95",
         "# time = scan wall time / grid wall time; goal <= 0.20",
         "",
-        f"{'recipe':<24}{'quality':>8}{'time':>7}{'met':>5}  recommended | grid best",
+        f"{'recipe':<24}{'quality':>8}{'time':>7}{'met':>5}{'scan s':>8}{'grid s':>8}  recommended | grid best",
     ]
     print("\n".join(lines), flush=True)
     for recipe in recipes:
-        name, quality, time_ratio, rec, best = one_recipe(recipe, args.seconds, shlex.split(args.scan_args), args.rounds)
+        name, quality, scan_s, grid_s, rec, best = one_recipe(recipe, args.seconds, shlex.split(args.scan_args),
+                                                              args.rounds)
+        time_ratio = scan_s / grid_s
         met = "yes" if quality >= 0.95 and time_ratio <= 0.20 else "NO"
-        line = f"{name:<24}{quality:>8.2f}{time_ratio:>7.2f}{met:>5}  {key(rec)} | {key(best)}"
+        line = (f"{name:<24}{quality:>8.2f}{time_ratio:>7.2f}{met:>5}{scan_s:>8.0f}{grid_s:>8.0f}  "
+                f"{key(rec)} | {key(best)}")
         lines.append(line)
         print(line, flush=True)
     if args.out:
