@@ -11,7 +11,8 @@ Schema history (bump ``SCHEMA_VERSION`` and add a line on every incompatible cha
      ``batches[].sample_marks_ns`` is delta-encoded: the first mark, then differences.
   2  ``stacks_raw``: py-spy's raw stacks of the run (``sample_stacks=True``), "" otherwise;
      ``processes[].pss_bytes`` (read with the USS).
-     Version 1 files are still read.
+  3  ``batches[].pin_cpu_ns``: CPU time of the pin-memory thread on the batch (0 without one).
+     Version 1 and 2 files are still read.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 SCHEMA_NAME = "dlprof.profile"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 MAIN_PROCESS = -1  # worker_id of batches produced in the main process (num_workers=0)
 
@@ -55,6 +56,7 @@ class BatchRecord:
     transfer_ns: int = 0  # host-to-device copy (CUDA events on GPU)
     step_ns: int = 0  # user's time from receiving this batch to asking for the next
     fetch_mode: str = "sample"  # "sample" (__getitem__ per index), "batch" (__getitems__), "stream"
+    pin_cpu_ns: int = 0  # CPU time the pin-memory thread spent on this batch
 
 
 @dataclass(slots=True)
@@ -139,7 +141,7 @@ class ProfileRun:
         if not isinstance(data, dict) or data.get("schema") != SCHEMA_NAME:
             raise ResultsFileError("not a dlprof profile results file (missing 'schema': 'dlprof.profile')")
         version = data.get("schema_version")
-        if version not in (1, SCHEMA_VERSION):
+        if version not in (1, 2, SCHEMA_VERSION):
             raise ResultsFileError(
                 f"results file has schema version {version!r}; this dlprof reads version {SCHEMA_VERSION}"
             )

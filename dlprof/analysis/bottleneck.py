@@ -1,7 +1,7 @@
 """Diagnosis of a scan: verdict, the stage to blame, its kind, and the evidence. Pure.
 
 Verdict from the baseline's wait share (the TensorFlow profiler's thresholds, see
-``analysis.stages``). The stage follows the numbers of the trials:
+``analysis.thresholds``). The stage follows the numbers of the trials:
   step      compute-bound: the training step sets the pace;
   startup   starting workers takes a real share of each (short) epoch;
   main      the loop waits although the workers are mostly idle: per-batch cost in the main
@@ -12,7 +12,8 @@ busy time), else ``cpu``.
 """
 from __future__ import annotations
 
-from dlprof.analysis.stages import BALANCED_PCT, DATA_BOUND_PCT
+from dlprof.analysis.pinning import pinning_effect
+from dlprof.analysis.thresholds import BALANCED_PCT, DATA_BOUND_PCT
 from dlprof.scan_records import Bottleneck, TrialResult
 
 STARTUP_SHARE = 0.3  # start-up above this share of an epoch is the problem to fix
@@ -69,6 +70,9 @@ def diagnose(baseline: TrialResult | None, trials: list[TrialResult], cores: int
                             f"workers help up to the {cores} cores available")
     else:
         evidence.append(f"{stage} took {produce[stage]:.2f} ms a batch, more than fetch ({s['fetch']:.2f} ms)")
+        if stage == "pin":
+            evidence.append(f"the pin-memory thread spent {s.get('pin_cpu', 0.0):.2f} ms of CPU a batch in the "
+                            f"training process; the loop waited {s.get('pin_wait', 0.0):.2f} ms a batch on it")
     return Bottleneck(verdict, stage, kind, evidence), warnings
 
 
@@ -84,6 +88,9 @@ def _warnings(baseline: TrialResult | None, trials: list[TrialResult], cores: in
     grown = [t for t in trials if t.status == "ok" and t.memory_warning]
     if grown:  # the same dataset in every trial: one warning, from the trial with the most workers
         warnings.append(max(grown, key=lambda t: t.settings.num_workers).memory_warning)
+    pinning = pinning_effect(trials)
+    if pinning:
+        warnings.append(pinning)
     contention = _step_slowed_by_workers(trials, cores)
     if contention:
         warnings.append(contention)

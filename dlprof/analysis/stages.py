@@ -10,13 +10,10 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from dlprof.analysis.memory import memory_growth_warning, worker_memory_growth
+from dlprof.analysis.pinning import pin_cost, pin_note
+from dlprof.analysis.thresholds import BALANCED_PCT, DATA_BOUND_PCT
 from dlprof.records import MAIN_PROCESS, ProfileRun
 
-# Share of the training loop's time spent waiting for data. The TensorFlow profiler's
-# input-pipeline analyzer calls an input stall above 5% of step time moderate and above 20%
-# high; we use the same cut-offs so verdicts read the same across tools.
-DATA_BOUND_PCT = 20.0
-BALANCED_PCT = 5.0
 
 STAGES = ("fetch", "collate", "pin", "wait", "transfer", "step")
 _NS_PER_MS = 1e6
@@ -41,6 +38,8 @@ def batch_frame(run: ProfileRun) -> pd.DataFrame:
             "fetch_per_sample_ms": _per_sample_ms(marks, b.samples, fetch_ns),
             "collate_ms": (b.collate_end_ns - b.collate_start_ns) / _NS_PER_MS,
             "pin_ms": (b.pin_end_ns - b.pin_start_ns) / _NS_PER_MS,
+            "pin_cpu_ms": b.pin_cpu_ns / _NS_PER_MS,
+            "pin_wait_ms": _pin_wait_ns(b) / _NS_PER_MS,
             "wait_ms": (b.wait_end_ns - b.wait_start_ns) / _NS_PER_MS,
             "transfer_ms": b.transfer_ns / _NS_PER_MS,
             "step_ms": b.step_ns / _NS_PER_MS,
@@ -49,9 +48,19 @@ def batch_frame(run: ProfileRun) -> pd.DataFrame:
             "first_in_epoch": b.index == 0 and b.epoch in first_of_epoch,
         })
     columns = ["epoch", "batch", "worker_id", "worker_pid", "samples", "fetch_mode", "fetch_ms",
-               "fetch_per_sample_ms", "collate_ms", "pin_ms", "wait_ms", "transfer_ms", "step_ms",
+               "fetch_per_sample_ms", "collate_ms", "pin_ms", "pin_cpu_ms", "pin_wait_ms", "wait_ms",
+               "transfer_ms", "step_ms",
                "fetch_at_ms", "wait_at_ms", "first_in_epoch"]
     return pd.DataFrame(rows, columns=columns)
+
+
+def _pin_wait_ns(b) -> int:
+    """The part of the loop's wait for this batch that fell while the batch was with the
+    pin-memory thread: queued for it after collate, or being pinned. 0 without pinning."""
+    if not b.pin_end_ns:
+        return 0
+    began = b.collate_end_ns or b.pin_start_ns
+    return max(0, min(b.wait_end_ns, b.pin_end_ns) - max(b.wait_start_ns, began))
 
 
 def _per_sample_ms(marks: list[int], samples: int, fetch_ns: int) -> float:
@@ -128,6 +137,9 @@ def summarize(run: ProfileRun) -> Summary:
     growth = memory_growth_warning(worker_memory_growth(run), run.loader.dataset_len if run.loader else None, workers)
     if growth:
         notes.append("warning: " + growth)
+    pinned = pin_cost(steady)
+    if pinned is not None:
+        notes.append(pin_note(pinned))
     if uses_workers and len(steady) < len(frame):
         notes.append("steady-state figures leave out each epoch's first batch, whose wait includes "
                      "worker start-up (see startup)")

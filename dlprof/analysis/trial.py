@@ -25,7 +25,7 @@ def trial_stats(run: ProfileRun, settings: LoaderSettings, warm: int) -> TrialRe
         batches=len(steady), epochs=len(run.epochs), seconds=window_ns / 1e9,
         wait_pct=100.0 * float(steady["wait_ms"].sum()) / loop_ms if loop_ms > 0 else 0.0,
         stage_ms={stage: float(steady[f"{stage}_ms"].mean()) for stage in STAGES}
-        | {"fetch_per_sample": float(steady["fetch_per_sample_ms"].mean())},
+        | {k: float(steady[f"{k}_ms"].mean()) for k in ("fetch_per_sample", "pin_cpu", "pin_wait")},
         startup_ms=[(e.first_batch_ns - e.iter_start_ns) / 1e6 for e in run.epochs if e.first_batch_ns],
         epoch_ms=(sum(e.end_ns - e.iter_start_ns for e in completed) / len(completed) / 1e6) if completed else 0.0,
         samples_per_epoch=sum(b.samples for b in run.batches if b.epoch == completed[0].epoch) if completed else 0,

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from time import perf_counter_ns
+from time import perf_counter_ns, thread_time_ns
 
 from torch.utils.data import get_worker_info
 
@@ -134,26 +134,27 @@ def failing_index():
 class StampedBatch:
     """A batch with the timings of the worker that built it; unwrapped in the main process."""
 
-    __slots__ = ("batch", "stamp", "pin_start_ns", "pin_end_ns")
+    __slots__ = ("batch", "stamp", "pin_start_ns", "pin_end_ns", "pin_cpu_ns")
 
-    def __init__(self, batch, stamp, pin_start_ns: int = 0, pin_end_ns: int = 0) -> None:
+    def __init__(self, batch, stamp, pin_start_ns: int = 0, pin_end_ns: int = 0, pin_cpu_ns: int = 0) -> None:
         self.batch = batch
         # (worker_id, pid, fetch_start, collate_start (= fetch end), collate_end, samples,
         #  per-sample clock marks or None, fetch_mode)
         self.stamp = stamp
         self.pin_start_ns = pin_start_ns
         self.pin_end_ns = pin_end_ns
+        self.pin_cpu_ns = pin_cpu_ns  # CPU time of the pin-memory thread on this batch
 
     def pin_memory(self, *_args):
         # Called by torch.utils.data._utils.pin_memory.pin_memory in the pin-memory thread.
         from torch.utils.data._utils.pin_memory import pin_memory
 
-        start = perf_counter_ns()
+        start, cpu_start = perf_counter_ns(), thread_time_ns()
         pinned = pin_memory(self.batch)
-        return StampedBatch(pinned, self.stamp, start, perf_counter_ns())
+        return StampedBatch(pinned, self.stamp, start, perf_counter_ns(), thread_time_ns() - cpu_start)
 
     def __reduce__(self):
-        return (StampedBatch, (self.batch, self.stamp, self.pin_start_ns, self.pin_end_ns))
+        return (StampedBatch, (self.batch, self.stamp, self.pin_start_ns, self.pin_end_ns, self.pin_cpu_ns))
 
 
 class CollateProxy:

@@ -162,7 +162,8 @@ class _EpochIterator:
             batch = item.batch
             wid, pid, f0, c0, c1, samples, marks, mode = item.stamp
             record = BatchRecord(epoch.epoch, epoch.batches, wid, pid, samples, f0, c0, marks or [],
-                                 c0, c1, asked, got, item.pin_start_ns, item.pin_end_ns, 0, 0, mode)
+                                 c0, c1, asked, got, item.pin_start_ns, item.pin_end_ns, 0, 0, mode,
+                                 item.pin_cpu_ns)
         else:  # a dataset dlprof does not wrap: only the main-process view is known
             batch = item
             record = BatchRecord(epoch.epoch, epoch.batches, -1, 0, 0, 0, 0, [], 0, 0, asked, got,
