@@ -21,3 +21,19 @@ def test_pin_and_transfer_are_timed(num_workers):
     df = prof.to_dataframe()
     assert (df["pin_ms"] > 0).all()
     assert (df["transfer_ms"] > 0).all()
+
+
+def test_pin_thread_cost_is_measured():
+    # 6 MiB batches: pinning each one is a real copy in the pin-memory thread
+    data = TensorDataset(torch.randn(512, 3, 128, 128), torch.arange(512))
+    loader = DataLoader(data, batch_size=32, num_workers=2, pin_memory=True)
+    prof = dlprof.profile(loader, device="cuda")
+    for _ in prof:
+        pass
+    df = prof.to_dataframe()
+    assert (df["pin_cpu_ms"] > 0).all()
+    # the CPU time of one thread cannot exceed its wall time (clock granularity aside)
+    assert (df["pin_cpu_ms"] <= df["pin_ms"] + 0.1).all()
+    # the wait on the pin thread is part of the loop's wait for the batch
+    assert (df["pin_wait_ms"] <= df["wait_ms"] + 1e-6).all()
+    assert any(n.startswith("pin-memory thread:") for n in prof.result().analyse().notes)
