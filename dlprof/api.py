@@ -7,7 +7,7 @@ import weakref
 
 from dlprof.probe.environment import collect_environment
 from dlprof.probe.loader import LoaderProbe, describe_loader
-from dlprof.probe.stacks import StackSampler
+from dlprof.probe.stacks import StackSampler, stack_rate_hz
 from dlprof.probe.system import SystemSampler
 from dlprof.records import ProfileRun
 from dlprof.result import ProfileResult
@@ -52,6 +52,7 @@ class Profiler:
         self.run.environment = collect_environment(device)
         self._start_sampler()  # now, so its start-up is done before the first epoch
         if self._stacks is not None:
+            self._stacks.rate_hz = stack_rate_hz(1 + (loader.num_workers or 0))
             self._stacks.start(os.getpid())
         return ProfiledLoader(probe, self)
 

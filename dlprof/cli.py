@@ -95,7 +95,7 @@ def cmd_scan(args) -> int:
     os.makedirs(out, exist_ok=True)
     cores = available_cores()
     plan = ScanPlan(spec=args.target, out_dir=out, budget_s=budget,
-                    cores=cores, max_workers=args.max_workers or max(8, 4 * cores),
+                    cores=cores, max_workers=args.max_workers or max(16, 4 * cores),
                     batch_sizes=args.batch_sizes or [], device=args.device, max_epochs=args.epochs,
                     quick=args.quick, max_workers_from_cli=args.max_workers is not None,
                     trial_timeout_s=args.trial_timeout, hotspots=not args.no_hotspots)
@@ -228,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--budget", type=_positive_float, default=None, help="seconds for the whole scan (default 120, --quick 30)")
     sc.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                     help="where batches go before train_step (auto: cuda when present, else no copy)")
-    sc.add_argument("--max-workers", type=_positive_int, default=None, help="most num_workers to try")
+    sc.add_argument("--max-workers", type=_positive_int, default=None, help="most num_workers to try (default: 16, or 4 per core on more than 4 cores)")
     sc.add_argument("--batch-sizes", type=_batch_sizes, default=None, help="batch sizes to try, e.g. 32,64")
     sc.add_argument("--epochs", type=_positive_int, default=None, help="most epochs per trial")
     sc.add_argument("--quick", action="store_true", help="a short scan (about 30 s)")

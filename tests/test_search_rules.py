@@ -26,7 +26,9 @@ def test_blocks_follow_epochs_when_epochs_are_short():
     times, samples, epoch_of = _short_epochs(7)
     rate, ci_fixed = rate_and_ci(times, samples)
     rate_e, ci_epochs = rate_and_ci(times, samples, epoch_of)
-    assert rate == rate_e  # the estimate is the same; only its interval changes
+    # over whole epochs: 20 batches of 32 per 250 ms restart + 20 x 5 ms burst
+    assert math.isclose(rate_e, 20 * 32 / 0.35)
+    assert rate > 1.05 * rate_e  # the plain window opens after the first restart: flattered
     assert ci_epochs < 1.0  # every epoch repeats the same pattern
     assert ci_fixed > 10 * ci_epochs  # blocks cut across restarts vary with where they fall
 
@@ -84,13 +86,13 @@ def _contended_scan(table):
 CPU_BOUND = dict(worker_cpu_pct=90.0, worker_busy_pct=95.0, main_cpu_pct=40.0, ci_pct=6.0, wait_pct=40.0)
 
 
-def test_a_contended_step_climbs_past_the_cores_and_a_tie_goes_to_more_workers():
+def test_a_contended_step_climbs_one_step_past_the_cores():
     table = {
         (0, None, False): dict(samples_per_s=800, ci_pct=2.0, stage_ms={"step": 4.0}),
         (1, 2, True): dict(samples_per_s=700, stage_ms={"step": 20.0}, **CPU_BOUND),
         (2, 2, True): dict(samples_per_s=1050, stage_ms={"step": 20.0}, **CPU_BOUND),
-        (4, 2, True): dict(samples_per_s=1030, stage_ms={"step": 12.0}, **CPU_BOUND),
-        (8, 2, True): dict(samples_per_s=1020, stage_ms={"step": 10.0}, **CPU_BOUND),
+        (4, 2, True): dict(samples_per_s=1130, stage_ms={"step": 12.0}, **CPU_BOUND),
+        (8, 2, True): dict(samples_per_s=1200, stage_ms={"step": 10.0}, **CPU_BOUND),
     }
     scan = _contended_scan(table)
     for key in [(0, None, False), (2, 2, True)]:
@@ -98,7 +100,7 @@ def test_a_contended_step_climbs_past_the_cores_and_a_tie_goes_to_more_workers()
     scan._search_workers(LoaderSettings(2, False, 2, True, 32))
     tried = {t.settings.num_workers for t in scan.seen.values()}
     assert 4 in tried and 8 not in tried  # one step past the cores (2 x cores), not further
-    assert scan.best().settings.num_workers == 4  # within noise of 2 workers: the larger share wins
+    assert scan.best().settings.num_workers == 4
 
 
 def test_without_contention_computing_workers_stop_at_the_cores():
@@ -106,7 +108,7 @@ def test_without_contention_computing_workers_stop_at_the_cores():
         (0, None, False): dict(samples_per_s=800, ci_pct=2.0, stage_ms={"step": 4.0}),
         (1, 2, True): dict(samples_per_s=700, stage_ms={"step": 4.5}, **CPU_BOUND),
         (2, 2, True): dict(samples_per_s=1050, stage_ms={"step": 4.5}, **CPU_BOUND),
-        (4, 2, True): dict(samples_per_s=1030, stage_ms={"step": 4.5}, **CPU_BOUND),
+        (4, 2, True): dict(samples_per_s=1130, stage_ms={"step": 4.5}, **CPU_BOUND),
     }
     scan = _contended_scan(table)
     for key in [(0, None, False), (2, 2, True)]:
@@ -132,3 +134,29 @@ def test_a_deeper_queue_on_a_preferred_configuration_inherits_the_preference_whe
                             for t in scan.seen.values()}
     best = scan.best().settings
     assert (best.num_workers, best.prefetch_factor, best.persistent_workers) == (2, 8, True)
+
+
+def test_a_contended_short_epoch_gets_one_kept_worker_per_batch():
+    short = dict(samples_per_epoch=480, dataset_len=480, **CPU_BOUND)
+    table = {
+        (0, None, False): dict(samples_per_s=450, ci_pct=2.0, stage_ms={"step": 4.0}, dataset_len=480),
+        (2, 2, False): dict(samples_per_s=640, stage_ms={"step": 35.0}, **short),
+        (15, 2, True): dict(samples_per_s=760, stage_ms={"step": 6.0}, **short),
+    }
+    scan = _contended_scan(table)
+    for key in [(0, None, False), (2, 2, False)]:
+        scan.trial(LoaderSettings(key[0], False, key[1], key[2], 32), "workers")
+    scan._search_epoch_in_flight()  # 480 samples in batches of 32: 15 batches, 15 workers
+    assert scan.best().settings == LoaderSettings(15, False, 2, True, 32)
+
+
+def test_no_epoch_in_flight_without_contention_or_with_long_epochs():
+    for step_ms, per_epoch in [(4.5, 480), (35.0, 64_000)]:
+        fields = dict(samples_per_epoch=per_epoch, dataset_len=per_epoch, **CPU_BOUND)
+        table = {(0, None, False): dict(samples_per_s=450, ci_pct=2.0, stage_ms={"step": 4.0}),
+                 (2, 2, False): dict(samples_per_s=640, stage_ms={"step": step_ms}, **fields)}
+        scan = _contended_scan(table)  # any other trial would raise KeyError
+        for key in table:
+            scan.trial(LoaderSettings(key[0], False, key[1], key[2], 32), "workers")
+        scan._search_epoch_in_flight()
+        assert len(scan.seen) == 2

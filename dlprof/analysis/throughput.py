@@ -5,6 +5,7 @@ correlated; the interval comes from the rates of consecutive blocks (batch means
 close to independent. When the window spans several whole epochs, each block is one epoch
 (its batches and the restart gap before them): short epochs repeat a pattern (a pause while
 workers restart, then a burst), and blocks cut across that pattern vary more than throughput.
+For the same reason the rate itself is taken over whole epochs when they cover most of the window.
 """
 from __future__ import annotations
 
@@ -32,6 +33,20 @@ def _edges(times: list[int], epochs: list[int] | None) -> list[int]:
     return [round(i * n / _BLOCKS) for i in range(_BLOCKS + 1)]
 
 
+def _whole_epochs_rate(times: list[int], samples: list[int], epochs: list[int]) -> float | None:
+    """The rate from the end of the window's first epoch to the end of its last whole one, when
+    those whole epochs cover at least half the window. Batches that arrive in a burst were made
+    before they arrive: a window opening mid-burst counts samples made before it, which
+    flatters configurations that deliver an epoch in one burst (many workers, short epochs)."""
+    ends = [i for i in range(len(times) - 1) if epochs[i + 1] != epochs[i]]
+    if len(ends) < 2:
+        return None
+    first, last = ends[0], ends[-1]
+    if 2 * (times[last] - times[first]) < times[-1] - times[0]:
+        return None
+    return sum(samples[first + 1:last + 1]) / ((times[last] - times[first]) / 1e9)
+
+
 def _block_rates(times: list[int], samples: list[int], edges: list[int]) -> list[float]:
     rates = []
     for a, b in zip(edges, edges[1:]):
@@ -50,6 +65,8 @@ def rate_and_ci(times: list[int], samples: list[int], epochs: list[int] | None =
         return 0.0, math.inf
     rate = sum(samples[1:]) / ((times[-1] - times[0]) / 1e9)
     edges = _edges(times, epochs)
+    if epochs is not None:
+        rate = _whole_epochs_rate(times, samples, epochs) or rate
     rates = _block_rates(times, samples, edges)
     if len(rates) < min(_BLOCKS, len(edges) - 1) or len(rates) < MIN_EPOCH_BLOCKS:
         return rate, math.inf

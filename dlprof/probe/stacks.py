@@ -16,6 +16,14 @@ import subprocess
 import sys
 
 RATE_HZ = 100
+STACKS_PER_S = 300  # py-spy's work across all processes: 100 Hz for a main process and 2 workers
+
+
+def stack_rate_hz(processes: int) -> int:
+    """Sampling rate per process: py-spy reads every process each tick, so its cost grows with
+    the number of workers. Beyond three processes the rate drops (not under 10 Hz) to keep that
+    cost flat, so a many-worker configuration is not slowed more than a small one."""
+    return max(10, min(RATE_HZ, STACKS_PER_S // max(1, processes)))
 
 
 def find_py_spy() -> str | None:

@@ -27,6 +27,7 @@ from dlprof.sweep.trial import TrialLimits, preload_torch, run_trial
 
 FINAL_ROUNDS = 2  # baseline/recommendation pairs measured at the end (1 with --quick)
 MIN_GAIN = 0.03  # a candidate must beat the best by this fraction to count as better
+MAX_TIE = 0.15  # a preferred trial wins a tie with a faster one at most this far behind
 
 
 @dataclass
@@ -60,10 +61,18 @@ def _restart_cost(t: TrialResult) -> tuple[list[float], float, bool]:
     return startup, epoch_ms, matters
 
 
+def _batches_per_epoch(t: TrialResult) -> int:
+    """From the first completed epoch, else the dataset's length; 0 when unknown."""
+    per_epoch = t.samples_per_epoch or (t.dataset_len if t.dataset_kind == "map" else 0)
+    return math.ceil(per_epoch / t.settings.batch_size) if per_epoch and t.settings.batch_size else 0
+
+
 def _within_noise(t: TrialResult, top: TrialResult) -> bool:
-    """Is ``top`` faster than ``t`` by no more than their intervals allow?"""
+    """Is ``top`` faster than ``t`` by no more than their intervals allow, and by at most
+    MAX_TIE? An interval wider than that says the trials were too short to tell (few epochs
+    restarting workers), not that a larger gap is noise."""
     margin = math.hypot(min(t.ci_pct, 100), min(top.ci_pct, 100)) / 100
-    return t.samples_per_s >= top.samples_per_s * (1 - max(margin, MIN_GAIN))
+    return t.samples_per_s >= top.samples_per_s * (1 - min(max(margin, MIN_GAIN), MAX_TIE))
 
 
 class Scan:
@@ -174,6 +183,7 @@ class Scan:
         if base.status != "ok":
             self._fallback_baseline(baseline_settings)
         self._search_workers(baseline_settings)
+        self._search_epoch_in_flight()
         self._search_prefetch_and_persistence()
         self._search_pin_memory()
         self._search_batch_size()
@@ -265,11 +275,6 @@ class Scan:
             # cores by runnable threads: more workers take a larger share, worth one measured step)
             before = best.samples_per_s
             trial = self.trial(dataclasses.replace(best.settings, num_workers=nxt), "workers")
-            if trial.status == "ok" and nxt > self.plan.cores and computing and _within_noise(trial, best):
-                # past the cores on the contention evidence alone: a tie goes to the larger share
-                # (short trials cannot resolve the few percent it is worth; it costs no throughput)
-                self.preferred.discard(best.settings.key())
-                self.preferred.add(trial.settings.key())
             if trial.status != "ok" or trial.samples_per_s < before * (1 + MIN_GAIN):
                 break
 
@@ -296,6 +301,23 @@ class Scan:
                 and t.settings.num_workers * t.worker_cpu_pct + t.main_cpu_pct < 60.0 * self.plan.cores]
         return max(idle, default=0)
 
+    def _search_epoch_in_flight(self) -> None:
+        """Where the step slows down beside busy workers and an epoch is short: one kept worker
+        per batch of the epoch. The workers then build the whole epoch at once while the loop
+        waits, and the step runs alone on the cores; throughput against num_workers is not
+        monotonic there (the climb stops before it), so this count gets its own trial."""
+        best = self._best_with_workers()
+        if best is None or step_contention(list(self.seen.values())) is None or not best.settings.batch_size:
+            return
+        batches = _batches_per_epoch(best)
+        if not batches or batches > 2 * self.plan.max_workers:
+            return  # epoch length unknown, or too long to hold in flight
+        workers = min(self.plan.max_workers, batches)
+        if workers <= best.settings.num_workers or not self.affordable():
+            return
+        self.trial(dataclasses.replace(best.settings, num_workers=workers, persistent_workers=True,
+                                       prefetch_factor=max(2, math.ceil(batches / workers))), "epoch in flight")
+
     def _best_with_workers(self) -> TrialResult | None:
         return self._fastest([t for t in self.seen.values() if t.status == "ok" and t.settings.num_workers > 0])
 
@@ -316,7 +338,9 @@ class Scan:
                 # cannot resolve a 10% difference, the restart saving can be that size).
                 self.preferred.add(kept.settings.key())
         best = self._best_with_workers()
-        if best.wait_pct > 5 and self.affordable():
+        # with a whole epoch already in flight a deeper queue has nothing left to fetch ahead
+        in_flight = best.settings.num_workers * (best.settings.prefetch_factor or 2)
+        if best.wait_pct > 5 and in_flight < (_batches_per_epoch(best) or math.inf) and self.affordable():
             # deeper, but at most 64 batches in flight (shared memory)
             depth = best.settings.prefetch_factor or 2
             deeper = max(depth + 1, min(4 * depth, 64 // best.settings.num_workers))
