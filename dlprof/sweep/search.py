@@ -1,9 +1,11 @@
 """The scan: a search over DataLoader settings guided by what each trial measured.
 
 Not a grid. The baseline's stage times give the cost of producing a batch and the rate the
-training step consumes them; from those it picks num_workers (beyond the core count only when
-workers sit idle on I/O), then tries prefetch_factor, persistent_workers (when start-up is a
-real share of an epoch), pin_memory (GPU only) and the batch sizes the user allowed. At the end
+training step consumes them; from those it picks num_workers (beyond the core count when
+workers sit idle on I/O, or when the step's threads slow down beside busy workers: then also a
+kept worker per batch of a short epoch), then tries prefetch_factor, persistent_workers (when
+start-up is a real share of an epoch), pin_memory (GPU only) and the batch sizes the user
+allowed. At the end
 the baseline and the best candidate are measured again, interleaved, so the speedup reported
 is a fresh side-by-side measurement.
 """
@@ -23,11 +25,10 @@ from dlprof.errors import DlprofError, ScanFailed
 from dlprof.probe.environment import shm_free_bytes
 from dlprof.records import save_json
 from dlprof.scan_records import LoaderSettings, ScanResult, TrialResult
+from dlprof.sweep.rules import MIN_GAIN, batches_per_epoch, restart_cost, within_noise
 from dlprof.sweep.trial import TrialLimits, preload_torch, run_trial
 
 FINAL_ROUNDS = 2  # baseline/recommendation pairs measured at the end (1 with --quick)
-MIN_GAIN = 0.03  # a candidate must beat the best by this fraction to count as better
-MAX_TIE = 0.15  # a preferred trial wins a tie with a faster one at most this far behind
 
 
 @dataclass
@@ -49,30 +50,6 @@ class ScanPlan:
         if self.quick:
             return TrialLimits(max_seconds=1.5, max_epochs=self.max_epochs, rel_ci=0.08, min_seconds=0.4)
         return TrialLimits(max_seconds=5.0, max_epochs=self.max_epochs, rel_ci=0.04)
-
-
-def _restart_cost(t: TrialResult) -> tuple[list[float], float, bool]:
-    """(start-up ms per epoch, epoch ms, whether restarting workers is over 3% of an epoch)."""
-    startup = t.startup_ms[1:] or t.startup_ms  # later epochs show the restart cost
-    epoch_ms = t.epoch_ms
-    if not epoch_ms and t.dataset_len and t.samples_per_s:  # no epoch ended inside the trial
-        epoch_ms = 1000.0 * t.dataset_len / t.samples_per_s + (startup[0] if startup else 0.0)
-    matters = bool(epoch_ms > 0 and startup and (sum(startup) / len(startup)) > 0.03 * epoch_ms)
-    return startup, epoch_ms, matters
-
-
-def _batches_per_epoch(t: TrialResult) -> int:
-    """From the first completed epoch, else the dataset's length; 0 when unknown."""
-    per_epoch = t.samples_per_epoch or (t.dataset_len if t.dataset_kind == "map" else 0)
-    return math.ceil(per_epoch / t.settings.batch_size) if per_epoch and t.settings.batch_size else 0
-
-
-def _within_noise(t: TrialResult, top: TrialResult) -> bool:
-    """Is ``top`` faster than ``t`` by no more than their intervals allow, and by at most
-    MAX_TIE? An interval wider than that says the trials were too short to tell (few epochs
-    restarting workers), not that a larger gap is noise."""
-    margin = math.hypot(min(t.ci_pct, 100), min(top.ci_pct, 100)) / 100
-    return t.samples_per_s >= top.samples_per_s * (1 - min(max(margin, MIN_GAIN), MAX_TIE))
 
 
 class Scan:
@@ -114,7 +91,7 @@ class Scan:
         if not ok:
             return None
         top = max(ok, key=lambda t: t.samples_per_s)
-        preferred = [t for t in ok if t.settings.key() in self.preferred and _within_noise(t, top)]
+        preferred = [t for t in ok if t.settings.key() in self.preferred and within_noise(t, top)]
         return max(preferred, key=lambda t: t.samples_per_s) if preferred else top
 
     def trial(self, settings: LoaderSettings | None, purpose: str, again: bool = False,
@@ -244,7 +221,7 @@ class Scan:
         # workers restarted every epoch make counts compare by their start-up, not their
         # throughput: where the baseline's restarts matter, compare counts with kept workers
         keep = base_settings.persistent_workers or (
-            reference.settings.num_workers > 0 and _restart_cost(reference)[2])
+            reference.settings.num_workers > 0 and restart_cost(reference)[2])
         for workers in self._worker_candidates(reference):
             if not self.affordable():
                 break
@@ -309,7 +286,7 @@ class Scan:
         best = self._best_with_workers()
         if best is None or step_contention(list(self.seen.values())) is None or not best.settings.batch_size:
             return
-        batches = _batches_per_epoch(best)
+        batches = batches_per_epoch(best)
         if not batches or batches > 2 * self.plan.max_workers:
             return  # epoch length unknown, or too long to hold in flight
         workers = min(self.plan.max_workers, batches)
@@ -327,7 +304,7 @@ class Scan:
         best = self._best_with_workers()
         if best is None:
             return
-        startup, epoch_ms, restarts_matter = _restart_cost(best)
+        startup, epoch_ms, restarts_matter = restart_cost(best)
         if not best.settings.persistent_workers and restarts_matter and self.affordable():
             kept = self.trial(dataclasses.replace(best.settings, persistent_workers=True), "persistent_workers")
             restart = kept.startup_ms[1:]
@@ -340,7 +317,7 @@ class Scan:
         best = self._best_with_workers()
         # with a whole epoch already in flight a deeper queue has nothing left to fetch ahead
         in_flight = best.settings.num_workers * (best.settings.prefetch_factor or 2)
-        if best.wait_pct > 5 and in_flight < (_batches_per_epoch(best) or math.inf) and self.affordable():
+        if best.wait_pct > 5 and in_flight < (batches_per_epoch(best) or math.inf) and self.affordable():
             # deeper, but at most 64 batches in flight (shared memory)
             depth = best.settings.prefetch_factor or 2
             deeper = max(depth + 1, min(4 * depth, 64 // best.settings.num_workers))

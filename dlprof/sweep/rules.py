@@ -1,0 +1,33 @@
+"""Judgements over measured trials that the search makes again and again: pure, no torch."""
+from __future__ import annotations
+
+import math
+
+from dlprof.scan_records import TrialResult
+
+MIN_GAIN = 0.03  # a candidate must beat the best by this fraction to count as better
+MAX_TIE = 0.15  # a preferred trial wins a tie with a faster one at most this far behind
+
+
+def restart_cost(t: TrialResult) -> tuple[list[float], float, bool]:
+    """(start-up ms per epoch, epoch ms, whether restarting workers is over 3% of an epoch)."""
+    startup = t.startup_ms[1:] or t.startup_ms  # later epochs show the restart cost
+    epoch_ms = t.epoch_ms
+    if not epoch_ms and t.dataset_len and t.samples_per_s:  # no epoch ended inside the trial
+        epoch_ms = 1000.0 * t.dataset_len / t.samples_per_s + (startup[0] if startup else 0.0)
+    matters = bool(epoch_ms > 0 and startup and (sum(startup) / len(startup)) > 0.03 * epoch_ms)
+    return startup, epoch_ms, matters
+
+
+def batches_per_epoch(t: TrialResult) -> int:
+    """From the first completed epoch, else the dataset's length; 0 when unknown."""
+    per_epoch = t.samples_per_epoch or (t.dataset_len if t.dataset_kind == "map" else 0)
+    return math.ceil(per_epoch / t.settings.batch_size) if per_epoch and t.settings.batch_size else 0
+
+
+def within_noise(t: TrialResult, top: TrialResult) -> bool:
+    """Is ``top`` faster than ``t`` by no more than their intervals allow, and by at most
+    MAX_TIE? An interval wider than that says the trials were too short to tell (few epochs
+    restarting workers), not that a larger gap is noise."""
+    margin = math.hypot(min(t.ci_pct, 100), min(top.ci_pct, 100)) / 100
+    return t.samples_per_s >= top.samples_per_s * (1 - min(max(margin, MIN_GAIN), MAX_TIE))
