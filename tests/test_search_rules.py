@@ -160,3 +160,15 @@ def test_no_epoch_in_flight_without_contention_or_with_long_epochs():
             scan.trial(LoaderSettings(key[0], False, key[1], key[2], 32), "workers")
         scan._search_epoch_in_flight()
         assert len(scan.seen) == 2
+
+
+def test_a_longer_short_epoch_is_put_in_flight_with_a_deeper_queue():
+    fields = dict(samples_per_epoch=2048, dataset_len=2048, **CPU_BOUND)
+    table = {(0, None, False): dict(samples_per_s=3700, ci_pct=2.0, stage_ms={"step": 0.6}),
+             (2, 2, False): dict(samples_per_s=3100, stage_ms={"step": 5.4}, **fields),
+             (16, 4, True): dict(samples_per_s=4800, stage_ms={"step": 0.7}, **fields)}
+    scan = _contended_scan(table)
+    for key in [(0, None, False), (2, 2, False)]:
+        scan.trial(LoaderSettings(key[0], False, key[1], key[2], 32), "workers")
+    scan._search_epoch_in_flight()  # 64 batches: 16 workers (max_workers) x prefetch 4
+    assert scan.best().settings == LoaderSettings(16, False, 4, True, 32)

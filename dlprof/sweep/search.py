@@ -29,6 +29,7 @@ from dlprof.sweep.rules import MIN_GAIN, batches_per_epoch, restart_cost, within
 from dlprof.sweep.trial import TrialLimits, preload_torch, run_trial
 
 FINAL_ROUNDS = 2  # baseline/recommendation pairs measured at the end (1 with --quick)
+MAX_PREFETCH = 8  # deepest prefetch_factor the epoch in flight uses
 
 
 @dataclass
@@ -279,16 +280,19 @@ class Scan:
         return max(idle, default=0)
 
     def _search_epoch_in_flight(self) -> None:
-        """Where the step slows down beside busy workers and an epoch is short: one kept worker
-        per batch of the epoch. The workers then build the whole epoch at once while the loop
-        waits, and the step runs alone on the cores; throughput against num_workers is not
-        monotonic there (the climb stops before it), so this count gets its own trial."""
+        """Where the step slows down beside busy workers and an epoch is short: the whole epoch
+        in flight, on kept workers (one per batch, up to max_workers). The workers then build
+        the epoch while the loop waits, and the step runs alone on the cores; throughput against
+        num_workers is not monotonic there (the climb stops before it), so this gets its own trial."""
         best = self._best_with_workers()
         if best is None or step_contention(list(self.seen.values())) is None or not best.settings.batch_size:
             return
         batches = batches_per_epoch(best)
-        if not batches or batches > 2 * self.plan.max_workers:
+        if not batches or batches > MAX_PREFETCH * self.plan.max_workers:
             return  # epoch length unknown, or too long to hold in flight
+        base, shm_free = self.result.baseline, shm_free_bytes()
+        if base is not None and shm_free is not None and base.batch_bytes * batches > shm_free / 4:
+            return  # the epoch's batches would crowd /dev/shm
         workers = min(self.plan.max_workers, batches)
         if workers <= best.settings.num_workers or not self.affordable():
             return
