@@ -10,7 +10,10 @@ rank whose host has slower storage or a busier CPU: every step then waits for it
 As a scan target (``dlprof scan recipes/ddp_train.py``) it is one rank's view: the same dataset
 and loader with ``DistributedSampler(num_replicas=1, rank=0)`` and the plain model.
 Expected: data-bound, stage fetch (cpu)
-Best: num_workers=0 on 2 cores (as for the other CPU-decoding recipes here); more workers per rank on a machine with cores to spare
+Best: on 2 cores, the whole epoch (64 batches) in flight on kept workers, e.g. num_workers=8,
+prefetch_factor=8, persistent_workers=True: beside busy workers the small step runs about 10x
+slower than alone, so the workers build the epoch while the step waits, then it runs alone;
+more workers per rank on a machine with cores to spare
 
 Run it: ``torchrun --nproc_per_node 2 recipes/ddp_train.py`` (trains one epoch on each rank and
 writes ``reports/ddp_train/results.json`` and ``report.md`` on rank 0; ``DLPROF_OUT=DIR`` to

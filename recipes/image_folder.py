@@ -14,7 +14,10 @@ the folder). Every sample is a real JPEG decode plus a resize and float maths, a
 CPU, so a batch of 32 takes about 60 ms to build, while the step, a small two-convolution CNN
 with SGD, takes a few milliseconds.
 Expected: data-bound, stage fetch (cpu)
-Best: num_workers=2 (decoding is CPU work: one worker per core; the step's own threads compete with them, so expect ~1.4x, not 2x)
+Best: on 2 cores, the whole epoch (15 batches) in flight on kept workers, e.g. num_workers=16,
+persistent_workers=True (the workers decode the epoch while the step waits, then the step runs
+alone: its intra-op threads and the workers stop competing); num_workers=2 with persistent
+workers comes close (decoding is CPU work, one worker per core)
 
 Run it: ``python recipes/image_folder.py`` (trains one epoch, prints the loss);
 profile it: ``dlprof profile recipes/image_folder.py``.

@@ -18,7 +18,9 @@ the main process never parses it when it uses workers). Note for anyone comparin
 one process: after a ``num_workers=0`` run the main process holds the parsed index, and
 workers forked later inherit it, so start-up looks free; compare in fresh processes.
 Expected: data-bound, stage startup
-Best: persistent_workers=True (with num_workers=2: workers parse the index once, not every epoch, and the FFT work stays on both cores)
+Best: persistent_workers=True (workers parse the index once, not every epoch), and on 2 cores the
+whole epoch (8 batches) in flight, e.g. num_workers=8: the workers compute the epoch while the step
+waits, then the step runs alone instead of competing with them
 
 Run it: ``python recipes/startup_cost.py`` (trains three short epochs, prints the loss and each
 epoch's time); profile it: ``dlprof profile recipes/startup_cost.py``.
