@@ -253,4 +253,5 @@ def test_start_returns_after_the_first_tick():
         first = sampler.process_samples
     finally:
         sampler.stop()
-    assert {s.pid for s in first} == {os.getpid()}
+    # this process is in the first tick (children that earlier tests left running may be too)
+    assert os.getpid() in {s.pid for s in first}
