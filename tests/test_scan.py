@@ -170,8 +170,11 @@ def test_interrupted_scan_keeps_results_and_leaves_no_process(tmp_path, sig):
 
     target = write(tmp_path, "remote_int", IO_BOUND)
     out = tmp_path / "out"
+    # a shell that runs jobs in the background starts them with SIGINT ignored; a user's Ctrl-C
+    # reaches a scan started from a terminal, which is what this stands for
     proc = subprocess.Popen([sys.executable, "-m", "dlprof", "scan", str(target), "--out", str(out)],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 90
     while not (out / "results.json").exists() and time.monotonic() < deadline:
         time.sleep(0.1)  # the first trial is done and saved
