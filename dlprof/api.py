@@ -26,7 +26,7 @@ class Profiler:
         """``uss_every``: read each process's unique memory (USS, which shows copy-on-access
         growth in workers) every this many samples; it costs more than the rest of a sample.
         ``sample_stacks``: sample the Python stacks of this process and its workers with py-spy
-        (100 Hz, from outside) for ``hotspots()``."""
+        (up to 100 Hz a process, from outside) for ``hotspots()``."""
         self.run = ProfileRun()
         self._saved_to_env = False
         self._stacks = None

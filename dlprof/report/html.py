@@ -63,7 +63,7 @@ class HtmlRenderer:
         parts.append(self._trials(r))
         sampled = [(i, t) for i, t in enumerate(r.trials, 1) if t.hotspots or t.hotspots_note]
         if sampled:
-            parts.append("<h2>Hotspots</h2><p class='muted'>Python stacks sampled by py-spy at 100 Hz in the main "
+            parts.append("<h2>Hotspots</h2><p class='muted'>Python stacks sampled by py-spy (up to 100 Hz a process) in the main "
                          "process and the workers; % of the stage's samples (self: the function itself was running; "
                          "total: it or what it called).</p>")
             for i, t in sampled:

@@ -56,7 +56,7 @@ class MarkdownRenderer:
         sampled = [(i, t) for i, t in enumerate(r.trials, 1) if t.hotspots or t.hotspots_note]
         if sampled:
             out += ["", "## Hotspots", "",
-                    "Python stacks sampled by py-spy at 100 Hz in the main process and the workers; % of the "
+                    "Python stacks sampled by py-spy (up to 100 Hz a process) in the main process and the workers; % of the "
                     "stage's samples. Self: the function itself was running; total: it or what it called."]
             for i, t in sampled:
                 out += ["", f"**Trial {i}** ({t.purpose}: {t.settings.label()})"]
