@@ -11,12 +11,12 @@ which way it went.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import pandas as pd
 
-from dlprof.analysis.thresholds import BALANCED_PCT
+from dlprof.analysis.thresholds import BALANCED_PCT, MIN_GAIN
+from dlprof.analysis.throughput import noise_margin
 from dlprof.scan_records import TrialResult
 
 
@@ -72,8 +72,7 @@ def pinning_effect(trials: list[TrialResult]) -> str | None:
     if not pairs:
         return None
     on, off = pairs[-1]
-    margin = max(math.hypot(min(on.ci_pct, 100), min(off.ci_pct, 100)) / 100, 0.03)
-    if on.samples_per_s >= off.samples_per_s * (1 - margin):
+    if on.samples_per_s >= off.samples_per_s * (1 - noise_margin(on.ci_pct, off.ci_pct, MIN_GAIN)):
         return None
     s_on, s_off = on.stage_ms, off.stage_ms
     loss = 100.0 * (1 - on.samples_per_s / off.samples_per_s)

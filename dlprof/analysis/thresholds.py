@@ -6,3 +6,7 @@ high; we use the same cut-offs so verdicts read the same across tools.
 """
 DATA_BOUND_PCT = 20.0
 BALANCED_PCT = 5.0
+
+# Two measured rates closer than this fraction count as equal: a candidate must beat the best
+# by it to count as better, and pinning must lose by it to be called harmful.
+MIN_GAIN = 0.03

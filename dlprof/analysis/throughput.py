@@ -22,23 +22,25 @@ def _t975(dof: int) -> float:
     return _T_975[max(k for k in _T_975 if k <= dof)] if dof < 30 else 2.0
 
 
-def _edges(times: list[int], epochs: list[int] | None) -> list[int]:
-    """Indices that close each block; times[edges[0]] opens the first."""
-    n = len(times) - 1
-    if epochs is not None:
-        # the last batch of each epoch closes a block; the first epoch of the window is partial
-        ends = [i for i in range(n) if epochs[i + 1] != epochs[i]]
-        if len(ends) >= MIN_EPOCH_BLOCKS + 1:
-            return ends
+def _epoch_ends(epochs: list[int] | None) -> list[int]:
+    """Indices of the last batch of each epoch in the window (the window's last batch aside)."""
+    return [] if epochs is None else [i for i in range(len(epochs) - 1) if epochs[i + 1] != epochs[i]]
+
+
+def _edges(n_times: int, ends: list[int]) -> list[int]:
+    """Indices that close each block; times[edges[0]] opens the first. Blocks follow epochs
+    when there are enough of them (the first epoch of the window is partial)."""
+    if len(ends) >= MIN_EPOCH_BLOCKS + 1:
+        return ends
+    n = n_times - 1
     return [round(i * n / _BLOCKS) for i in range(_BLOCKS + 1)]
 
 
-def _whole_epochs_rate(times: list[int], samples: list[int], epochs: list[int]) -> float | None:
+def _whole_epochs_rate(times: list[int], samples: list[int], ends: list[int]) -> float | None:
     """The rate from the end of the window's first epoch to the end of its last whole one, when
     those whole epochs cover at least half the window. Batches that arrive in a burst were made
     before they arrive: a window opening mid-burst counts samples made before it, which
     flatters configurations that deliver an epoch in one burst (many workers, short epochs)."""
-    ends = [i for i in range(len(times) - 1) if epochs[i + 1] != epochs[i]]
     if len(ends) < 2:
         return None
     first, last = ends[0], ends[-1]
@@ -64,12 +66,18 @@ def rate_and_ci(times: list[int], samples: list[int], epochs: list[int] | None =
     if len(times) < 2 or times[-1] <= times[0]:
         return 0.0, math.inf
     rate = sum(samples[1:]) / ((times[-1] - times[0]) / 1e9)
-    edges = _edges(times, epochs)
-    if epochs is not None:
-        rate = _whole_epochs_rate(times, samples, epochs) or rate
+    ends = _epoch_ends(epochs)
+    edges = _edges(len(times), ends)
+    rate = _whole_epochs_rate(times, samples, ends) or rate
     rates = _block_rates(times, samples, edges)
     if len(rates) < min(_BLOCKS, len(edges) - 1) or len(rates) < MIN_EPOCH_BLOCKS:
         return rate, math.inf
     mean = sum(rates) / len(rates)
     sd = math.sqrt(sum((r - mean) ** 2 for r in rates) / (len(rates) - 1))
     return rate, 100.0 * _t975(len(rates) - 1) * sd / math.sqrt(len(rates)) / rate
+
+
+def noise_margin(ci_a_pct: float, ci_b_pct: float, floor: float) -> float:
+    """How far apart two measured rates may be and still be noise, as a fraction: their
+    intervals combined (each capped at 100%), at least ``floor``."""
+    return max(math.hypot(min(ci_a_pct, 100), min(ci_b_pct, 100)) / 100, floor)

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import math
 
+from dlprof.analysis.thresholds import MIN_GAIN
+from dlprof.analysis.throughput import noise_margin
 from dlprof.scan_records import TrialResult
 
-MIN_GAIN = 0.03  # a candidate must beat the best by this fraction to count as better
 MAX_TIE = 0.15  # a preferred trial wins a tie with a faster one at most this far behind
 
 
@@ -29,5 +30,5 @@ def within_noise(t: TrialResult, top: TrialResult) -> bool:
     """Is ``top`` faster than ``t`` by no more than their intervals allow, and by at most
     MAX_TIE? An interval wider than that says the trials were too short to tell (few epochs
     restarting workers), not that a larger gap is noise."""
-    margin = math.hypot(min(t.ci_pct, 100), min(top.ci_pct, 100)) / 100
-    return t.samples_per_s >= top.samples_per_s * (1 - min(max(margin, MIN_GAIN), MAX_TIE))
+    margin = min(noise_margin(t.ci_pct, top.ci_pct, MIN_GAIN), MAX_TIE)
+    return t.samples_per_s >= top.samples_per_s * (1 - margin)

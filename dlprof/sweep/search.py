@@ -21,11 +21,12 @@ from typing import Callable
 
 from dlprof.analysis.bottleneck import diagnose, step_contention
 from dlprof.analysis.memory import shm_shortfall
+from dlprof.analysis.thresholds import MIN_GAIN
 from dlprof.errors import DlprofError, ScanFailed
 from dlprof.probe.environment import shm_free_bytes
 from dlprof.records import save_json
 from dlprof.scan_records import LoaderSettings, ScanResult, TrialResult
-from dlprof.sweep.rules import MIN_GAIN, batches_per_epoch, restart_cost, within_noise
+from dlprof.sweep.rules import batches_per_epoch, restart_cost, within_noise
 from dlprof.sweep.trial import TrialLimits, preload_torch, run_trial
 
 FINAL_ROUNDS = 2  # baseline/recommendation pairs measured at the end (1 with --quick)
@@ -246,11 +247,12 @@ class Scan:
             # one's CPU share drops, which alone would read as waiting on I/O)
             computing = (best.worker_cpu_pct >= 0.5 * max(best.worker_busy_pct, 1.0)
                          or w * best.worker_cpu_pct + best.main_cpu_pct >= 80.0 * self.plan.cores)
-            contended = nxt <= 2 * self.plan.cores and step_contention(list(self.seen.values())) is not None
-            if nxt > self.plan.cores and computing and not contended:
-                break  # the workers compute while busy: more of them than cores only share the cores
-            # (where the step's own threads slow down beside busy workers, the scheduler splits the
-            # cores by runnable threads: more workers take a larger share, worth one measured step)
+            if nxt > self.plan.cores and computing and not (
+                    nxt <= 2 * self.plan.cores and step_contention(list(self.seen.values())) is not None):
+                # the workers compute while busy: more of them than cores only share the cores.
+                # Except one step where the step's own threads slow down beside busy workers: the
+                # scheduler splits the cores by runnable threads, so more workers take a larger share
+                break
             before = best.samples_per_s
             trial = self.trial(dataclasses.replace(best.settings, num_workers=nxt), "workers")
             if trial.status != "ok" or trial.samples_per_s < before * (1 + MIN_GAIN):
