@@ -57,12 +57,9 @@ class Profiler:
         return ProfiledLoader(probe, self)
 
     def _start_sampler(self) -> None:
-        """Also called at each epoch start, once the workers are started: a sample then sees
-        them even in an epoch shorter than the sampling interval. After close(), iterating
-        again records batches only."""
+        """Also called at each epoch start: after close(), iterating again records batches only."""
         if self._sampler is not None and not self._closed:
             self._sampler.start()
-            self._sampler.sample_now()
 
     def close(self) -> None:
         """Stop the system sampler (and stack sampling). Results stay available. With

@@ -59,7 +59,7 @@ def describe_loader(loader: DataLoader, device: str | None) -> LoaderConfig:
 class LoaderProbe:
     """Iterable over the user's batches; each ``iter()`` is one epoch, recorded."""
 
-    def __init__(self, loader: DataLoader, device, on_epoch_started: Callable[[], None],
+    def __init__(self, loader: DataLoader, device, on_epoch_start: Callable[[], None],
                  batches: list[BatchRecord], epochs: list[EpochRecord]) -> None:
         if not isinstance(loader, DataLoader):
             raise TypeError(f"dlprof.profile expects a torch.utils.data.DataLoader, got {type(loader).__name__}")
@@ -74,7 +74,7 @@ class LoaderProbe:
         shadow["collate_fn"] = CollateProxy(loader.collate_fn, _fetch_mode(loader))
         pinned = bool(loader.pin_memory)
         self.mover = DeviceMover(device, non_blocking=pinned) if device is not None else None
-        self._on_epoch_started = on_epoch_started  # called once iter() has started the workers
+        self._on_epoch_start = on_epoch_start
         self._torch_iter = None  # the current epoch's torch iterator: its workers, for post-mortems
         self._batches = batches
         self._epochs = epochs
@@ -84,11 +84,11 @@ class LoaderProbe:
 
     def __iter__(self) -> "_EpochIterator":
         reused = self._shadow._iterator is not None
+        self._on_epoch_start()
         start = perf_counter_ns()
         it = iter(self._shadow)
         self._torch_iter = it
         ready = perf_counter_ns()
-        self._on_epoch_started()
         record = EpochRecord(epoch=len(self._epochs), iter_start_ns=start, iter_ready_ns=ready,
                              first_batch_ns=0, end_ns=0, batches=0, workers_reused=reused,
                              completed=False)

@@ -146,14 +146,12 @@ def _sampler_main(argv: list[str]) -> int:
     """Entry point of the sampler process: ``python -m dlprof.probe.system PID FD INTERVAL USS_EVERY GPU``."""
     target_pid, fd, interval, uss_every, gpu = int(argv[0]), int(argv[1]), float(argv[2]), int(argv[3]), argv[4] == "1"
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the profiled program; it stops us
-    # delivered through sigtimedwait: SIGTERM stops, SIGUSR1 asks for a tick now
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGUSR1})
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # delivered through sigtimedwait
     with os.fdopen(fd, "a", encoding="utf-8") as out:
         ticker = _Ticker(target_pid, uss_every, gpu, out)
         while True:
             ticker.tick()
-            got = signal.sigtimedwait({signal.SIGTERM, signal.SIGUSR1}, interval)
-            if got is not None and got.si_signo == signal.SIGTERM:
+            if signal.sigtimedwait({signal.SIGTERM}, interval) is not None:
                 break  # asked to stop: the tick above is the last one
             if not psutil.pid_exists(target_pid) or os.getppid() != target_pid:
                 break
@@ -172,7 +170,6 @@ class SystemSampler:
         self._file = tempfile.TemporaryFile()  # unnamed: nothing is left behind on any exit
         self._offset = 0  # bytes of the file already parsed
         self._child: subprocess.Popen | None = None
-        self._ticking = False  # the sampler has ticked once: SIGUSR1 is blocked there, safe to send
         self._process_samples: list[ProcessSample] = []
         self._gpu_samples: list[GpuSample] = []
         self._notes: list[str] = []
@@ -205,19 +202,9 @@ class SystemSampler:
                 self._add_note(f"system sampler took over {timeout_s:g} s to start: the first samples are missing")
                 return
             time.sleep(0.005)
-        self._ticking = self._child.poll() is None  # its signal mask is set before its first tick
-
-    def sample_now(self) -> None:
-        """Ask for a tick now (e.g. workers just started), without waiting for it."""
-        if self._child is not None and self._ticking:
-            try:
-                self._child.send_signal(signal.SIGUSR1)
-            except ProcessLookupError:  # exited on its own
-                pass
 
     def stop(self) -> None:
         child, self._child = self._child, None
-        self._ticking = False
         if child is None:
             return
         child.send_signal(signal.SIGTERM)
