@@ -21,9 +21,10 @@ def _job(tmp_path, slow_rank=None):
     env.pop("DLPROF_SLOW_RANK", None)
     if slow_rank is not None:
         env["DLPROF_SLOW_RANK"] = str(slow_rank)
-    # An intermittent hang of the job (issue 9: about 1 fresh-clone CI run in 4 in one session; the
-    # ranks had saved their results) is retried once, with the hung processes' stacks kept as a
-    # warning so that the next occurrence shows where it stops; a second hang fails the test.
+    # The job once hung at exit (issue 9): a GIL deadlock between gloo's worker thread and the
+    # process group's destructor, fixed in dlprof.distributed. A hang is still retried once, with
+    # the hung processes' native stacks kept as a warning, so that any other cause shows where it
+    # stops; a second hang fails the test.
     hangs = []
     for _ in range(2):
         proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone",
@@ -57,7 +58,7 @@ def _stacks_of_group(pgid: int) -> str:
         if py_spy is None:
             dumps.append(f"{p.pid}: {' '.join(p.info['cmdline'] or [])} (py-spy not installed: no stacks)")
             continue
-        out = subprocess.run([py_spy, "dump", "--pid", str(p.pid)], capture_output=True, text=True, timeout=30)
+        out = subprocess.run([py_spy, "dump", "--native", "--pid", str(p.pid)], capture_output=True, text=True, timeout=30)
         dumps.append(out.stdout or out.stderr)
     return "\n".join(dumps)
 
@@ -82,3 +83,32 @@ def test_equal_ranks_flag_no_straggler(tmp_path):
     merged, report = _job(tmp_path)
     assert analyse_ranks(merged).stragglers == []
     assert "No straggler" in report
+
+
+def test_gather_returns_only_when_the_backend_let_go_of_its_tensors(tmp_path):
+    """The exit deadlock of issue 9: gloo's worker thread dropped the gather's tensors after
+    wait() returned, needing the GIL while DDP's reducer destroyed the group holding it.
+    ``_wait_released`` must wait (GIL released) until the backend's reference is gone."""
+    import threading
+    import time
+
+    import torch
+    import torch.distributed as dist
+
+    from dlprof.distributed import _wait_released, gather_json
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path}/store", rank=0, world_size=1)
+    try:
+        t = torch.ones(4)
+        work = dist.all_reduce(t, async_op=True)  # the backend holds t while the work lives
+        work.wait()
+        assert t._use_count() > 1
+        holder = [work]
+        del work
+        threading.Thread(target=lambda: (time.sleep(0.3), holder.clear())).start()
+        began = time.monotonic()
+        _wait_released([t], timeout_s=10)
+        assert t._use_count() == 1 and time.monotonic() - began >= 0.25
+        assert gather_json({"rank": 0, "text": "é"}) == [{"rank": 0, "text": "é"}]
+    finally:
+        dist.destroy_process_group()
