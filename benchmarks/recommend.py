@@ -7,7 +7,11 @@ then `dlprof scan` runs on the same recipe; then the scan's recommendation and t
 are measured again, interleaved (A B A B A B), with the plain loop. Printed per recipe:
 recommended / grid-best throughput from that interleaved measurement, and scan time / grid time.
 
-    python benchmarks/recommend.py [--seconds 2] [--scan-args=--quick] [recipes/x.py ...]
+    python benchmarks/recommend.py [--seconds 2] [--scan-args="--quick --no-hotspots"] [recipes/x.py ...]
+
+``--no-hotspots``: py-spy's stacks are sampled in trials of their own after the scan has
+chosen and verified its recommendation; they change nothing in it, and the grid has no
+counterpart, so the time compared is the search's.
 
 Goal (issue 4): >= 0.95 of the grid's best on every recipe, in <= 20% of the grid's time.
 """

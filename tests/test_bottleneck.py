@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from dlprof.analysis.bottleneck import diagnose
+from dlprof.analysis.bottleneck import diagnose, step_contention
 from dlprof.analysis.recommend import changes, dataloader_call
 from dlprof.scan_records import LoaderSettings, ScanResult, TrialResult
 
@@ -72,3 +72,14 @@ def test_scan_results_round_trip():
     again = ScanResult.from_dict(result.to_dict())
     assert again.to_dict() == result.to_dict()
     assert result.to_dict()["baseline"]["config"]["num_workers"] == 0
+
+
+def test_step_contention_counts_workers_that_split_the_cores():
+    """mnist_mlp on 2 cores: 2 workers at 31% of a core each, busy half the time, and the step
+    4x slower than alone. Each worker's share is low because they and the step split the
+    cores, not because they wait on I/O."""
+    alone = trial(step=1.04, has_train_step=True)
+    shared = trial(workers=2, step=4.27, worker_cpu=31.0, busy=51.0, has_train_step=True)
+    assert step_contention([alone, shared]) == (shared, 1.04)
+    waiting = trial(workers=2, step=4.27, worker_cpu=5.0, busy=90.0, has_train_step=True)  # I/O
+    assert step_contention([alone, waiting]) is None

@@ -35,7 +35,9 @@ def run_cli(*args, cwd=REPO, extra_code=""):
 @pytest.fixture(scope="module")
 def saved_run(tmp_path_factory):
     path = tmp_path_factory.mktemp("run") / "run.json"
-    prof = dlprof.profile(DataLoader(BusyDataset(32, cost_s=0.001), batch_size=8, num_workers=2))
+    # epochs of ~0.2 s: the system sampler (10 Hz) sees the workers of each (at 1 ms a sample
+    # they lived ~50 ms, and a run alone could miss them)
+    prof = dlprof.profile(DataLoader(BusyDataset(32, cost_s=0.01), batch_size=8, num_workers=2))
     for _ in range(2):
         for _ in prof:
             pass

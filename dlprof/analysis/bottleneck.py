@@ -108,7 +108,10 @@ def step_contention(trials: list[TrialResult]) -> tuple[TrialResult, float] | No
     Returns the trial whose step was slowed most and the step's time alone (ms), or None."""
     ok = [t for t in trials if t.status == "ok" and t.has_train_step and t.stage_ms.get("step", 0) > 0]
     alone = [t.stage_ms["step"] for t in ok if t.settings.num_workers == 0]
-    busy = [t for t in ok if t.settings.num_workers > 0 and t.worker_cpu_pct >= 50]
+    # workers that computed while busy and together took half a core or more; each one's share
+    # can be well under 50% when they and the step split 2 cores
+    busy = [t for t in ok if t.settings.num_workers > 0 and t.worker_cpu_pct >= 0.5 * max(t.worker_busy_pct, 1.0)
+            and t.settings.num_workers * t.worker_cpu_pct >= 50]
     if not alone or not busy:
         return None
     step0 = min(alone)

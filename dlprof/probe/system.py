@@ -14,6 +14,7 @@ when the profiled process is gone.
 """
 from __future__ import annotations
 
+import bisect
 import json
 import os
 import signal
@@ -28,6 +29,10 @@ from dlprof.records import GpuSample, ProcessSample
 
 # A process that exits or turns unreadable between listing and reading is skipped.
 _GONE = (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess)
+# Unique memory (USS) is read from /proc/PID/smaps, about 1 ms of CPU a process: with 16 workers
+# read at every tick, the sampler would take a tenth of a core from the pipeline it measures, and
+# more from configurations with more workers. Past this many a tick, processes take turns.
+MAX_USS_PER_TICK = 2
 
 
 def _descendant_pids(pid: int) -> list[int]:
@@ -67,8 +72,9 @@ class _Ticker:
     def __init__(self, target_pid: int, uss_every: int, gpu: bool, out) -> None:
         self.root = psutil.Process(target_pid)
         self.uss_every = max(1, uss_every)
+        self.uss_credit = float(MAX_USS_PER_TICK)  # the first tick reads some at once
+        self.uss_last_pid = -1  # round robin: the next readings start after this pid
         self.out = out
-        self.tick_count = 0
         self.procs: dict[int, psutil.Process] = {}  # kept across ticks: cpu_percent needs them
         self.own_pid = os.getpid()
         has_children_file = os.path.exists(f"/proc/{self.own_pid}/task/{self.own_pid}/children")
@@ -97,13 +103,12 @@ class _Ticker:
 
     def tick(self) -> None:
         t_ns = time.perf_counter_ns()  # one timestamp per tick: rows of a tick line up
-        take_uss = self.tick_count % self.uss_every == 0
-        self.tick_count += 1
         root_pid = self.root.pid
         rows, procs = [], {}
-        for pid in [root_pid, *self.descendants(root_pid)]:
-            if pid == self.own_pid:
-                continue
+        pids = [pid for pid in [root_pid, *self.descendants(root_pid)] if pid != self.own_pid]
+        uss_pids = self._uss_turn(pids)
+        for pid in pids:
+            take_uss = pid in uss_pids
             proc = self.procs.get(pid)
             try:
                 if proc is None:
@@ -136,6 +141,20 @@ class _Ticker:
             gpu_rows.append([index, float(util), mem.used, mem.total])
         self.out.write(json.dumps({"t": t_ns, "p": rows, "g": gpu_rows}) + "\n")
         self.out.flush()
+
+    def _uss_turn(self, pids: list[int]) -> set[int]:
+        """The processes whose USS this tick reads: each one every ``uss_every`` ticks on
+        average, in turn, and at most MAX_USS_PER_TICK a tick."""
+        self.uss_credit = min(self.uss_credit + len(pids) / self.uss_every, float(MAX_USS_PER_TICK), len(pids))
+        turn = min(int(self.uss_credit), len(pids))
+        if turn == 0:
+            return set()
+        self.uss_credit -= turn
+        order = sorted(pids)
+        first = bisect.bisect_right(order, self.uss_last_pid)
+        chosen = [order[(first + i) % len(order)] for i in range(turn)]
+        self.uss_last_pid = chosen[-1]
+        return set(chosen)
 
     def close(self) -> None:
         if self.nvml is not None:

@@ -46,7 +46,7 @@ class ScanPlan:
     quick: bool = False
     max_workers_from_cli: bool = False
     trial_timeout_s: float | None = None  # None: from the trial limits (see Scan.trial)
-    hotspots: bool = True  # sample stacks with py-spy in the final side-by-side round
+    hotspots: bool = True  # sample stacks with py-spy, after the final side-by-side rounds
 
     def limits(self) -> TrialLimits:
         if self.quick:
@@ -65,11 +65,12 @@ class Scan:
         self.start = time.monotonic() - result.elapsed_s  # a resumed scan has spent some already
         self.trial_cost_s = self.limits.max_seconds + 3.0  # refined after each trial
         self.seen: dict[tuple, TrialResult] = {}
+        self.cost_s: dict[tuple, float] = {}  # wall seconds of the last trial of each settings
         self.preferred: set[tuple] = set()  # settings keys that win ties within noise
         self.early_warnings: list[str] = []  # raised before a trial ran (shared memory)
         self.final_rounds = 1 if plan.quick else FINAL_ROUNDS  # a quick scan spends more on the search
         for t in result.trials:  # resuming: what was measured is not measured again
-            if t.status != "error" and not t.purpose.startswith("final"):
+            if t.status != "error" and not t.purpose.startswith(("final", "hotspots")):
                 self.seen.setdefault(t.settings.key(), t)
 
     # -- bookkeeping -----------------------------------------------------------------
@@ -114,6 +115,8 @@ class Scan:
         trial = run_trial(self.plan.spec, settings, purpose, os.path.join(self.plan.out_dir, "trials"),
                           index, self.plan.device, self.limits, timeout, sample_stacks)
         self.trial_cost_s = max(self.trial_cost_s * 0.5, time.monotonic() - began)
+        if settings is not None:
+            self.cost_s[settings.key()] = time.monotonic() - began
         # paths relative to the results file, so the output folder can be moved or shared
         trial.log = os.path.relpath(trial.log, self.plan.out_dir) if trial.log else ""
         trial.profile = os.path.relpath(trial.profile, self.plan.out_dir) if trial.profile else ""
@@ -335,6 +338,13 @@ class Scan:
                 # it inherits the preference, so the faster of the two wins a tie
                 self.preferred.add(queued.settings.key())
 
+    def _sample_hotspots(self, settings: list[LoaderSettings]) -> None:
+        """Where the time goes (py-spy stacks), in trials of their own, while the budget lasts."""
+        for s in settings:
+            if not self.plan.hotspots or self.time_left() < self.cost_s.get(s.key(), self.trial_cost_s):
+                return
+            self.trial(s, "hotspots", again=True, sample_stacks=True)
+
     def _search_pin_memory(self) -> None:
         if not (self.plan.device or "").startswith("cuda"):
             return  # pinning only helps a copy to an accelerator
@@ -354,33 +364,34 @@ class Scan:
         if base.status != "ok" or best.settings.key() == base.settings.key():
             self.result.recommendation = base if base.status == "ok" else best
             self.result.speedup = 1.0 if base.status == "ok" else None
-            if self.plan.hotspots and not self.plan.quick and self.time_left() >= self.trial_cost_s:
-                # nothing to compare: the configuration to keep, sampled for where its time goes
-                self.trial(self.result.recommendation.settings, "hotspots", again=True, sample_stacks=True)
+            if not self.plan.quick:  # nothing to compare: the configuration to keep
+                self._sample_hotspots([self.result.recommendation.settings])
             return
         ratios: list[float] = []
         last = None
 
-        def side_by_side(stacks: bool) -> None:
+        def side_by_side() -> None:
             nonlocal last
-            b = self.trial(base.settings, "final: baseline", again=True, sample_stacks=stacks)
-            r = self.trial(best.settings, "final: recommendation", again=True, sample_stacks=stacks)
+            b = self.trial(base.settings, "final: baseline", again=True)
+            r = self.trial(best.settings, "final: recommendation", again=True)
             if b.status == "ok" and r.status == "ok":
                 ratios.append(r.samples_per_s / b.samples_per_s)
                 last = r
 
-        for round_ in range(self.final_rounds):
+        for _ in range(self.final_rounds):
             if ratios and self.time_left() < 2 * self.trial_cost_s * 0.8:
                 break
-            # the first round also samples stacks (hotspots), in both: py-spy costs the
-            # configuration with more processes more, so the speedup can only be understated
-            side_by_side(stacks=self.plan.hotspots and round_ == 0)
+            side_by_side()
         searched = best.samples_per_s / base.samples_per_s if base.samples_per_s else 1.0
         if (ratios and statistics.median(ratios) < 1 + MIN_GAIN <= searched
                 and self.time_left() >= 2 * self.trial_cost_s):
             # the side-by-side rounds say "no gain" where the search measured one: settle it
             # with one more round rather than let one noisy pair decide
-            side_by_side(stacks=False)
+            side_by_side()
+        # Stacks are sampled apart from the rounds that give the speedup: py-spy's reads cost
+        # each sampled process, so they would cost a configuration with workers more (5-8% of
+        # the throughput of 2 workers against 1-2% without, reports/benchmarks/overhead-stacks.txt)
+        self._sample_hotspots([base.settings, best.settings])
         if not ratios:
             self.result.notes.append("the final side-by-side measurement failed; no speedup is claimed")
             self.result.recommendation, self.result.speedup = base, 1.0

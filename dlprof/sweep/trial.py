@@ -153,8 +153,14 @@ def _loop(prof, step, batches, warm: int, limits: TrialLimits, min_batches: int)
             if n == 0:
                 soft = min(hard, now + limits.max_seconds)
             # whole epochs in the window make blocks of their own, bursts or not
-            enough = n >= min_batches or (n > 0 and batches[-1].epoch - batches[warm].epoch > MIN_EPOCH_BLOCKS)
-            if now >= hard or (now >= soft and n >= limits.min_steady and enough):
+            crossed = batches[-1].epoch - batches[warm].epoch if n > 0 else 0
+            enough = n >= min_batches or crossed > MIN_EPOCH_BLOCKS
+            # Epochs short enough that two ended in the window: each one is a pause, then a
+            # burst, and a rate over two or three of them is mostly where the window cut the
+            # pattern. Such epochs take at most half a window, so the hard limit leaves room for
+            # enough of them to become the blocks of the interval.
+            few_short_epochs = 2 <= crossed <= MIN_EPOCH_BLOCKS
+            if now >= hard or (now >= soft and n >= limits.min_steady and enough and not few_short_epochs):
                 return batch_bytes
             if enough and n >= limits.min_batches and n % 4 == 0 and now - start >= limits.min_seconds:
                 window = batches[warm:]
