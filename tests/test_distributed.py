@@ -1,5 +1,6 @@
 """A real 2-rank gloo job under torchrun on CPU: records gathered over the job's own process
 group, merged on rank 0, the straggler named when one rank's dataset is slowed."""
+import contextlib
 import json
 import os
 import signal
@@ -34,8 +35,11 @@ def _job(tmp_path, slow_rank=None):
             _, stderr = proc.communicate(timeout=120)
             break
         except subprocess.TimeoutExpired:
-            hangs.append(_stacks_of_group(proc.pid))
-            os.killpg(proc.pid, signal.SIGKILL)
+            job = [proc.pid, *(c.pid for c in psutil.Process(proc.pid).children(recursive=True))]
+            hangs.append(_stacks_of(job))
+            for pid in job:  # torchrun starts each rank in a session of its own: kill each one
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
             proc.communicate()
     else:
         pytest.fail("the 2-rank job hung twice:\n" + "\n".join(hangs))
@@ -46,19 +50,14 @@ def _job(tmp_path, slow_rank=None):
     return merged, (tmp_path / "report.md").read_text()
 
 
-def _stacks_of_group(pgid: int) -> str:
+def _stacks_of(pids: list[int]) -> str:
     py_spy = find_py_spy()
     dumps = []
-    for p in psutil.process_iter(["pid", "cmdline"]):
-        try:
-            if os.getpgid(p.pid) != pgid:
-                continue
-        except OSError:
-            continue
+    for pid in pids:
         if py_spy is None:
-            dumps.append(f"{p.pid}: {' '.join(p.info['cmdline'] or [])} (py-spy not installed: no stacks)")
+            dumps.append(f"{pid}: py-spy not installed: no stacks")
             continue
-        out = subprocess.run([py_spy, "dump", "--native", "--pid", str(p.pid)], capture_output=True, text=True, timeout=30)
+        out = subprocess.run([py_spy, "dump", "--native", "--pid", str(pid)], capture_output=True, text=True, timeout=30)
         dumps.append(out.stdout or out.stderr)
     return "\n".join(dumps)
 
