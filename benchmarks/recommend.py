@@ -7,7 +7,8 @@ then `dlprof scan` runs on the same recipe; then the scan's recommendation and t
 are measured again, interleaved (A B A B A B), with the plain loop. Printed per recipe:
 recommended / grid-best throughput from that interleaved measurement, and scan time / grid time.
 
-    python benchmarks/recommend.py [--seconds 2] [--scan-args="--quick --no-hotspots"] [recipes/x.py ...]
+    python benchmarks/recommend.py [--seconds 2] [--rounds 3] [--final-seconds 4]
+        [--scan-args="--quick --no-hotspots"] [recipes/x.py ...]
 
 ``--no-hotspots``: py-spy's stacks are sampled in trials of their own after the scan has
 chosen and verified its recommendation; they change nothing in it, and the grid has no
@@ -118,7 +119,7 @@ def key(config: dict) -> tuple:
     return (config["num_workers"], config.get("prefetch_factor"), config.get("persistent_workers"))
 
 
-def one_recipe(recipe: str, seconds: float, scan_args: list[str], rounds: int
+def one_recipe(recipe: str, seconds: float, scan_args: list[str], rounds: int, final_seconds: float
                ) -> tuple[str, float, float, float, dict, dict]:
     t0 = time.perf_counter()
     results = [(plain_run(recipe, c, seconds), c) for c in grid()]
@@ -135,8 +136,8 @@ def one_recipe(recipe: str, seconds: float, scan_args: list[str], rounds: int
            "persistent_workers": rec_settings.persistent_workers}
     ratios = []
     for _ in range(rounds):  # interleaved: A B A B ...
-        b = plain_run(recipe, best, seconds)
-        r = plain_run(recipe, rec, seconds)
+        b = plain_run(recipe, best, final_seconds)
+        r = plain_run(recipe, rec, final_seconds)
         if b > 0:
             ratios.append(r / b)
     return os.path.basename(recipe), statistics.median(ratios) if ratios else 0.0, scan_s, grid_s, rec, best
@@ -148,17 +149,23 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=2.0, help="measured seconds per grid configuration")
     parser.add_argument("--scan-args", default="", help="extra arguments for dlprof scan, e.g. --quick")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the final comparison")
+    # Longer than a grid point: many workers deliver short epochs in bursts, and 1.5 s windows
+    # (about 3 such epochs) left the ratio of two 16-worker configurations 0.94-1.15 apart
+    parser.add_argument("--final-seconds", type=float, default=4.0,
+                        help="measured seconds per run of the final comparison")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     recipes = args.recipes or sorted(glob.glob(os.path.join(os.path.dirname(__file__), "..", "recipes", "*.py")))
     lines = [
         "# dlprof recommendation quality vs an exhaustive grid (plain PyTorch loop)",
         f"# command: python benchmarks/recommend.py --seconds {args.seconds} --rounds {args.rounds}"
+        f" --final-seconds {args.final_seconds}"
         + (f" --scan-args={shlex.quote(args.scan_args)}" if args.scan_args else ""),
         f"# machine: {platform.platform()}, python {platform.python_version()}, {available_cores()} cores available",
         f"# grid: num_workers {WORKERS} x prefetch_factor {PREFETCH} x persistent_workers {PERSISTENT}"
         f" ({len(grid())} configurations, {args.seconds:g} s measured each)",
-        "# quality = recommended / grid-best samples/s, median of interleaved plain-loop runs; goal >= 0.95",
+        f"# quality = recommended / grid-best samples/s, median of {args.rounds} interleaved plain-loop runs of"
+        f" {args.final_seconds:g} s each; goal >= 0.95",
         "# time = scan wall time / grid wall time; goal <= 0.20",
         "",
         f"{'recipe':<24}{'quality':>8}{'time':>7}{'met':>5}{'scan s':>8}{'grid s':>8}  recommended | grid best",
@@ -166,7 +173,7 @@ def main() -> int:
     print("\n".join(lines), flush=True)
     for recipe in recipes:
         name, quality, scan_s, grid_s, rec, best = one_recipe(recipe, args.seconds, shlex.split(args.scan_args),
-                                                              args.rounds)
+                                                              args.rounds, args.final_seconds)
         time_ratio = scan_s / grid_s
         met = "yes" if quality >= 0.95 and time_ratio <= 0.20 else "NO"
         line = (f"{name:<24}{quality:>8.2f}{time_ratio:>7.2f}{met:>5}{scan_s:>8.0f}{grid_s:>8.0f}  "

@@ -275,3 +275,24 @@ def test_start_returns_after_the_first_tick():
         sampler.stop()
     # this process is in the first tick (children that earlier tests left running may be too)
     assert os.getpid() in {s.pid for s in first}
+
+
+def test_ticks_space_out_past_four_processes():
+    """With 12 processes a tick reads three times as many /proc files as with 4: the interval
+    grows to match, so the sampler's work stays about the same whatever the worker count."""
+    def spacing(children: int) -> float:
+        sampler = SystemSampler(interval_s=0.05, uss_every=10, gpu=False)
+        kids = [FORK.Process(target=_sleep, args=(1.5,)) for _ in range(children)]
+        for k in kids:
+            k.start()
+        sampler.start()
+        time.sleep(1.0)
+        sampler.stop()
+        for k in kids:
+            k.join(10)
+        ticks = sorted(s.t_ns for s in sampler.process_samples if s.pid == os.getpid())
+        gaps = [(b - a) / 1e9 for a, b in zip(ticks, ticks[1:])]
+        return sorted(gaps)[len(gaps) // 2]
+
+    alone, crowded = spacing(0), spacing(11)
+    assert alone < 0.09 and crowded > 2 * alone, (alone, crowded)
