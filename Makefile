@@ -36,7 +36,7 @@ bench-reliability: setup
 	$(PY) benchmarks/reliability.py --out reports/reliability.md
 
 bench-recommend: setup
-	$(PY) benchmarks/recommend.py --scan-args=--quick --out reports/benchmarks/recommend.txt
+	$(PY) benchmarks/recommend.py --seconds 1.5 --rounds 5 --scan-args="--quick --no-hotspots" --out reports/benchmarks/recommend-latest.txt
 
 clean:
 	rm -rf $(VENV) reports/demo .pytest_cache
