@@ -159,19 +159,25 @@ def _loop(prof, step, batches, warm: int, limits: TrialLimits, min_batches: int)
             # burst, and a rate over two or three of them is mostly where the window cut the
             # pattern. Such epochs take at most half a window, so the hard limit leaves room for
             # enough of them to become the blocks of the interval.
+            # Only when the interval is still far too wide to compare: the extension costs time.
             few_short_epochs = 2 <= crossed <= MIN_EPOCH_BLOCKS
-            if now >= hard or (now >= soft and n >= limits.min_steady and enough and not few_short_epochs):
+            if now >= hard:
                 return batch_bytes
-            if enough and n >= limits.min_batches and n % 4 == 0 and now - start >= limits.min_seconds:
-                window = batches[warm:]
-                _, ci = rate_and_ci([b.wait_end_ns for b in window], [b.samples for b in window],
-                                    [b.epoch for b in window])
-                if ci <= 100 * limits.rel_ci:
-                    return batch_bytes
+            if now >= soft and n >= limits.min_steady and enough and (
+                    not few_short_epochs or (n % 4 == 0 and _window_ci(batches[warm:]) <= 3 * 100 * limits.rel_ci)):
+                return batch_bytes
+            if (enough and n >= limits.min_batches and n % 4 == 0 and now - start >= limits.min_seconds
+                    and _window_ci(batches[warm:]) <= 100 * limits.rel_ci):
+                return batch_bytes
         epochs += 1
         if not batches:
             raise DlprofError("the loader yielded no batch")
     return max(batch_bytes, 0)
+
+
+def _window_ci(window) -> float:
+    """Half-width of the 95% interval of the window's throughput, in %."""
+    return rate_and_ci([b.wait_end_ns for b in window], [b.samples for b in window], [b.epoch for b in window])[1]
 
 
 def stream_repeats(loader) -> bool:
