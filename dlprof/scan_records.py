@@ -5,8 +5,9 @@ incompatible change and say what changed):
   1  first version.
   2  trials: ``failure_kind``, ``failed_index``, ``traceback`` (why a trial failed),
      ``memory_warning`` (worker memory growing with the samples read), ``batch_bytes``,
-     ``hotspots`` and ``hotspots_note`` (py-spy; since 2026-11 on trials of purpose "hotspots"
-     after the side-by-side rounds, before that on the final side-by-side trials);
+     ``hotspots`` and ``hotspots_note`` (py-spy; since 2026-11 on trials of purpose
+     "hotspots: baseline" and "hotspots: recommendation" after the side-by-side rounds,
+     before that on the final side-by-side trials);
      results: ``budget_s``, ``elapsed_s`` and ``target_sha256`` (for ``--resume``).
      Version 1 files are still read (the new fields take their defaults).
 """

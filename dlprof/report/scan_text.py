@@ -101,10 +101,12 @@ class ConsoleScanRenderer:
                 firsts = {}
                 for h in tops:
                     firsts.setdefault(h["stage"], h)
-                lines.append(f"hotspots ({t.purpose}): " + "; ".join(
+                label = t.purpose if t.purpose.startswith("hotspots") else f"hotspots ({t.purpose})"
+                lines.append(f"{label}: " + "; ".join(
                     f"{stage}: {h['pct']:.0f}% {h['function']} ({h['location']})" for stage, h in firsts.items()))
             elif t.hotspots_note:
-                lines.append(f"hotspots ({t.purpose}): {t.hotspots_note}")
+                label = t.purpose if t.purpose.startswith("hotspots") else f"hotspots ({t.purpose})"
+                lines.append(f"{label}: {t.hotspots_note}")
         if r.recommendation is not None:
             lines.append("recommended: " + dataloader_call(r.recommendation.settings))
         return "\n".join(lines) + "\n"

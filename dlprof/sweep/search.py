@@ -338,12 +338,12 @@ class Scan:
                 # it inherits the preference, so the faster of the two wins a tie
                 self.preferred.add(queued.settings.key())
 
-    def _sample_hotspots(self, settings: list[LoaderSettings]) -> None:
+    def _sample_hotspots(self, named: list[tuple[str, LoaderSettings]]) -> None:
         """Where the time goes (py-spy stacks), in trials of their own, while the budget lasts."""
-        for s in settings:
+        for name, s in named:
             if not self.plan.hotspots or self.time_left() < self.cost_s.get(s.key(), self.trial_cost_s):
                 return
-            self.trial(s, "hotspots", again=True, sample_stacks=True)
+            self.trial(s, f"hotspots: {name}", again=True, sample_stacks=True)
 
     def _search_pin_memory(self) -> None:
         if not (self.plan.device or "").startswith("cuda"):
@@ -365,7 +365,7 @@ class Scan:
             self.result.recommendation = base if base.status == "ok" else best
             self.result.speedup = 1.0 if base.status == "ok" else None
             if not self.plan.quick:  # nothing to compare: the configuration to keep
-                self._sample_hotspots([self.result.recommendation.settings])
+                self._sample_hotspots([("baseline", self.result.recommendation.settings)])
             return
         ratios: list[float] = []
         last = None
@@ -391,7 +391,7 @@ class Scan:
         # Stacks are sampled apart from the rounds that give the speedup: py-spy's reads cost
         # each sampled process, so they would cost a configuration with workers more (5-8% of
         # the throughput of 2 workers against 1-2% without, reports/benchmarks/overhead-stacks.txt)
-        self._sample_hotspots([base.settings, best.settings])
+        self._sample_hotspots([("baseline", base.settings), ("recommendation", best.settings)])
         if not ratios:
             self.result.notes.append("the final side-by-side measurement failed; no speedup is claimed")
             self.result.recommendation, self.result.speedup = base, 1.0
