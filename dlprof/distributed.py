@@ -9,9 +9,9 @@ rank must call it, as every rank calls ``save``/``close``.
 Why not ``gather_object``: its tensors are made in Python, and gloo's worker thread drops its
 last references to them a moment after ``wait()`` returns, which needs the GIL. If the user's
 next lines are ``barrier()`` and ``destroy_process_group()``, the process group can be destroyed
-by DDP's reducer with the GIL held while it joins that thread: a deadlock at exit (seen about
-once in ten 2-rank gloo jobs; the stacks are in issue 9's note). So the gather returns only once
-the backend has let go of every tensor it was given.
+by DDP's reducer with the GIL held while it joins that thread: a deadlock at exit (seen once in
+15 runs of a 2-rank gloo job; stacks in reports/distributed/exit-hang-stacks.txt). So the gather
+returns only once the backend has let go of every tensor it was given.
 """
 from __future__ import annotations
 

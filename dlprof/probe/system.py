@@ -152,7 +152,7 @@ class _Ticker:
         """The processes whose USS this tick reads: each one every ``uss_every`` ticks on
         average, in turn, and at most MAX_USS_PER_TICK a tick."""
         self.uss_credit = min(self.uss_credit + len(pids) / self.uss_every, float(MAX_USS_PER_TICK), len(pids))
-        turn = min(int(self.uss_credit), len(pids))
+        turn = int(self.uss_credit)
         if turn == 0:
             return set()
         self.uss_credit -= turn

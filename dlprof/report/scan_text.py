@@ -96,16 +96,15 @@ class ConsoleScanRenderer:
             lines.append(f"warning: {w}")
         lines.append(speedup_line(r))
         for t in r.trials:
+            label = t.purpose if t.purpose.startswith("hotspots") else f"hotspots ({t.purpose})"
             if t.hotspots:
                 tops = [h for h in t.hotspots if h["rank_by"] == "total"]
                 firsts = {}
                 for h in tops:
                     firsts.setdefault(h["stage"], h)
-                label = t.purpose if t.purpose.startswith("hotspots") else f"hotspots ({t.purpose})"
                 lines.append(f"{label}: " + "; ".join(
                     f"{stage}: {h['pct']:.0f}% {h['function']} ({h['location']})" for stage, h in firsts.items()))
             elif t.hotspots_note:
-                label = t.purpose if t.purpose.startswith("hotspots") else f"hotspots ({t.purpose})"
                 lines.append(f"{label}: {t.hotspots_note}")
         if r.recommendation is not None:
             lines.append("recommended: " + dataloader_call(r.recommendation.settings))

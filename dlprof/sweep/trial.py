@@ -159,16 +159,18 @@ def _loop(prof, step, batches, warm: int, limits: TrialLimits, min_batches: int)
             # burst, and a rate over two or three of them is mostly where the window cut the
             # pattern. Such epochs take at most half a window, so the hard limit leaves room for
             # enough of them to become the blocks of the interval.
-            # Only when the interval is still far too wide to compare: the extension costs time.
+            # Only while the interval is still far too wide to compare: the extension costs time.
             few_short_epochs = 2 <= crossed <= MIN_EPOCH_BLOCKS
             if now >= hard:
                 return batch_bytes
-            if now >= soft and n >= limits.min_steady and enough and (
-                    not few_short_epochs or (n % 4 == 0 and _window_ci(batches[warm:]) <= 3 * 100 * limits.rel_ci)):
+            past_soft = now >= soft and n >= limits.min_steady and enough
+            if past_soft and not few_short_epochs:
                 return batch_bytes
-            if (enough and n >= limits.min_batches and n % 4 == 0 and now - start >= limits.min_seconds
-                    and _window_ci(batches[warm:]) <= 100 * limits.rel_ci):
-                return batch_bytes
+            # the interval, every 4 batches (it is computed inside the measured loop)
+            if enough and n % 4 == 0 and (past_soft or (n >= limits.min_batches and now - start >= limits.min_seconds)):
+                ci = _window_ci(batches[warm:])
+                if ci <= 100 * limits.rel_ci or (past_soft and ci <= 3 * 100 * limits.rel_ci):
+                    return batch_bytes
         epochs += 1
         if not batches:
             raise DlprofError("the loader yielded no batch")
