@@ -15,7 +15,6 @@ import os
 import resource
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,6 +27,7 @@ from dlprof.errors import DlprofError
 from dlprof.records import save_json
 from dlprof.scan_records import LoaderSettings, TrialResult
 from dlprof.sweep.faults import Failure, explain_dead_trial, explain_loader_failure, explain_step_failure, explain_timeout
+from dlprof.sweep.processes import die_with_parent, dump_stacks, kill_group, reap
 
 _NO_SETTINGS = LoaderSettings(0, False, None, False, None)  # the target did not load
 
@@ -213,7 +213,7 @@ def _child(spec: str, settings: LoaderSettings, device: str | None, limits: Tria
     code = 1
     try:
         os.setpgid(0, 0)  # own group: the parent can kill us with our DataLoader workers
-        _die_with_parent()
+        die_with_parent()
         # temporary files of the trial (multiprocessing's pymp-* folders among them, which a
         # killed or os._exit-ed process never removes) go to a folder the parent removes
         os.environ["TMPDIR"] = tempfile.tempdir = tmp_dir
@@ -250,19 +250,6 @@ def _child(spec: str, settings: LoaderSettings, device: str | None, limits: Tria
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
-
-
-def _die_with_parent() -> None:
-    """If the scan process itself is killed (SIGKILL, OOM killer), the trial goes too: its
-    workers then notice their parent is gone and exit. Linux only; elsewhere a no-op."""
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
 
 
 def preload_torch() -> None:
@@ -305,21 +292,21 @@ def run_trial(spec: str, settings: LoaderSettings | None, purpose: str, trial_di
             if done:
                 status = st
             elif time.monotonic() > deadline:
-                _dump_stacks(pid, log_path)  # where it hung, before the evidence is gone
-                _kill_group(pid)
-                _reap(pid)
+                dump_stacks(pid, log_path)  # where it hung, before the evidence is gone
+                kill_group(pid)
+                reap(pid)
                 shutil.rmtree(tmp_dir, ignore_errors=True)
                 failure = explain_timeout(timeout_s, os.path.basename(log_path))
                 return TrialResult(settings or _NO_SETTINGS, "timeout", purpose, log=log_path, **failure.as_fields())
             else:
                 time.sleep(0.02)
     except BaseException:  # Ctrl-C or an error here: leave no trial running
-        _kill_group(pid)
+        kill_group(pid)
         if status is None:
-            _reap(pid)
+            reap(pid)
         shutil.rmtree(tmp_dir, ignore_errors=True)
         raise
-    _kill_group(pid)  # DataLoader workers the child left behind
+    kill_group(pid)  # DataLoader workers the child left behind
     shutil.rmtree(tmp_dir, ignore_errors=True)  # the trial's temporary files
     if not os.path.exists(result_path):
         failure = explain_dead_trial(signal.Signals(os.WTERMSIG(status)).name if os.WIFSIGNALED(status) else None,
@@ -329,93 +316,3 @@ def run_trial(spec: str, settings: LoaderSettings | None, purpose: str, trial_di
         data = json.load(fh)
     data["settings"] = LoaderSettings(**data["settings"])
     return TrialResult(**data)
-
-
-def _kill_group(pgid: int) -> None:
-    """Kill the trial's process group and any descendant that left it, then remove the
-    shared-memory files a killed process can leave (torch names them torch_<pid>_...)."""
-    import psutil
-
-    try:
-        strays = psutil.Process(pgid).children(recursive=True)
-    except psutil.Error:  # the trial process is gone; its group may not be
-        strays = []
-    pids = {pgid} | {p.pid for p in strays} | set(_group_pids(pgid))
-    procs = []
-    for pid in pids:
-        try:
-            procs.append(psutil.Process(pid))
-        except psutil.Error:
-            continue
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    for proc in strays:
-        try:
-            proc.kill()
-        except psutil.Error:
-            pass
-    # a SIGKILL lands asynchronously: a worker inside shm_open can still create its file, so
-    # look for leftovers only once every process of the trial is gone
-    psutil.wait_procs(procs, timeout=3)
-    _remove_shm_files(pids)
-
-
-def _reap(pid: int) -> None:
-    """Collect the killed trial process (psutil may have reaped it while waiting for it)."""
-    try:
-        os.waitpid(pid, 0)
-    except ChildProcessError:
-        pass
-
-
-def _group_pids(pgid: int) -> list[int]:
-    import psutil
-
-    pids = []
-    for pid in psutil.pids():
-        try:
-            if os.getpgid(pid) == pgid:
-                pids.append(pid)
-        except (ProcessLookupError, PermissionError):
-            continue
-    return pids
-
-
-SHM_DIR = "/dev/shm"
-
-
-def _remove_shm_files(pids: set[int]) -> None:
-    try:
-        names = os.listdir(SHM_DIR)
-    except OSError:  # no /dev/shm on this system
-        return
-    prefixes = tuple(f"torch_{pid}_" for pid in pids)
-    for name in names:
-        if name.startswith(prefixes):
-            try:
-                os.unlink(os.path.join(SHM_DIR, name))
-            except OSError:  # gone already, or not ours to remove
-                pass
-
-
-_MAX_DUMPS = 6  # py-spy takes about 0.2 s a process: the trial process and its first workers
-
-
-def _dump_stacks(pgid: int, log_path: str) -> None:
-    """Append the Python stacks of the trial's processes (py-spy dump) to its log."""
-    from dlprof.probe.stacks import find_py_spy
-
-    py_spy = find_py_spy()
-    with open(log_path, "a", encoding="utf-8") as log:
-        if py_spy is None:
-            log.write("\n[dlprof] the trial hung; py-spy is not installed, so no stacks were taken\n")
-            return
-        for pid in sorted(_group_pids(pgid))[:_MAX_DUMPS]:
-            try:
-                out = subprocess.run([py_spy, "dump", "--pid", str(pid)], capture_output=True, text=True, timeout=10)
-                text = out.stdout or out.stderr
-            except subprocess.TimeoutExpired:
-                text = "py-spy dump did not answer within 10 s\n"
-            log.write(f"\n[dlprof] the trial hung; stack of process {pid} (py-spy dump):\n{text}")
