@@ -172,3 +172,36 @@ def test_a_longer_short_epoch_is_put_in_flight_with_a_deeper_queue():
         scan.trial(LoaderSettings(key[0], False, key[1], key[2], 32), "workers")
     scan._search_epoch_in_flight()  # 64 batches: 16 workers (max_workers) x prefetch 4
     assert scan.best().settings == LoaderSettings(16, False, 4, True, 32)
+
+
+def test_worker_candidates_skip_half_the_estimate_only_when_it_was_capped():
+    scan = _scan_with({})
+    # fetch 90 ms against a 10 ms step needs 9 workers; 2 cores cap the estimate at 2
+    capped = TrialResult(LoaderSettings(0, False, None, False, 32), "ok", "baseline",
+                         stage_ms={"fetch": 90.0, "step": 10.0}, main_cpu_pct=99.0)
+    assert scan._worker_candidates(capped) == [2, 0]
+    # 15 ms against 10 ms needs 2: half of it (1) is still worth a trial
+    fits = TrialResult(LoaderSettings(0, False, None, False, 32), "ok", "baseline",
+                       stage_ms={"fetch": 15.0, "step": 10.0}, main_cpu_pct=99.0)
+    assert scan._worker_candidates(fits) == [2, 1, 0]
+
+
+def test_the_budget_counts_the_commands_start_and_keeps_time_for_the_reports():
+    import time
+
+    plan = ScanPlan("x.py", "/nonexistent", 30, cores=2, max_workers=16,
+                    started_at=time.monotonic() - 4.0, finish_reserve_s=1.5)
+    left = Scan(plan, ScanResult("x.py"), print).time_left()
+    assert 24.0 < left <= 24.5  # 30 - 4 spent before the scan - 1.5 for the reports
+
+
+def test_a_slow_baseline_reserves_its_own_window_for_the_final_round():
+    scan = Scan(ScanPlan("x.py", "/nonexistent", 30, cores=2, max_workers=16, quick=True), ScanResult("x.py"), print)
+    scan.trial_cost_s = 2.0
+    scan.result.baseline = TrialResult(LoaderSettings(2, False, 2, False, 32), "ok", "baseline", seconds=4.0)
+    # the quick scan's one final round: baseline 4 s + 1 s set-up, candidate 2 s; then 2 s for
+    # one more trial: 9 s (a reserve of two trials of 2 s would have allowed it at 6 s)
+    scan.plan.budget_s = 8.5
+    assert not scan.affordable()
+    scan.plan.budget_s = 9.5
+    assert scan.affordable()

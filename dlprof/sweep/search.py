@@ -31,6 +31,9 @@ from dlprof.sweep.trial import TrialLimits, preload_torch, run_trial
 
 FINAL_ROUNDS = 2  # baseline/recommendation pairs measured at the end (1 with --quick)
 MAX_PREFETCH = 8  # deepest prefetch_factor the epoch in flight uses
+# a trial's wall time beyond its measured window (fork, load, warm-up): 0.8-1.1 s for trials
+# of 0-2 workers in a quick scan of recipes/startup_cost.py on our 2-core machine
+TRIAL_SETUP_S = 1.0
 
 
 @dataclass
@@ -47,6 +50,10 @@ class ScanPlan:
     max_workers_from_cli: bool = False
     trial_timeout_s: float | None = None  # None: from the trial limits (see Scan.trial)
     hotspots: bool = True  # sample stacks with py-spy, after the final side-by-side rounds
+    # The budget is the whole command's: the time.monotonic() at which it started (None: when
+    # the scan starts), and the seconds kept after the last trial to write the reports and exit
+    started_at: float | None = None
+    finish_reserve_s: float = 0.0
 
     def limits(self) -> TrialLimits:
         if self.quick:
@@ -62,7 +69,8 @@ class Scan:
         self.result = result
         self.progress = progress
         self.limits = plan.limits()
-        self.start = time.monotonic() - result.elapsed_s  # a resumed scan has spent some already
+        # a resumed scan has spent some already
+        self.start = (time.monotonic() if plan.started_at is None else plan.started_at) - result.elapsed_s
         self.trial_cost_s = self.limits.max_seconds + 3.0  # refined after each trial
         self.seen: dict[tuple, TrialResult] = {}
         self.cost_s: dict[tuple, float] = {}  # wall seconds of the last trial of each settings
@@ -75,7 +83,8 @@ class Scan:
 
     # -- bookkeeping -----------------------------------------------------------------
     def time_left(self) -> float:
-        return self.plan.budget_s - (time.monotonic() - self.start)
+        """Seconds left for trials: the budget less what was spent and what the end needs."""
+        return self.plan.budget_s - self.plan.finish_reserve_s - (time.monotonic() - self.start)
 
     def save(self) -> None:
         self.result.elapsed_s = time.monotonic() - self.start
@@ -145,7 +154,13 @@ class Scan:
             self.progress(f"    warning: {warning}")
 
     def affordable(self, trials: int = 1) -> bool:
-        reserve = (2 * self.final_rounds) * self.trial_cost_s
+        """Can ``trials`` more search trials run and still leave the final side-by-side rounds
+        their time? A round re-measures the baseline and the candidate. The baseline's window is
+        known (a slow baseline with short epochs runs up to three times a quick trial's limit);
+        its first trial's wall time is not a guide, it includes the target's first import."""
+        base = self.result.baseline
+        base_cost = max(self.trial_cost_s, base.seconds + TRIAL_SETUP_S) if base is not None else self.trial_cost_s
+        reserve = self.final_rounds * (base_cost + self.trial_cost_s)
         return self.time_left() - reserve >= trials * self.trial_cost_s
 
     # -- the search ------------------------------------------------------------------
@@ -214,7 +229,10 @@ class Scan:
         # Idle workers are cheap, and the step measured at num_workers=0 is inflated by waking
         # from the long waits, so `needed` underestimates: start I/O-bound pipelines at the limit.
         first = limit if io_bound else min(needed, limit)
-        order = [first, max(1, first // 2), min(limit, first * 2), 0, 1, self.plan.cores]
+        # half the estimate only where the estimate was not capped: a pipeline that needs more
+        # producers than the cores gives can use fewer workers only to cut overhead, and 0 is tried
+        half = [max(1, first // 2)] if needed <= limit else []
+        order = [first, *half, min(limit, first * 2), 0, 1 if half else first, self.plan.cores]
         seen: list[int] = []
         for w in order:
             if 0 <= w <= self.plan.max_workers and w not in seen:
