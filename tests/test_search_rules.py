@@ -2,6 +2,7 @@
 counts are still worth a trial. Synthetic arrival times stand in for measured ones here only
 because the rules are pure functions of them; the scans in test_scan.py run real loaders."""
 import math
+import time
 
 from dlprof.analysis.throughput import rate_and_ci
 from dlprof.scan_records import LoaderSettings, ScanResult, TrialResult
@@ -187,8 +188,6 @@ def test_worker_candidates_skip_half_the_estimate_only_when_it_was_capped():
 
 
 def test_the_budget_counts_the_commands_start_and_keeps_time_for_the_reports():
-    import time
-
     plan = ScanPlan("x.py", "/nonexistent", 30, cores=2, max_workers=16,
                     started_at=time.monotonic() - 4.0, finish_reserve_s=1.5)
     left = Scan(plan, ScanResult("x.py"), print).time_left()

@@ -229,10 +229,11 @@ class Scan:
         # Idle workers are cheap, and the step measured at num_workers=0 is inflated by waking
         # from the long waits, so `needed` underestimates: start I/O-bound pipelines at the limit.
         first = limit if io_bound else min(needed, limit)
-        # half the estimate only where the estimate was not capped: a pipeline that needs more
-        # producers than the cores gives can use fewer workers only to cut overhead, and 0 is tried
-        half = [max(1, first // 2)] if needed <= limit else []
-        order = [first, *half, min(limit, first * 2), 0, 1 if half else first, self.plan.cores]
+        order = [first, max(1, first // 2), min(limit, first * 2), 0, 1, self.plan.cores]
+        if needed > limit:
+            # the estimate was capped: a pipeline that needs more producers than it may have
+            # gains nothing from fewer, except none at all (no hand-over overhead), tried anyway
+            order = [w for w in order if w == 0 or w >= first or w == self.plan.cores]
         seen: list[int] = []
         for w in order:
             if 0 <= w <= self.plan.max_workers and w not in seen:
