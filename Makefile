@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup browser demo test bench-overhead bench-recommend bench-reliability clean
+.PHONY: setup browser demo test bench-overhead bench-recommend bench-reliability bench-recipes clean
 
 setup: $(STAMP)
 
@@ -19,8 +19,10 @@ $(STAMP): pyproject.toml constraints.txt
 demo: setup
 	$(VENV)/bin/dlprof scan recipes/image_folder.py --budget 60 --out reports/demo
 
+# Two test processes, a test file each at a time (a file's scans are shared by its tests): most
+# tests wait on subprocesses and workers, so two keep the 2 cores busy; they pass under load.
 test: setup browser
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
 
 # Headless Chromium for the HTML report test. Not fatal: without it that test is skipped, saying so.
 browser:
@@ -37,6 +39,10 @@ bench-reliability: setup
 
 bench-recommend: setup
 	$(PY) benchmarks/recommend.py --seconds 1.5 --rounds 5 --scan-args="--quick --no-hotspots" --out reports/benchmarks/recommend-latest.txt
+
+# A quick scan of every recipe (the tests scan one recipe per class): reports/recipes/
+bench-recipes: setup
+	$(PY) benchmarks/scan_recipes.py --scan-args=--quick --out reports/recipes
 
 clean:
 	rm -rf $(VENV) reports/demo .pytest_cache

@@ -1,9 +1,11 @@
-"""Scan every recipe and tabulate what dlprof found: the README's recipe table.
+"""Scan every recipe and tabulate what dlprof found (`make bench-recipes`).
 
     python benchmarks/scan_recipes.py [--scan-args=--quick] [--out reports/recipes]
 
-Each recipe's scan goes to OUT/<recipe>/ (results.json, report.md); the table, with the
-expectation from each recipe's docstring beside the finding, to OUT/README.md.
+Each recipe's scan goes to OUT/<recipe>/ (results.json, report.md, and scan.txt: what the
+terminal showed); the table, with the expectation from each recipe's docstring beside the
+finding, to OUT/README.md. Also OUT/mnist_mlp/profile-summary.txt: what
+`dlprof profile recipes/mnist_mlp.py --epochs 2` printed (the README's summary example).
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import re
 import shlex
 import subprocess
 import sys
+import tempfile
 import time
 
 REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
@@ -49,13 +52,19 @@ def main() -> int:
         "| recipe | expected | found | recommendation (changes) | measured speedup | scan s |",
         "|---|---|---|---|---|---|",
     ]
+    met = 0
     for path in sorted(glob.glob(os.path.join(REPO, "recipes", "*.py"))):
         name = os.path.splitext(os.path.basename(path))[0]
         out = os.path.join(args.out, name)
         t0 = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "dlprof", "scan", path, "--out", out, *shlex.split(args.scan_args)],
+        proc = subprocess.run([sys.executable, "-m", "dlprof", "scan", os.path.relpath(path, REPO),
+                               "--out", os.path.relpath(out, REPO), *shlex.split(args.scan_args)],
                               cwd=REPO, capture_output=True, text=True, timeout=900)
         seconds = time.perf_counter() - t0
+        os.makedirs(out, exist_ok=True)
+        with open(os.path.join(out, "scan.txt"), "w", encoding="utf-8") as fh:
+            fh.write(f"$ dlprof scan {os.path.relpath(path, REPO)} --out {os.path.relpath(out, REPO)} "
+                     f"{args.scan_args}\n{proc.stdout}")
         try:
             with open(os.path.join(out, "results.json"), encoding="utf-8") as fh:
                 data = json.load(fh)
@@ -69,9 +78,20 @@ def main() -> int:
         rec = LoaderSettings(**data["recommendation"]["config"])
         diff = ", ".join(changes(base, rec)) or "keep"
         speedup = f"{data['speedup']:.2f}x" if data.get("speedup") else "-"
-        rows.append(f"| {name} | {docstring_line(path, EXPECTED)} | {found} | {diff} | {speedup} | {seconds:.0f} |")
+        expected = docstring_line(path, EXPECTED)
+        met += found == expected
+        rows.append(f"| {name} | {expected} | {found} | {diff} | {speedup} | {seconds:.0f} |")
         print(rows[-1], flush=True)
+    rows += ["", f"{met} of {len(rows) - 6} recipes found as expected."]
+    print(rows[-1], flush=True)
     os.makedirs(args.out, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:  # only the printed summary is kept
+        summary = subprocess.run([sys.executable, "-m", "dlprof", "profile", "recipes/mnist_mlp.py", "--epochs", "2",
+                                  "--out", tmp], cwd=REPO, capture_output=True, text=True, timeout=600)
+    os.makedirs(os.path.join(args.out, "mnist_mlp"), exist_ok=True)
+    with open(os.path.join(args.out, "mnist_mlp", "profile-summary.txt"), "w", encoding="utf-8") as fh:
+        printed = "".join(ln for ln in summary.stdout.splitlines(True) if not ln.startswith("results: "))  # a temp path
+        fh.write(f"$ dlprof profile recipes/mnist_mlp.py --epochs 2\n{printed}")
     with open(os.path.join(args.out, "README.md"), "w", encoding="utf-8") as fh:
         fh.write("\n".join(rows) + "\n")
     return 0

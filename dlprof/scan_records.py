@@ -10,6 +10,9 @@ incompatible change and say what changed):
      before that on the final side-by-side trials);
      results: ``budget_s``, ``elapsed_s`` and ``target_sha256`` (for ``--resume``).
      Version 1 files are still read (the new fields take their defaults).
+  3  trials: ``wait_ci_pct`` (half-width of the wait share's 95% interval, percentage
+     points; null when too few batches), which the verdict is judged against. Versions 1 and
+     2 are still read (their wait shares count as exact).
 """
 from __future__ import annotations
 
@@ -20,8 +23,8 @@ from typing import Any
 from dlprof.records import ResultsFileError
 
 SCAN_SCHEMA_NAME = "dlprof.scan"
-SCAN_SCHEMA_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+SCAN_SCHEMA_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,7 @@ class TrialResult:
     epochs: int = 0
     seconds: float = 0.0  # wall time of the measured window
     wait_pct: float = 0.0  # share of the loop's time spent waiting for data
+    wait_ci_pct: float | None = None  # half-width of its 95% interval, percentage points; None: unknown
     stage_ms: dict[str, float] = field(default_factory=dict)  # mean per batch: fetch, collate, ...
     startup_ms: list[float] = field(default_factory=list)  # per epoch
     epoch_ms: float = 0.0  # mean duration of a completed epoch (0 if none completed)

@@ -48,6 +48,8 @@ BAD_TARGETS = [
         train_loader = DataLoader(data, batch_size=8)
         val_loader = DataLoader(data, batch_size=8)
         """), [], 2, "has DataLoaders train_loader, val_loader: add `loader = train_loader`"),
+    Case("loader-not-dataloader", "loader is a number", "loader = 5\n", [], 2,
+         "'loader' must be a torch.utils.data.DataLoader"),
     Case("dataset-not-dataset", "dataset is a list", "dataset = [1, 2, 3]\n", [], 2, "'dataset' must be a torch Dataset"),
     Case("dataset-factory-raises", "dataset() raises", "def dataset():\n    raise OSError('no such bucket')\n",
          [], 2, "dataset() raised OSError: no such bucket"),
@@ -61,6 +63,8 @@ BAD_TARGETS = [
          "expected a positive integer"),
     Case("zero-batch-size", "--batch-sizes 0", None, ["recipes/linear_regression.py", "--batch-sizes", "0"], 2,
          "batch sizes must be positive"),
+    Case("budget-not-a-number", "--budget soon", None, ["recipes/linear_regression.py", "--budget", "soon"], 2,
+         "expected a number of seconds"),
 ]
 
 _MAP = _HEAD + """
@@ -77,22 +81,26 @@ def _map(body: str, loader: str = "DataLoader(Records(), batch_size=16)", extra:
     return _MAP.replace("{body}", body) + f"\nloader = {loader}\n" + textwrap.dedent(extra)
 
 
+# a quick scan with room for its worker trials on a machine twice as slow: a quick scan's 30 s
+# count from the process's start, and a slow start (importing torch) left no worker trial to fault
+_QUICK = ["--quick", "--budget", "60"]
+
 TRIAL_FAULTS = [
     Case("index-fails-everywhere", "__getitem__ raises on index 37 in every configuration (baseline with 2 workers)",
          _map("if i == 37:\n            raise ValueError(f'corrupt record {i}')",
               "DataLoader(Records(), batch_size=16, num_workers=2)"),
-         ["--quick"], 1, "every configuration failed: dataset[37] raised ValueError: corrupt record 37",
+         [*_QUICK], 1, "every configuration failed: dataset[37] raised ValueError: corrupt record 37",
          "dataset[37] raised ValueError: corrupt record 37 (in DataLoader worker"),
     Case("index-fails-in-workers", "__getitem__ raises on index 37 only inside worker processes",
          _map("if i == 37 and get_worker_info() is not None:\n            raise ValueError('no handle in this process')"),
-         ["--quick", "--max-workers", "2"], 0, "",
+         [*_QUICK, "--max-workers", "2"], 0, "",
          "on the batch of indices [32, 33, 34, 35, 36, 37, 38, 39, ... (16 in all)]"),
     Case("worker-segfault", "a worker dies of a segmentation fault (ctypes reads address 0)",
          _map("if get_worker_info() is not None:\n            import ctypes; ctypes.string_at(0)"),
-         ["--quick", "--max-workers", "2"], 0, "", "was killed by SIGSEGV (Segmentation fault)"),
+         [*_QUICK, "--max-workers", "2"], 0, "", "was killed by SIGSEGV (Segmentation fault)"),
     Case("worker-hangs", "a worker hangs forever on its first sample (--trial-timeout 6)",
          _map("if get_worker_info() is not None:\n            time.sleep(3600)"),
-         ["--quick", "--max-workers", "1", "--trial-timeout", "6"], 0, "", "no result within 6 s"),
+         [*_QUICK, "--max-workers", "1", "--trial-timeout", "6"], 0, "", "no result within 6 s"),
     Case("step-out-of-memory", "train_step raises CUDA out-of-memory above batch size 16",
          _map("pass", extra="""
             def train_step(batch):
@@ -100,7 +108,7 @@ TRIAL_FAULTS = [
                     raise torch.cuda.OutOfMemoryError('CUDA out of memory. Tried to allocate 20.00 GiB')
                 return float(batch.sum())
             """),
-         ["--quick", "--batch-sizes", "16,64", "--max-workers", "1"], 0, "",
+         [*_QUICK, "--batch-sizes", "16,64", "--max-workers", "1"], 0, "",
          "out of memory in train_step at batch_size=64"),
     Case("shm-bus-error", "batches larger than a 4 MiB /dev/shm (a private tmpfs mount)",
          _HEAD + textwrap.dedent("""
@@ -111,7 +119,7 @@ TRIAL_FAULTS = [
                     return torch.ones(256, 1024)  # 1 MiB a sample: 16 MiB a batch
             loader = DataLoader(Big(), batch_size=16)
             """),
-         ["--quick", "--max-workers", "2"], 0, "", "shared memory (/dev/shm) ran out",
+         [*_QUICK, "--max-workers", "2"], 0, "", "shared memory (/dev/shm) ran out",
          wrap=["unshare", "--mount", "sh", "-c", 'mount -t tmpfs -o size=4m tmpfs /dev/shm && exec "$@"', "sh"]),
 ]
 
@@ -126,6 +134,7 @@ class Outcome:
     left_processes: list[str]
     left_shm: list[str]
     left_tmp: list[str]
+    out: str = ""  # the scan's --out folder
 
 
 def run_scan(case: Case, workdir: str, timeout: float = 240) -> Outcome:
@@ -161,7 +170,7 @@ def run_scan(case: Case, workdir: str, timeout: float = 240) -> Outcome:
     left_tmp = [n for n in os.listdir(tmp) if not n.startswith("torchinductor_")]
     shutil.rmtree(tmp, ignore_errors=True)
     return Outcome(proc.returncode, proc.stdout, proc.stderr, results, seconds, left,
-                   sorted(n for n in shm_after - shm_before if n.startswith("torch_")), left_tmp)
+                   sorted(n for n in shm_after - shm_before if n.startswith("torch_")), left_tmp, out)
 
 
 def failed_errors(outcome: Outcome) -> list[str]:

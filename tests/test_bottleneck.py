@@ -22,7 +22,7 @@ def trial(workers=0, wait_pct=50.0, fetch=10.0, collate=0.5, step=2.0, wait=8.0,
 
 @pytest.mark.parametrize("records, verdict, stage, kind", [
     (dict(wait_pct=2.0, wait=0.1, step=20.0), "compute-bound", "step", None),
-    (dict(wait_pct=12.0), "balanced", "fetch", "cpu"),
+    (dict(wait_pct=12.0), "balanced", "step", None),  # the step is 88% of the loop: it sets the pace
     (dict(wait_pct=80.0, main_cpu=10.0), "data-bound", "fetch", "io"),
     (dict(wait_pct=80.0, main_cpu=98.0), "data-bound", "fetch", "cpu"),
     (dict(wait_pct=60.0, fetch=1.0, collate=6.0), "data-bound", "collate", None),
@@ -34,6 +34,49 @@ def test_verdict_stage_and_kind(records, verdict, stage, kind):
     found, _ = diagnose(trial(**records), [trial(**records)], CORES)
     assert (found.verdict, found.stage, found.kind) == (verdict, stage, kind), found.evidence
     assert found.evidence and "waited for data" in found.evidence[0]
+
+
+@pytest.mark.parametrize("wait_pct, ci, verdict, borderline", [
+    (7.0, 1.0, "balanced", None),  # 6-8%: clear of both cut-offs
+    (7.0, 3.0, "balanced", 5),  # 4-10%: at the 5% cut-off, said so
+    (36.0, 19.0, "data-bound", 20),  # text_padding on a loaded machine: 17-55%
+    (25.0, 2.0, "data-bound", None),
+    (25.0, None, "data-bound", None),  # interval unknown (results of schema 2): judged as measured
+])
+def test_verdict_comes_with_its_interval(wait_pct, ci, verdict, borderline):
+    found, _ = diagnose(trial(wait_pct=wait_pct, wait_ci_pct=ci), [], CORES)
+    assert found.verdict == verdict, found.evidence
+    if ci is not None:
+        assert f"95% interval {wait_pct - ci:.1f}-{wait_pct + ci:.1f}%" in found.evidence[0]
+    said = [e for e in found.evidence if e.startswith("borderline")]
+    assert bool(said) == (borderline is not None)
+    if borderline:
+        assert f"spans the {borderline}% cut-off" in said[0]
+
+
+def test_step_dominated_loop_names_the_step_and_the_most_it_could_gain():
+    """step 10.6 ms, wait 0.87 ms (fetch 0.47): the COMPUTE_BOUND scan of tests/test_scan.py under
+    load measured 7-8% wait; the stage that limits throughput is the step, not fetch."""
+    found, _ = diagnose(trial(wait_pct=7.6, wait_ci_pct=0.5, fetch=0.47, collate=0.1, wait=0.87, step=10.59), [],
+                        CORES)
+    assert (found.verdict, found.stage) == ("balanced", "step")
+    assert "at most 1.08x faster" in " ".join(found.evidence) and "fetch (0.47 ms" in " ".join(found.evidence)
+
+
+def test_wait_share_interval_from_blocks():
+    from dlprof.analysis.throughput import share_and_ci
+
+    steady = share_and_ci([1.0] * 80, [10.0] * 80)
+    assert steady == (10.0, 0.0)
+    # alternating blocks of 5% and 15%: the same mean, a wide interval
+    wait = [0.5] * 10 + [1.5] * 10
+    noisy = share_and_ci(wait * 4, [10.0] * 80)
+    assert noisy[0] == pytest.approx(10.0) and noisy[1] > 3.0
+    # blocks follow whole epochs when there are five or more
+    epochs = [i // 10 for i in range(80)]
+    by_epoch = share_and_ci(wait * 4, [10.0] * 80, epochs)
+    assert by_epoch[1] > 3.0
+    assert share_and_ci([1.0, 1.0], [2.0, 2.0])[1] == float("inf")  # too few batches for blocks
 
 
 def test_unsharded_stream_and_failed_trials_are_warned():

@@ -46,8 +46,10 @@ def test_cli_exit_code_is_1_on_regression(tmp_path):
     assert slower.returncode == 1 and "REGRESSION" in slower.stdout and "-30.0%" in slower.stdout
     tolerant = run(str(base), str(new), "--threshold", "40%")
     assert tolerant.returncode == 0
-    same = run(str(base), str(base))
-    assert same.returncode == 0 and "within noise" in same.stdout
+    again = tmp_path / "again.json"  # a re-run of the base: 1% apart, inside the 2% intervals
+    save_json(scan({A: 990.0, B: 2015.0}).to_dict(), again)
+    same = run(str(base), str(again))
+    assert same.returncode == 0 and "within noise" in same.stdout and "-1.0%" in same.stdout
     bad = run(str(base), str(tmp_path / "missing.json"))
     assert bad.returncode == 2 and bad.stderr.startswith("dlprof: error: results file not found")
 

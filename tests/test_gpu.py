@@ -12,15 +12,20 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 
 @pytest.mark.parametrize("num_workers", [0, 2])
 def test_pin_and_transfer_are_timed(num_workers):
-    data = TensorDataset(torch.randn(256, 3, 64, 64), torch.arange(256))
-    loader = DataLoader(data, batch_size=32, num_workers=num_workers, pin_memory=True)
-    prof = dlprof.profile(loader, device="cuda")
-    batches = [b for b in prof]
-    assert all(x.is_cuda and y.is_cuda for x, y in batches)
-    assert torch.equal(torch.cat([y for _, y in batches]).cpu(), torch.arange(256))
-    df = prof.to_dataframe()
-    assert (df["pin_ms"] > 0).all()
-    assert (df["transfer_ms"] > 0).all()
+    def profiled(side):
+        data = TensorDataset(torch.randn(256, 3, side, side), torch.arange(256))
+        loader = DataLoader(data, batch_size=32, num_workers=num_workers, pin_memory=True)
+        prof = dlprof.profile(loader, device="cuda")
+        batches = [b for b in prof]
+        assert all(x.is_cuda and y.is_cuda for x, y in batches)
+        assert torch.equal(torch.cat([y for _, y in batches]).cpu(), torch.arange(256))
+        return prof.to_dataframe()
+
+    small, large = profiled(16), profiled(128)  # 0.1 MiB against 6 MiB a batch
+    assert (small["pin_ms"] > 0).all() and (small["transfer_ms"] > 0).all()
+    # the timers measure the copies: 64x the bytes take longer to pin and to copy to the device
+    assert large["pin_ms"].median() > 2 * small["pin_ms"].median()
+    assert large["transfer_ms"].median() > 2 * small["transfer_ms"].median()
 
 
 def test_pin_thread_cost_is_measured():

@@ -24,35 +24,38 @@ def run_epochs(prof, epochs=1, step_s=0.0):
 
 
 @pytest.mark.parametrize("num_workers", [0, 2])
-def test_planted_fetch_cost_is_measured_within_20_percent(num_workers):
-    cost = 0.002
-    loader = DataLoader(BusyDataset(64, cost_s=cost), batch_size=8, num_workers=num_workers)
+def test_planted_fetch_cost_is_measured(num_workers):
+    """10 ms of work per sample (a deadline on the wall clock, so a busy machine stretches it
+    by its scheduling delays only): measured at least that, and well under twice that."""
+    cost = 0.010
+    loader = DataLoader(BusyDataset(32, cost_s=cost), batch_size=4, num_workers=num_workers)
     prof = dlprof.profile(loader, sample_system=False)
     run_epochs(prof)
     df = prof.to_dataframe()
     assert len(df) == 8
     per_sample_ms = df["fetch_per_sample_ms"].median()
     per_batch_ms = df["fetch_ms"].median()
-    assert 0.8 * cost * 1e3 <= per_sample_ms <= 1.2 * cost * 1e3
-    assert 0.8 * 8 * cost * 1e3 <= per_batch_ms <= 1.2 * 8 * cost * 1e3
+    assert cost * 1e3 <= per_sample_ms <= 2 * cost * 1e3
+    assert 4 * cost * 1e3 <= per_batch_ms <= 2 * 4 * cost * 1e3
 
 
 def test_wait_near_zero_when_workers_keep_up_and_near_fetch_without_workers():
-    dataset = BusyDataset(96, cost_s=0.0005)  # 4 ms of fetch per batch of 8
-    step_s = 0.03  # the step is ~7x slower than one worker's batch
-
-    with_workers = dlprof.profile(DataLoader(dataset, batch_size=8, num_workers=2), sample_system=False)
-    run_epochs(with_workers, step_s=step_s)
-    steady = with_workers.to_dataframe().iloc[2:]  # past start-up and the first refill
-    step_ms = steady["step_ms"].median()
-    assert steady["wait_ms"].median() < 0.05 * step_ms
+    dataset = BusyDataset(96, cost_s=0.002)  # 16 ms of fetch per batch of 8
+    step_s = 0.06  # each of 2 workers has 120 ms for a 16 ms batch: they keep well ahead
 
     alone = dlprof.profile(DataLoader(dataset, batch_size=8, num_workers=0), sample_system=False)
     run_epochs(alone, step_s=step_s)
     df = alone.to_dataframe()
     # in the main process, the wait is the fetch plus the collate, and little else
-    assert (df["wait_ms"] >= df["fetch_ms"]).all()
-    assert (df["wait_ms"] <= 1.2 * (df["fetch_ms"] + df["collate_ms"]) + 0.5).all()
+    assert (df["wait_ms"] >= df["fetch_ms"]).all()  # the fetch happens inside the wait
+    assert df["wait_ms"].median() <= 2 * (df["fetch_ms"] + df["collate_ms"]).median()
+
+    with_workers = dlprof.profile(DataLoader(dataset, batch_size=8, num_workers=2), sample_system=False)
+    run_epochs(with_workers, step_s=step_s)
+    steady = with_workers.to_dataframe().iloc[2:]  # past start-up and the first refill
+    # the batch is ready when asked for: the wait is the hand-over, not the 16 ms fetch
+    assert steady["wait_ms"].median() < 0.25 * df["wait_ms"].median()
+    assert steady["fetch_ms"].median() >= 16.0
 
 
 @pytest.mark.parametrize("num_workers", [0, 2])
@@ -91,7 +94,12 @@ def test_worker_exception_reaches_user_unchanged(num_workers):
         with pytest.raises(KeyError) as info:
             for _ in iterable:
                 pass
-        return info.value
+        error = info.value
+        # the traceback's frames hold the iterator: freed now, its workers shut down at once
+        # (left to the cycle collector, torch's shutdown of each waits out its workers: 10 s)
+        error.__traceback__ = None
+        del info
+        return error
 
     loader = DataLoader(FailingDataset(), batch_size=4, num_workers=num_workers)
     bare = first_error(loader)

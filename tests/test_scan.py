@@ -121,49 +121,35 @@ COMPUTE_BOUND = """
     import torch
     from torch.utils.data import DataLoader, TensorDataset
 
-    loader = DataLoader(TensorDataset(torch.randn(4096, 8)), batch_size=64)
+    loader = DataLoader(TensorDataset(torch.randn(4096, 8)), batch_size=16)
 
     def train_step(batch):
-        end = time.perf_counter() + 0.01  # a heavy step
+        end = time.perf_counter() + 0.04  # a heavy step: 40 ms against well under 1 ms of loading
         while time.perf_counter() < end:
             pass
 """
 
 
 def test_compute_bound_keeps_the_configuration(tmp_path):
+    """Planted far from the 5% cut-off (a 10 ms step against 0.5-0.9 ms of loading read 7-8% wait
+    on a loaded machine, and flipped between machines): the wait share must be measurably low."""
     proc, data = scan(write(tmp_path, "heavy", COMPUTE_BOUND), tmp_path / "out", "--quick")
     assert proc.returncode == 0, proc.stderr
-    assert (data["bottleneck"]["verdict"], data["bottleneck"]["stage"]) == ("compute-bound", "step")
+    assert (data["bottleneck"]["verdict"], data["bottleneck"]["stage"]) == ("compute-bound", "step"), \
+        data["bottleneck"]["evidence"]
+    base = data["baseline"]
+    assert base["wait_ci_pct"] is not None and base["wait_pct"] - base["wait_ci_pct"] < 5.0
     assert data["speedup"] == pytest.approx(1.0, abs=0.15)
 
 
-@pytest.mark.parametrize("body, message", [
-    ("x = 1\n", "defines neither 'loader'"),
-    ("def broken(:\n", "syntax error in"),
-    ("loader = 5\n", "'loader' must be a torch.utils.data.DataLoader"),
-])
-def test_bad_target_is_one_line_exit_2(tmp_path, body, message):
-    proc, _ = scan(write(tmp_path, "bad", body), tmp_path / "out", "--quick")
-    assert proc.returncode == 2, proc.stderr
-    assert message in proc.stderr and "Traceback" not in proc.stderr
-    assert proc.stderr.strip().splitlines()[-1].startswith("dlprof: error:")
+# bad targets and impossible options: tests/fault_cases.py BAD_TARGETS, run by tests/test_faults.py
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--max-workers", "-1"], "expected a positive integer"),
-    (["--batch-sizes", "0"], "batch sizes must be positive"),
-    (["--budget", "soon"], "expected a number of seconds"),
-])
-def test_impossible_options_are_refused(tmp_path, args, message):
-    proc = subprocess.run([sys.executable, "-m", "dlprof", "scan", "recipes/mnist_mlp.py", *args],
-                          cwd=REPO, capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 2 and message in proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1
-
-
-@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
-def test_interrupted_scan_keeps_results_and_leaves_no_process(tmp_path, sig):
+def test_interrupted_scan_keeps_results_and_leaves_no_process(tmp_path):
+    """Ctrl-C (SIGINT) here; SIGTERM stops a scan in tests/test_faults.py, then --resume."""
     import signal
+
+    sig = "SIGINT"
     import time
 
     import psutil

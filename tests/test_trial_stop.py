@@ -23,3 +23,25 @@ def test_short_epochs_are_measured_until_they_make_the_blocks(tmp_path):
     assert window[-1] - window[0] >= 5  # five epoch ends in the window: blocks follow epochs
     assert result.ci_pct < 100  # an interval from those blocks, not "unknown"
     assert result.seconds < 0.4 * 3.75
+
+
+def _batches(waits_ms, step_ms=10.0):
+    from dlprof.records import BatchRecord
+
+    out, t = [], 0
+    for i, wait in enumerate(waits_ms):
+        start, end = t, t + int(wait * 1e6)
+        out.append(BatchRecord(0, i, -1, 0, 8, start, end, [], end, end, start, end, step_ns=int(step_ms * 1e6)))
+        t = end + int(step_ms * 1e6)
+    return out
+
+
+def test_baseline_measures_on_while_its_wait_share_spans_a_cut_off():
+    from dlprof.sweep.trial import _wait_undecided
+
+    # blocks at 9% and 31% wait: a 20% share whose interval spans the data-bound cut-off
+    noisy = _batches(([1.0] * 10 + [4.5] * 10) * 4)
+    assert _wait_undecided(noisy)
+    # the same mean share, steady: clear of both cut-offs
+    assert not _wait_undecided(_batches([3.0] * 80))
+    assert not _wait_undecided(_batches([0.1] * 80))

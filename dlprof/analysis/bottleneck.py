@@ -1,8 +1,11 @@
 """Diagnosis of a scan: verdict, the stage to blame, its kind, and the evidence. Pure.
 
-Verdict from the baseline's wait share (the TensorFlow profiler's thresholds, see
-``analysis.thresholds``). The stage follows the numbers of the trials:
-  step      compute-bound: the training step sets the pace;
+Verdict from the baseline's wait share (``thresholds.verdict``, the TensorFlow profiler's
+cut-offs), measured until its 95% interval clears them where the trial's time allows; the
+evidence says when it could not (the share sits at a cut-off). The stage names what limits throughput:
+  step      compute-bound or balanced: the training step takes most of the loop (80% or more
+            by the cut-offs), so it sets the pace; the evidence still names the largest
+            producer stage and the most that removing every wait could gain;
   startup   starting workers takes a real share of each (short) epoch;
   main      the loop waits although the workers are mostly idle: per-batch cost in the main
             process (receiving tiny batches from workers) dominates;
@@ -13,11 +16,12 @@ busy time), else ``cpu``.
 from __future__ import annotations
 
 from dlprof.analysis.pinning import pinning_effect
-from dlprof.analysis.thresholds import BALANCED_PCT, DATA_BOUND_PCT
+from dlprof.analysis.thresholds import interval_text, spanned_cutoff, verdict as judge
 from dlprof.scan_records import Bottleneck, TrialResult
 
 STARTUP_SHARE = 0.3  # start-up above this share of an epoch is the problem to fix
 IDLE_WORKERS_PCT = 50.0  # workers busy less than this while the loop waits: not their fault
+PRODUCERS = ("fetch", "collate", "pin", "transfer")
 
 
 def diagnose(baseline: TrialResult | None, trials: list[TrialResult], cores: int
@@ -26,14 +30,13 @@ def diagnose(baseline: TrialResult | None, trials: list[TrialResult], cores: int
     if baseline is None or baseline.status != "ok":
         return Bottleneck("unknown", "fetch", None, ["the baseline configuration did not run"]), warnings
     s, w = baseline.stage_ms, baseline.settings.num_workers
-    evidence = [f"the training loop waited for data {baseline.wait_pct:.0f}% of its time "
-                f"({s['wait']:.2f} ms a batch, against {s['step']:.2f} ms in the step)"]
-    if baseline.wait_pct < BALANCED_PCT:
-        verdict = "compute-bound"
-    elif baseline.wait_pct < DATA_BOUND_PCT:
-        verdict = "balanced"
-    else:
-        verdict = "data-bound"
+    verdict = judge(baseline.wait_pct)
+    evidence = [f"the training loop waited for data {interval_text(baseline.wait_pct, baseline.wait_ci_pct)} "
+                f"of its time ({s['wait']:.2f} ms a batch, against {s['step']:.2f} ms in the step)"]
+    cut = spanned_cutoff(baseline.wait_pct, baseline.wait_ci_pct)
+    if cut is not None:
+        evidence.append(f"borderline: the interval spans the {cut:.0f}% cut-off, so another run could read "
+                        f"{'one band lower' if baseline.wait_pct >= cut else 'one band higher'}")
     if not baseline.has_train_step:
         evidence.append("no train_step in the target: the loader was measured alone")
 
@@ -43,17 +46,23 @@ def diagnose(baseline: TrialResult | None, trials: list[TrialResult], cores: int
         evidence.append(f"starting the workers took {startup:.0f} ms of each {baseline.epoch_ms:.0f} ms epoch; "
                         "persistent_workers=True keeps them across epochs")
         return Bottleneck(verdict, "startup", None, evidence), warnings
-    if verdict == "compute-bound":
-        evidence.append("the data arrives faster than the step uses it: more workers would only burn CPU")
+    produce = {k: s.get(k, 0.0) for k in PRODUCERS}
+    largest = max(produce, key=produce.get)
+    if verdict != "data-bound":
+        gain = 100.0 / max(100.0 - baseline.wait_pct, 1e-9)
+        evidence.append(f"the step takes {100.0 - baseline.wait_pct:.0f}% of the loop and sets its pace; the largest "
+                        f"producer stage is {largest} ({produce[largest]:.2f} ms a batch), and removing every wait "
+                        f"would make the loop at most {gain:.2f}x faster")
+        if verdict == "compute-bound":
+            evidence.append("the data arrives faster than the step uses it: more workers would only burn CPU")
         return Bottleneck(verdict, "step", None, evidence), warnings
 
-    produce = {k: s.get(k, 0.0) for k in ("fetch", "collate", "pin", "transfer")}
     if w and baseline.worker_busy_pct < IDLE_WORKERS_PCT and s["wait"] > 0.5 * (s["fetch"] + s["collate"]) / w:
         evidence.append(f"yet the {w} workers were busy only {baseline.worker_busy_pct:.0f}% of the time: the "
                         f"main process spends the time receiving each batch ({baseline.settings.batch_size} "
                         "samples) from a worker; fewer workers or larger batches help")
         return Bottleneck(verdict, "main", None, evidence), warnings
-    stage = max(produce, key=produce.get)
+    stage = largest
     kind = None
     if stage == "fetch":
         cpu = baseline.worker_cpu_pct if w else baseline.main_cpu_pct

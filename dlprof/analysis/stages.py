@@ -11,7 +11,8 @@ import pandas as pd
 
 from dlprof.analysis.memory import memory_growth_warning, worker_memory_growth
 from dlprof.analysis.pinning import pin_cost, pin_note
-from dlprof.analysis.thresholds import BALANCED_PCT, DATA_BOUND_PCT
+from dlprof.analysis.thresholds import BALANCED_PCT, DATA_BOUND_PCT, interval_text, spanned_cutoff, verdict as judge
+from dlprof.analysis.throughput import share_and_ci
 from dlprof.records import MAIN_PROCESS, ProfileRun
 
 
@@ -112,6 +113,7 @@ class Summary:
     samples: int
     stages: pd.DataFrame
     wait_pct: float  # of the steady-state loop time (wait + transfer + step)
+    wait_ci_pct: float | None  # half-width of its 95% interval, percentage points; None: too few batches
     verdict: str  # data-bound | balanced | compute-bound | unknown
     reason: str
     samples_per_s: float  # steady state
@@ -125,10 +127,11 @@ def summarize(run: ProfileRun) -> Summary:
     frame = batch_frame(run)
     uses_workers = bool(run.loader and run.loader.num_workers > 0)
     steady = steady_batches(frame, uses_workers)
-    loop_ms = float((steady["wait_ms"] + steady["transfer_ms"] + steady["step_ms"]).sum())
-    wait_ms = float(steady["wait_ms"].sum())
-    wait_pct = 100.0 * wait_ms / loop_ms if loop_ms > 0 else float("nan")
-    verdict, reason = verdict_hint(wait_pct, len(steady))
+    loop = steady["wait_ms"] + steady["transfer_ms"] + steady["step_ms"]
+    loop_ms = float(loop.sum())
+    wait_pct, wait_ci = share_and_ci(steady["wait_ms"].tolist(), loop.tolist(), steady["epoch"].tolist())
+    wait_ci = wait_ci if wait_ci != float("inf") else None
+    verdict, reason = verdict_hint(wait_pct, wait_ci, len(steady))
     samples_per_s = 1000.0 * float(steady["samples"].sum()) / loop_ms if loop_ms > 0 else float("nan")
     startup = [(e.first_batch_ns - e.iter_start_ns) / _NS_PER_MS for e in run.epochs if e.first_batch_ns]
     per_worker = {int(k): int(v) for k, v in frame.groupby("worker_id").size().items()}
@@ -146,24 +149,29 @@ def summarize(run: ProfileRun) -> Summary:
     return Summary(
         loader={} if run.loader is None else dataclasses.asdict(run.loader),
         batches=len(frame), epochs=len(run.epochs), samples=int(frame["samples"].sum()),
-        stages=stage_table(frame), wait_pct=wait_pct, verdict=verdict, reason=reason,
+        stages=stage_table(frame), wait_pct=wait_pct, wait_ci_pct=wait_ci, verdict=verdict, reason=reason,
         samples_per_s=samples_per_s, startup_ms=startup,
         workers_reused=[e.workers_reused for e in run.epochs], batches_per_worker=per_worker,
         notes=notes,
     )
 
 
-def verdict_hint(wait_pct: float, batches: int) -> tuple[str, str]:
+def verdict_hint(wait_pct: float, wait_ci_pct: float | None, batches: int) -> tuple[str, str]:
+    """The verdict of ``thresholds.verdict`` and the sentence that explains it."""
     if batches == 0 or wait_pct != wait_pct:  # NaN: nothing measured
         return "unknown", "no batches were measured"
-    if wait_pct >= DATA_BOUND_PCT:
-        return "data-bound", (f"the loop waited for data {wait_pct:.1f}% of the time "
-                              f"(>= {DATA_BOUND_PCT:.0f}%: high input stall)")
-    if wait_pct >= BALANCED_PCT:
-        return "balanced", (f"the loop waited for data {wait_pct:.1f}% of the time "
-                            f"({BALANCED_PCT:.0f}-{DATA_BOUND_PCT:.0f}%: moderate input stall)")
-    return "compute-bound", (f"the loop waited for data only {wait_pct:.1f}% of the time "
-                             f"(< {BALANCED_PCT:.0f}%): the training step sets the pace")
+    found = judge(wait_pct)
+    share = interval_text(wait_pct, wait_ci_pct)
+    cut = spanned_cutoff(wait_pct, wait_ci_pct)
+    if cut is not None:
+        share += f", at the {cut:.0f}% cut-off"
+    if found == "data-bound":
+        return found, f"the loop waited for data {share} of the time (>= {DATA_BOUND_PCT:.0f}%: high input stall)"
+    if found == "balanced":
+        return found, (f"the loop waited for data {share} of the time "
+                       f"({BALANCED_PCT:.0f}-{DATA_BOUND_PCT:.0f}%: moderate input stall)")
+    return found, (f"the loop waited for data only {share} of the time (< {BALANCED_PCT:.0f}%): "
+                   "the training step sets the pace")
 
 
 def worker_label(worker_id: int) -> str:

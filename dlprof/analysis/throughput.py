@@ -81,3 +81,28 @@ def noise_margin(ci_a_pct: float, ci_b_pct: float, floor: float) -> float:
     """How far apart two measured rates may be and still be noise, as a fraction: their
     intervals combined (each capped at 100%), at least ``floor``."""
     return max(math.hypot(min(ci_a_pct, 100), min(ci_b_pct, 100)) / 100, floor)
+
+
+def share_and_ci(part_ms: list[float], whole_ms: list[float], epochs: list[int] | None = None
+                 ) -> tuple[float, float]:
+    """The share (%) of ``whole_ms`` that ``part_ms`` takes over a window of batches (the wait
+    in the loop's time), and the half-width of its 95% interval in percentage points, from
+    the shares of the same blocks as ``rate_and_ci`` (one per whole epoch when there are
+    enough, else eight). inf when there are too few batches for blocks."""
+    total = sum(whole_ms)
+    if not part_ms or total <= 0:
+        return float("nan"), math.inf
+    share = 100.0 * sum(part_ms) / total
+    ends = _epoch_ends(epochs)  # blocks of batches [a, b): whole epochs, else eight equal ones
+    edges = ([e + 1 for e in ends] if len(ends) >= MIN_EPOCH_BLOCKS + 1
+             else [round(i * len(part_ms) / _BLOCKS) for i in range(_BLOCKS + 1)])
+    shares = []
+    for a, b in zip(edges, edges[1:]):
+        whole = sum(whole_ms[a:b])
+        if b > a and whole > 0:
+            shares.append(100.0 * sum(part_ms[a:b]) / whole)
+    if len(shares) < MIN_EPOCH_BLOCKS:
+        return share, math.inf
+    mean = sum(shares) / len(shares)
+    sd = math.sqrt(sum((s - mean) ** 2 for s in shares) / (len(shares) - 1))
+    return share, _t975(len(shares) - 1) * sd / math.sqrt(len(shares))

@@ -1,10 +1,12 @@
 """From one trial's profile records to its TrialResult figures: pure, no torch."""
 from __future__ import annotations
 
+import math
+
 from dlprof.analysis.hotspots import hotspots
 from dlprof.analysis.memory import memory_growth_warning, worker_memory_growth
 from dlprof.analysis.stages import STAGES, batch_frame
-from dlprof.analysis.throughput import rate_and_ci  # the estimate the stopping rule uses
+from dlprof.analysis.throughput import rate_and_ci, share_and_ci  # rate_and_ci: the stopping rule's estimate
 from dlprof.records import ProfileRun
 from dlprof.scan_records import LoaderSettings, TrialResult
 
@@ -15,15 +17,18 @@ def trial_stats(run: ProfileRun, settings: LoaderSettings, warm: int) -> TrialRe
     steady = frame.iloc[warm:]
     times = [b.wait_end_ns for b in run.batches[len(frame) - len(steady):]]
     samples = [b.samples for b in run.batches[len(frame) - len(steady):]]
-    rate, ci = rate_and_ci(times, samples, [b.epoch for b in run.batches[len(frame) - len(steady):]])
-    loop_ms = float((steady["wait_ms"] + steady["transfer_ms"] + steady["step_ms"]).sum())
+    epochs = [b.epoch for b in run.batches[len(frame) - len(steady):]]
+    rate, ci = rate_and_ci(times, samples, epochs)
+    loop = steady["wait_ms"] + steady["transfer_ms"] + steady["step_ms"]
+    loop_ms = float(loop.sum())
+    wait_pct, wait_ci = share_and_ci(steady["wait_ms"].tolist(), loop.tolist(), epochs)
     window_ns = times[-1] - times[0] if len(times) > 1 else 0
     completed = [e for e in run.epochs if e.completed]
     result = TrialResult(
         settings=settings, status="ok",
         samples_per_s=rate, ci_pct=ci if ci != float("inf") else 100.0,
         batches=len(steady), epochs=len(run.epochs), seconds=window_ns / 1e9,
-        wait_pct=100.0 * float(steady["wait_ms"].sum()) / loop_ms if loop_ms > 0 else 0.0,
+        wait_pct=wait_pct if loop_ms > 0 else 0.0, wait_ci_pct=wait_ci if math.isfinite(wait_ci) else None,
         stage_ms={stage: float(steady[f"{stage}_ms"].mean()) for stage in STAGES}
         | {k: float(steady[f"{k}_ms"].mean()) for k in ("fetch_per_sample", "pin_cpu", "pin_wait")},
         startup_ms=[(e.first_batch_ns - e.iter_start_ns) / 1e6 for e in run.epochs if e.first_batch_ns],

@@ -135,7 +135,8 @@ class Scan:
         self.save()  # a crash of dlprof itself loses at most the trial in flight
         if trial.status == "ok":
             self.progress(f"    {trial.samples_per_s:,.0f} samples/s (+/- {trial.ci_pct:.1f}%), "
-                          f"wait {trial.wait_pct:.0f}% of the loop")
+                          f"wait {trial.wait_pct:.0f}% of the loop"
+                          + (f" (+/- {trial.wait_ci_pct:.1f})" if trial.wait_ci_pct is not None else ""))
         else:
             self.progress(f"    {trial.status}: {trial.error}")
         return trial

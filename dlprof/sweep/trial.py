@@ -22,7 +22,8 @@ import traceback
 from dataclasses import dataclass
 from time import perf_counter
 
-from dlprof.analysis.throughput import MIN_EPOCH_BLOCKS, rate_and_ci
+from dlprof.analysis.thresholds import spanned_cutoff
+from dlprof.analysis.throughput import MIN_EPOCH_BLOCKS, rate_and_ci, share_and_ci
 from dlprof.errors import DlprofError
 from dlprof.records import save_json
 from dlprof.scan_records import LoaderSettings, TrialResult
@@ -80,7 +81,7 @@ def measure(target, settings: LoaderSettings | None, device: str | None, limits:
     # CI must span a whole burst, or the interval says more about bursts than about throughput
     min_batches = max(limits.min_batches, 8 * settings.num_workers)
     try:
-        batch_bytes = _loop(prof, step, batches, warm, limits, min_batches)
+        batch_bytes = _loop(prof, step, batches, warm, limits, min_batches, verdict_matters=purpose == "baseline")
     except DlprofError:
         raise
     except _StepRaised as raised:  # the training step failed
@@ -131,7 +132,8 @@ class _StepRaised(Exception):
         self.exc = exc
 
 
-def _loop(prof, step, batches, warm: int, limits: TrialLimits, min_batches: int) -> int:
+def _loop(prof, step, batches, warm: int, limits: TrialLimits, min_batches: int,
+          verdict_matters: bool = False) -> int:
     """Epochs of the training loop until the estimate is stable or the limits are reached.
     Returns the bytes of the first batch (for the shared-memory check of later trials)."""
     batch_bytes = -1
@@ -164,17 +166,31 @@ def _loop(prof, step, batches, warm: int, limits: TrialLimits, min_batches: int)
             if now >= hard:
                 return batch_bytes
             past_soft = now >= soft and n >= limits.min_steady and enough
-            if past_soft and not few_short_epochs:
+            # the baseline's verdict depends on its wait share: while the share's interval spans
+            # a cut-off, it measures on, up to twice its window (then the verdict says borderline)
+            undecided = (verdict_matters and enough and n % 4 == 0 and now < soft + limits.max_seconds
+                         and _wait_undecided(batches[warm:]))
+            if past_soft and not few_short_epochs and not undecided:
                 return batch_bytes
             # the interval, every 4 batches (it is computed inside the measured loop)
             if enough and n % 4 == 0 and (past_soft or (n >= limits.min_batches and now - start >= limits.min_seconds)):
                 ci = _window_ci(batches[warm:])
-                if ci <= 100 * limits.rel_ci or (past_soft and ci <= 3 * 100 * limits.rel_ci):
+                if (ci <= 100 * limits.rel_ci or (past_soft and ci <= 3 * 100 * limits.rel_ci)) and not undecided:
                     return batch_bytes
         epochs += 1
         if not batches:
             raise DlprofError("the loader yielded no batch")
     return max(batch_bytes, 0)
+
+
+def _wait_undecided(window) -> bool:
+    """Does the 95% interval of the window's wait share span a verdict's cut-off? (The last
+    batch's step is still running: left out.)"""
+    window = window[:-1]
+    wait = [(b.wait_end_ns - b.wait_start_ns) / 1e6 for b in window]
+    loop = [w + (b.transfer_ns + b.step_ns) / 1e6 for w, b in zip(wait, window)]
+    share, ci = share_and_ci(wait, loop, [b.epoch for b in window])
+    return spanned_cutoff(share, ci) is not None
 
 
 def _window_ci(window) -> float:
