@@ -17,6 +17,7 @@ import os
 import platform
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -56,6 +57,7 @@ def main() -> int:
     for path in sorted(glob.glob(os.path.join(REPO, "recipes", "*.py"))):
         name = os.path.splitext(os.path.basename(path))[0]
         out = os.path.join(args.out, name)
+        shutil.rmtree(out, ignore_errors=True)  # no trial of an earlier scan left beside this one
         t0 = time.perf_counter()
         proc = subprocess.run([sys.executable, "-m", "dlprof", "scan", os.path.relpath(path, REPO),
                                "--out", os.path.relpath(out, REPO), *shlex.split(args.scan_args)],
