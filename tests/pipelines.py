@@ -110,12 +110,12 @@ def shard_init(worker: int) -> None:
 
 
 class OddSlowDataset(Dataset):
-    """Odd indices cost 3 ms, even ones nothing: per-sample times must tell them apart."""
+    """Odd indices cost 20 ms, even ones nothing: per-sample times must tell them apart."""
 
     def __len__(self) -> int:
         return 24
 
     def __getitem__(self, index):
         if index % 2:
-            busy_wait(0.003)
+            busy_wait(0.020)
         return torch.tensor(index)

@@ -241,4 +241,6 @@ def test_per_sample_times_single_out_the_slow_samples(num_workers):
     assert len(samples) == 24
     odd = samples[samples["sample"] % 2 == 1]["fetch_ms"]  # sequential sampler: position = index parity
     even = samples[samples["sample"] % 2 == 0]["fetch_ms"]
-    assert odd.min() >= 2.7 and even.max() < 1.0
+    # each slow sample took its 20 ms (a deadline: never less); the cheap ones, a few microseconds,
+    # stay far below it but for a preempted one or two on a busy machine
+    assert odd.min() >= 20.0 and even.median() < 5.0

@@ -7,17 +7,21 @@ wait per batch exceeds the others' median by more than their spread allows.
 """
 from __future__ import annotations
 
+import math
 import statistics
 from dataclasses import dataclass, field
 
 import pandas as pd
 
 from dlprof.analysis.stages import batch_frame, steady_batches, summarize
+from dlprof.analysis.throughput import mean_and_ci
 from dlprof.records import ProfileRun
 
 MIN_MARGIN_MS = 1.0  # a straggler waits at least this much longer per batch...
 STEP_SHARE = 0.10  # ... and 10% of the median step (loop time per batch) ...
-SPREAD_MADS = 3.0  # ... and 3 robust standard deviations of the other ranks' waits
+SPREAD_MADS = 3.0  # ... and 3 robust standard deviations of the other ranks' waits ...
+# ... and the 95% intervals of its own mean wait and of the others' (combined): a difference
+# that the ranks' own batch-to-batch noise explains is no straggler
 
 
 @dataclass
@@ -37,12 +41,14 @@ def rank_table(merged: dict) -> pd.DataFrame:
         frame = steady_batches(batch_frame(run), bool(run.loader and run.loader.num_workers))
         s = summarize(run)
         loop = frame["wait_ms"] + frame["transfer_ms"] + frame["step_ms"]
+        wait_ci = mean_and_ci(frame["wait_ms"].tolist())[1] if len(frame) else math.inf
         rows.append({
             "rank": facts["rank"], "host": facts["host"], "local_rank": facts["local_rank"],
             "cores_per_rank": max(1, facts["cores"] // max(1, facts["local_world_size"])),
             "num_workers": run.loader.num_workers if run.loader else 0,
             "sampler": _short_sampler(facts.get("sampler") or ""),
             "batches": len(frame), "wait_ms": float(frame["wait_ms"].mean()) if len(frame) else 0.0,
+            "wait_ci_ms": wait_ci if math.isfinite(wait_ci) else float("nan"),
             "fetch_ms": float(frame["fetch_ms"].mean()) if len(frame) else 0.0,
             "step_ms": float(frame["step_ms"].mean()) if len(frame) else 0.0,
             "loop_ms": float(loop.mean()) if len(frame) else 0.0,
@@ -75,13 +81,16 @@ def analyse_ranks(merged: dict) -> RankAnalysis:
         if not others:
             continue
         typical = statistics.median(others)
-        margin = max(MIN_MARGIN_MS, STEP_SHARE * step, SPREAD_MADS * _mad(others))
+        cis = [c for r, c in zip(table["rank"], table["wait_ci_ms"]) if r != row.rank and c == c]
+        noise = math.hypot(row.wait_ci_ms if row.wait_ci_ms == row.wait_ci_ms else 0.0, max(cis, default=0.0))
+        margin = max(MIN_MARGIN_MS, STEP_SHARE * step, SPREAD_MADS * _mad(others), noise)
         if row.wait_ms > typical + margin:
             result.stragglers.append(int(row.rank))
             result.evidence.append(
                 f"rank {row.rank} ({row.host}) waited {row.wait_ms:.2f} ms a batch for data against "
                 f"{typical:.2f} ms on the other ranks (margin {margin:.2f} ms: the larger of {MIN_MARGIN_MS:g} ms, "
-                f"{STEP_SHARE:.0%} of the {step:.2f} ms loop time and {SPREAD_MADS:g} MADs of the others); its "
+                f"{STEP_SHARE:.0%} of the {step:.2f} ms loop time, {SPREAD_MADS:g} MADs of the others and the ranks' "
+                f"95% intervals); its "
                 f"fetch took {row.fetch_ms:.2f} ms a batch with num_workers={row.num_workers}")
     if result.stragglers:
         typical_all = float(table[~table["rank"].isin(result.stragglers)]["wait_ms"].median())

@@ -106,3 +106,18 @@ def share_and_ci(part_ms: list[float], whole_ms: list[float], epochs: list[int] 
     mean = sum(shares) / len(shares)
     sd = math.sqrt(sum((s - mean) ** 2 for s in shares) / (len(shares) - 1))
     return share, _t975(len(shares) - 1) * sd / math.sqrt(len(shares))
+
+
+def mean_and_ci(values: list[float]) -> tuple[float, float]:
+    """The mean of per-batch values (ms) and the half-width of its 95% interval, from the means
+    of eight consecutive blocks (successive batches are correlated). inf with too few values."""
+    if not values:
+        return float("nan"), math.inf
+    mean = sum(values) / len(values)
+    edges = [round(i * len(values) / _BLOCKS) for i in range(_BLOCKS + 1)]
+    blocks = [sum(values[a:b]) / (b - a) for a, b in zip(edges, edges[1:]) if b > a]
+    if len(blocks) < MIN_EPOCH_BLOCKS:
+        return mean, math.inf
+    centre = sum(blocks) / len(blocks)
+    sd = math.sqrt(sum((m - centre) ** 2 for m in blocks) / (len(blocks) - 1))
+    return mean, _t975(len(blocks) - 1) * sd / math.sqrt(len(blocks))
