@@ -170,7 +170,23 @@ def run_scan(case: Case, workdir: str, timeout: float = 240) -> Outcome:
     left_tmp = [n for n in os.listdir(tmp) if not n.startswith("torchinductor_")]
     shutil.rmtree(tmp, ignore_errors=True)
     return Outcome(proc.returncode, proc.stdout, proc.stderr, results, seconds, left,
-                   sorted(n for n in shm_after - shm_before if n.startswith("torch_")), left_tmp, out)
+                   _orphaned_shm(shm_after - shm_before), left_tmp, out)
+
+
+def _orphaned_shm(names: set[str]) -> list[str]:
+    """New torch_<pid>_... shared-memory files whose creating process is gone: left behind. A
+    file of a live process belongs to another test running beside this one (its workers are
+    between creating a segment and unlinking it), not to the finished scan."""
+    import psutil
+
+    left = []
+    for name in sorted(names):
+        parts = name.split("_")
+        if name.startswith("torch_") and len(parts) > 1 and parts[1].isdigit() and psutil.pid_exists(int(parts[1])):
+            continue
+        if name.startswith("torch_") and os.path.exists(os.path.join("/dev/shm", name)):
+            left.append(name)
+    return left
 
 
 def failed_errors(outcome: Outcome) -> list[str]:
