@@ -21,8 +21,12 @@ demo: setup
 
 # Two test processes, a test file each at a time (a file's scans are shared by its tests): most
 # tests wait on subprocesses and workers, so two keep the 2 cores busy; they pass under load.
+# Then the `solo` tests, alone: they compare processes side by side (ranks of a job), and a test
+# beside them would load one side more than the other.
+SOLO_ARGS ?=
 test: setup browser
-	$(PY) -m pytest -n 2 --dist loadfile $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 --dist loadfile -m "not solo" $(PYTEST_ARGS)
+	$(PY) -m pytest -m solo $(SOLO_ARGS)
 
 # Headless Chromium for the HTML report test. Not fatal: without it that test is skipped, saying so.
 browser:

@@ -80,6 +80,8 @@ def main() -> int:
         rec = LoaderSettings(**data["recommendation"]["config"])
         diff = ", ".join(changes(base, rec)) or "keep"
         speedup = f"{data['speedup']:.2f}x" if data.get("speedup") else "-"
+        if data.get("speedup_ci"):
+            speedup += f" (95%: {data['speedup_ci'][0]:.2f}-{data['speedup_ci'][1]:.2f})"
         expected = docstring_line(path, EXPECTED)
         met += found == expected
         rows.append(f"| {name} | {expected} | {found} | {diff} | {speedup} | {seconds:.0f} |")

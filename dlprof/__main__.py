@@ -1,3 +1,4 @@
 from dlprof.cli import main
 
-raise SystemExit(main())
+if __name__ == "__main__":  # not when a worker started by spawn imports the main module again
+    raise SystemExit(main())

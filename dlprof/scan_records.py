@@ -11,8 +11,9 @@ incompatible change and say what changed):
      results: ``budget_s``, ``elapsed_s`` and ``target_sha256`` (for ``--resume``).
      Version 1 files are still read (the new fields take their defaults).
   3  trials: ``wait_ci_pct`` (half-width of the wait share's 95% interval, percentage
-     points; null when too few batches), which the verdict is judged against. Versions 1 and
-     2 are still read (their wait shares count as exact).
+     points; null when too few batches), printed with the verdict; results: ``speedup_ci``
+     (the 95% interval [low, high] of ``speedup``, null when the configuration is kept).
+     Versions 1 and 2 are still read (their wait shares count as exact, no speedup interval).
 """
 from __future__ import annotations
 
@@ -101,6 +102,7 @@ class ScanResult:
     recommendation: TrialResult | None = None
     speedup: float | None = None  # measured, interleaved, recommendation / baseline
     speedup_samples: list[float] = field(default_factory=list)  # per-round ratios behind it
+    speedup_ci: list[float] | None = None  # 95% interval [low, high] of speedup; None: kept
     bottleneck: Bottleneck | None = None
     warnings: list[str] = field(default_factory=list)
     trials: list[TrialResult] = field(default_factory=list)
@@ -128,6 +130,7 @@ class ScanResult:
             "recommendation": trial(self.recommendation),
             "speedup": self.speedup,
             "speedup_samples": self.speedup_samples,
+            "speedup_ci": self.speedup_ci,
             "bottleneck": dataclasses.asdict(self.bottleneck) if self.bottleneck else None,
             "warnings": self.warnings,
             "trials": [trial(t) for t in self.trials],
@@ -158,6 +161,7 @@ class ScanResult:
                 target=data["target"], complete=data.get("complete", False),
                 baseline=trial(data.get("baseline")), recommendation=trial(data.get("recommendation")),
                 speedup=data.get("speedup"), speedup_samples=list(data.get("speedup_samples", [])),
+                speedup_ci=list(data["speedup_ci"]) if data.get("speedup_ci") else None,
                 bottleneck=Bottleneck(**data["bottleneck"]) if data.get("bottleneck") else None,
                 warnings=list(data.get("warnings", [])), trials=[trial(t) for t in data.get("trials", [])],
                 environment=dict(data.get("environment", {})), notes=list(data.get("notes", [])),

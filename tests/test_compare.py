@@ -81,8 +81,9 @@ def test_compare_real_scans_same_is_fine_slowdown_fails(tmp_path):
 
     def scan(name, slowdown):
         env = dict(os.environ, PACED_SLOWDOWN=str(slowdown))
-        proc = subprocess.run([sys.executable, "-m", "dlprof", "scan", str(target), "--quick", "--max-workers", "2",
-                               "--out", str(tmp_path / name)], capture_output=True, text=True, env=env, timeout=300)
+        proc = subprocess.run([sys.executable, "-m", "dlprof", "scan", str(target), "--quick", "--budget", "12",
+                               "--no-hotspots", "--max-workers", "2", "--out", str(tmp_path / name)],
+                              capture_output=True, text=True, env=env, timeout=300)
         assert proc.returncode == 0, proc.stderr
         return str(tmp_path / name / "results.json")
 

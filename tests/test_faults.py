@@ -109,13 +109,13 @@ def test_interrupted_scan_resumes(tmp_path):
         "    def __getitem__(self, i):\n        time.sleep(0.002)\n        return torch.tensor([float(i)])\n"
         "loader = DataLoader(D(), batch_size=8)\n")
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "dlprof", "scan", str(target), "--out", str(out), "--budget", "40"]
+    cmd = [sys.executable, "-m", "dlprof", "scan", str(target), "--out", str(out), "--budget", "25"]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 # a shell's background job inherits SIGINT ignored; Ctrl-C is what is tested
                                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:  # two trials done and saved, a third running
-        if (out / "results.json").exists() and len(json.loads((out / "results.json").read_text())["trials"]) >= 2:
+    while time.monotonic() < deadline:  # a trial done and saved, the next one running
+        if (out / "results.json").exists() and len(json.loads((out / "results.json").read_text())["trials"]) >= 1:
             break
         time.sleep(0.1)
     time.sleep(0.5)
@@ -125,7 +125,7 @@ def test_interrupted_scan_resumes(tmp_path):
     assert proc.returncode == 130, stderr
     assert time.monotonic() - sent < 10
     before = json.loads((out / "results.json").read_text())
-    assert before["complete"] is False and len(before["trials"]) >= 2
+    assert before["complete"] is False and len(before["trials"]) >= 1
     time.sleep(0.5)
     assert not [p for p in psutil.process_iter(["cmdline"]) if str(target) in " ".join(p.info["cmdline"] or [])]
 

@@ -57,6 +57,9 @@ def test_io_bound_scan_recommends_more_workers_than_cores_and_verifies_it(tmp_pa
     assert set(rec) == {"num_workers", "pin_memory", "prefetch_factor", "persistent_workers", "batch_size"}
     # the speedup is the side-by-side re-measurement, and it is real
     assert data["speedup"] >= 2.0 and data["speedup_samples"]
+    low, high = data["speedup_ci"]  # the claim comes with its interval, which excludes "no gain"
+    assert 1.0 < low <= data["speedup"] <= high
+    assert f"95% interval {low:.2f}-{high:.2f}x" in proc.stdout
     finals = [t for t in data["trials"] if t["purpose"].startswith("final")]
     assert len(finals) >= 2 and {t["purpose"] for t in finals} == {"final: baseline", "final: recommendation"}
     assert data["baseline"]["config"]["num_workers"] == 0 and data["baseline"]["samples_per_s"] > 0
@@ -177,3 +180,56 @@ def test_interrupted_scan_keeps_results_and_leaves_no_process(tmp_path):
     time.sleep(0.5)
     left = [p for p in psutil.process_iter(["cmdline"]) if str(target) in " ".join(p.info["cmdline"] or [])]
     assert not left, left
+
+
+def test_rebuilt_loader_without_workers_carries_no_start_method():
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from dlprof.scan_records import LoaderSettings
+    from dlprof.sweep.loaders import build_loader
+
+    base = DataLoader(TensorDataset(torch.zeros(8, 1)), batch_size=4, num_workers=2, multiprocessing_context="spawn")
+    alone = build_loader(base, LoaderSettings(0, False, None, False, 4))  # torch raises ValueError with a context
+    assert alone.num_workers == 0 and alone.multiprocessing_context is None
+    again = build_loader(base, LoaderSettings(1, False, 2, False, 4))
+    assert again.multiprocessing_context.get_start_method() == "spawn"
+
+
+FAILS_AFTER_FIRST_TRIAL = """
+    import os, time
+    import torch
+    from torch.utils.data import DataLoader, Dataset, get_worker_info
+
+    MARK = {mark!r}
+
+    class FirstTrialOnly(Dataset):  # storage latency; workers of any trial process but the first fail
+        def __len__(self):
+            return 4000
+        def __getitem__(self, i):
+            if get_worker_info() is not None:
+                if not os.path.exists(MARK):
+                    with open(MARK, "w") as fh:
+                        fh.write(str(os.getppid()))
+                with open(MARK) as fh:
+                    if fh.read() != str(os.getppid()):
+                        raise RuntimeError("the storage refuses a second client")
+            time.sleep(0.003)
+            return torch.tensor([float(i)])
+
+    loader = DataLoader(FirstTrialOnly(), batch_size=8)
+"""
+
+
+def test_candidate_that_fails_side_by_side_is_not_recommended(tmp_path):
+    """The fastest configuration ran once in the search, then failed in the final round: it
+    is not handed to the user, whatever it measured before."""
+    body = FAILS_AFTER_FIRST_TRIAL.replace("{mark!r}", repr(str(tmp_path / "mark")))
+    proc, data = scan(write(tmp_path, "first_only", body), tmp_path / "out", "--quick", "--max-workers", "4",
+                      "--no-hotspots")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    finals = [t for t in data["trials"] if t["purpose"] == "final: recommendation"]
+    assert finals and finals[-1]["status"] == "failed", [(t["purpose"], t["status"]) for t in data["trials"]]
+    assert data["recommendation"]["config"]["num_workers"] == 0 and data["speedup"] == 1.0
+    assert data["speedup_ci"] is None
+    assert any("failed in a side-by-side round" in n for n in data["notes"])

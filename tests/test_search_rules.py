@@ -4,6 +4,8 @@ because the rules are pure functions of them; the scans in test_scan.py run real
 import math
 import time
 
+import pytest
+
 from dlprof.analysis.throughput import rate_and_ci
 from dlprof.scan_records import LoaderSettings, ScanResult, TrialResult
 from dlprof.sweep.search import Scan, ScanPlan
@@ -204,3 +206,22 @@ def test_a_slow_baseline_reserves_its_own_window_for_the_final_round():
     assert not scan.affordable()
     scan.plan.budget_s = 9.5
     assert scan.affordable()
+
+
+def test_speedup_interval_and_the_rule_to_recommend():
+    from dlprof.analysis.throughput import ratio_and_ci
+    from dlprof.sweep.rules import measurably_faster, speedup_undecided
+
+    tight = ratio_and_ci([(1200.0, 3.0, 1000.0, 3.0)])
+    assert tight[0] == pytest.approx(1.2) and 1.0 < tight[1] < 1.2 < tight[2]
+    assert measurably_faster(tight) and not speedup_undecided(tight)
+    # 4% faster from two trials of +/-8%: the interval spans "no gain", so no recommendation
+    loose = ratio_and_ci([(1040.0, 8.0, 1000.0, 8.0)])
+    assert loose[1] < 1.0 < loose[2] and not measurably_faster(loose) and speedup_undecided(loose)
+    # +/-360% and +/-253% trials (the image_folder scan of issue 17) prove nothing
+    assert not measurably_faster(ratio_and_ci([(1530.0, 360.0, 1000.0, 253.0)]))
+    # three rounds that disagree: their spread widens the interval beyond the trials' own
+    spread = ratio_and_ci([(1300.0, 1.0, 1000.0, 1.0), (950.0, 1.0, 1000.0, 1.0), (1150.0, 1.0, 1000.0, 1.0)])
+    assert spread[1] < 1.0 and not measurably_faster(spread)
+    # a tight 1% gain is a tie, not a recommendation
+    assert not measurably_faster(ratio_and_ci([(1010.0, 0.1, 1000.0, 0.1)]))

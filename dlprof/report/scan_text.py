@@ -19,7 +19,9 @@ def speedup_line(r: ScanResult) -> str:
     if r.speedup == 1.0 and r.recommendation is r.baseline:
         return "keep the current configuration: no candidate was measurably faster"
     rounds = ", ".join(f"{x:.2f}x" for x in r.speedup_samples)
-    return f"measured speedup {r.speedup:.2f}x over the baseline (side by side, rounds: {rounds})"
+    interval = (f", 95% interval {r.speedup_ci[0]:.2f}-{r.speedup_ci[1]:.2f}x" if r.speedup_ci
+                else " (no interval: results of an older dlprof)")
+    return f"measured speedup {r.speedup:.2f}x{interval} over the baseline (side by side, rounds: {rounds})"
 
 
 class MarkdownRenderer:

@@ -35,7 +35,8 @@ def build_loader(base: DataLoader, s: LoaderSettings) -> DataLoader:
         pin_memory=s.pin_memory,
         timeout=base.timeout,
         worker_init_fn=base.worker_init_fn,
-        multiprocessing_context=base.multiprocessing_context,
+        # torch refuses a start method without workers (ValueError): only with workers
+        multiprocessing_context=base.multiprocessing_context if s.num_workers else None,
         generator=base.generator,
         persistent_workers=s.persistent_workers and s.num_workers > 0,
         prefetch_factor=(s.prefetch_factor or DEFAULT_PREFETCH) if s.num_workers else None,

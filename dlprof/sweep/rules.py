@@ -32,3 +32,16 @@ def within_noise(t: TrialResult, top: TrialResult) -> bool:
     restarting workers), not that a larger gap is noise."""
     margin = min(noise_margin(t.ci_pct, top.ci_pct, MIN_GAIN), MAX_TIE)
     return t.samples_per_s >= top.samples_per_s * (1 - margin)
+
+
+def measurably_faster(speedup: tuple[float, float, float]) -> bool:
+    """(ratio, low, high) of the side-by-side rounds: recommend only when the 95% interval
+    excludes "no gain" and the gain is worth a change (MIN_GAIN: smaller gains are ties)."""
+    ratio, low, _ = speedup
+    return low > 1.0 and ratio >= 1 + MIN_GAIN
+
+
+def speedup_undecided(speedup: tuple[float, float, float]) -> bool:
+    """The interval spans 1: another round could tell a gain from none."""
+    _, low, high = speedup
+    return low <= 1.0 < high

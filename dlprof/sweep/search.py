@@ -14,19 +14,20 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import statistics
 import time
 from dataclasses import dataclass, field
 from typing import Callable
 
 from dlprof.analysis.bottleneck import diagnose, step_contention
 from dlprof.analysis.memory import shm_shortfall
+from dlprof.analysis.throughput import ratio_and_ci
 from dlprof.analysis.thresholds import MIN_GAIN
 from dlprof.errors import DlprofError, ScanFailed
 from dlprof.probe.environment import shm_free_bytes
 from dlprof.records import save_json
 from dlprof.scan_records import LoaderSettings, ScanResult, TrialResult
-from dlprof.sweep.rules import batches_per_epoch, restart_cost, within_noise
+from dlprof.sweep.rules import (batches_per_epoch, measurably_faster, restart_cost, speedup_undecided,
+                               within_noise)
 from dlprof.sweep.trial import TrialLimits, preload_torch, run_trial
 
 FINAL_ROUNDS = 2  # baseline/recommendation pairs measured at the end (1 with --quick)
@@ -387,42 +388,51 @@ class Scan:
             if not self.plan.quick:  # nothing to compare: the configuration to keep
                 self._sample_hotspots([("baseline", self.result.recommendation.settings)])
             return
-        ratios: list[float] = []
+        rounds: list[tuple[float, float, float, float]] = []  # candidate and baseline: rate, interval %
+        failed: list[TrialResult] = []
         last = None
 
         def side_by_side() -> None:
             nonlocal last
             b = self.trial(base.settings, "final: baseline", again=True)
             r = self.trial(best.settings, "final: recommendation", again=True)
-            if b.status == "ok" and r.status == "ok":
-                ratios.append(r.samples_per_s / b.samples_per_s)
+            if r.status != "ok":
+                failed.append(r)
+            elif b.status == "ok":
+                rounds.append((r.samples_per_s, r.ci_pct, b.samples_per_s, b.ci_pct))
                 last = r
 
         for _ in range(self.final_rounds):
-            if ratios and self.time_left() < 2 * self.trial_cost_s * 0.8:
+            if failed or (rounds and self.time_left() < 2 * self.trial_cost_s * 0.8):
                 break
             side_by_side()
-        searched = best.samples_per_s / base.samples_per_s if base.samples_per_s else 1.0
-        if (ratios and statistics.median(ratios) < 1 + MIN_GAIN <= searched
-                and self.time_left() >= 2 * self.trial_cost_s):
-            # the side-by-side rounds say "no gain" where the search measured one: settle it
-            # with one more round rather than let one noisy pair decide
+        if (rounds and not failed and self.time_left() >= 2 * self.trial_cost_s
+                and speedup_undecided(ratio_and_ci(rounds))):
+            # the interval still spans "no gain" while the search measured one: one more round
             side_by_side()
         # Stacks are sampled apart from the rounds that give the speedup: py-spy's reads cost
         # each sampled process, so they would cost a configuration with workers more (5-8% of
         # the throughput of 2 workers against 1-2% without, reports/benchmarks/overhead-stacks.txt)
         self._sample_hotspots([("baseline", base.settings), ("recommendation", best.settings)])
-        if not ratios:
+        self.result.speedup_samples = sorted(r / b for r, _, b, _ in rounds)
+        if failed:  # a configuration that failed once is not one to hand a user
+            self.result.notes.append(
+                f"the best candidate ({best.settings.label()}) failed in a side-by-side round "
+                f"({failed[0].status}: {failed[0].error}): not recommended; keep the current configuration")
+            self.result.recommendation, self.result.speedup = base, 1.0
+            return
+        if not rounds:
             self.result.notes.append("the final side-by-side measurement failed; no speedup is claimed")
             self.result.recommendation, self.result.speedup = base, 1.0
             return
-        speedup = statistics.median(ratios)
-        self.result.speedup_samples = sorted(ratios)
-        if speedup < 1 + MIN_GAIN:
-            # not faster when measured side by side: keep the user's configuration
+        speedup, low, high = ratio_and_ci(rounds)
+        if not measurably_faster((speedup, low, high)):
+            # not measurably faster side by side: keep the user's configuration
             self.result.notes.append(
                 f"the best candidate ({best.settings.label()}) measured {speedup:.2f}x the baseline side "
-                "by side: within noise, so the recommendation is to keep the current configuration")
+                f"by side (95% interval {low:.2f}-{high:.2f}x): not measurably faster, so the recommendation "
+                "is to keep the current configuration")
             self.result.recommendation, self.result.speedup = base, 1.0
             return
         self.result.recommendation, self.result.speedup = last, speedup
+        self.result.speedup_ci = [low, high]

@@ -38,10 +38,13 @@ def import_target(spec: str):
         raise DlprofError(f"target file not found: {spec}")
     try:
         if is_file:
-            name = "dlprof_target_" + os.path.splitext(os.path.basename(spec))[0]
+            name = module_name(spec)
             module_spec = importlib.util.spec_from_file_location(name, os.path.abspath(spec))
             module = importlib.util.module_from_spec(module_spec)
-            sys.modules[name] = module  # workers started by spawn must find its classes
+            sys.modules[name] = module
+            # as `python file.py` does: the file's folder first on sys.path. Workers started by
+            # spawn or forkserver get this sys.path and import the file by that name to unpickle
+            # its classes
             sys.path.insert(0, os.path.dirname(os.path.abspath(spec)))
             module_spec.loader.exec_module(module)
         else:
@@ -55,6 +58,19 @@ def import_target(spec: str):
     except Exception as exc:  # the user's module raised while importing: report it, one line
         raise DlprofError(f"importing {spec} failed: {_last_line(exc)}") from exc
     return module
+
+
+def module_name(spec: str) -> str:
+    """The name a target file is imported under: its own (``recipes/mnist_mlp.py`` ->
+    ``mnist_mlp``), which a worker started by spawn or forkserver can import again from the
+    file's folder. A name that is not an identifier, or that is already imported (``random.py``
+    beside torch's own ``random``), gets a ``dlprof_target_`` prefix: such a target works with
+    fork, and with spawn only if its classes are defined in an importable module."""
+    stem = os.path.splitext(os.path.basename(spec))[0]
+    imported = sys.modules.get(stem)
+    if stem.isidentifier() and (imported is None or getattr(imported, "__file__", None) == os.path.abspath(spec)):
+        return stem
+    return "dlprof_target_" + stem
 
 
 def load_target(spec: str) -> Target:
