@@ -220,8 +220,11 @@ def test_speedup_interval_and_the_rule_to_recommend():
     assert loose[1] < 1.0 < loose[2] and not measurably_faster(loose) and speedup_undecided(loose)
     # +/-360% and +/-253% trials (the image_folder scan of issue 17) prove nothing
     assert not measurably_faster(ratio_and_ci([(1530.0, 360.0, 1000.0, 253.0)]))
-    # three rounds that disagree: their spread widens the interval beyond the trials' own
+    # three rounds that disagree: their spread makes the interval, however tight each trial
     spread = ratio_and_ci([(1300.0, 1.0, 1000.0, 1.0), (950.0, 1.0, 1000.0, 1.0), (1150.0, 1.0, 1000.0, 1.0)])
     assert spread[1] < 1.0 and not measurably_faster(spread)
+    # three rounds that agree: a gain, though each trial read +/-150% (a few bursty epochs)
+    agree = ratio_and_ci([(3800.0, 150.0, 1000.0, 150.0), (3600.0, 150.0, 1000.0, 150.0), (3900.0, 150.0, 1000.0, 150.0)])
+    assert 3.0 < agree[1] < agree[0] < agree[2] < 4.5 and measurably_faster(agree)
     # a tight 1% gain is a tie, not a recommendation
     assert not measurably_faster(ratio_and_ci([(1010.0, 0.1, 1000.0, 0.1)]))

@@ -127,18 +127,19 @@ def ratio_and_ci(rounds: list[tuple[float, float, float, float]]) -> tuple[float
     """The speedup of side-by-side rounds and its 95% interval: (ratio, low, high).
 
     ``rounds``: (candidate samples/s, its interval %, baseline samples/s, its interval %) per
-    round. Ratios are combined on a log scale (geometric mean). The interval is the wider of
-    (a) each round's two trial intervals carried into its ratio and (b) with three rounds or
-    more, the spread of the rounds' ratios: one round's pair says little, however tight its
-    trials, when the machine drifts between rounds."""
+    round. Ratios are combined on a log scale (geometric mean). With three rounds or more the
+    interval comes from the spread of the rounds' ratios (each round measures the ratio afresh,
+    drift between rounds included); with fewer, from each round's two trial intervals carried
+    into its ratio (each capped at 100%), which is wide for trials of a few bursty epochs."""
     logs, variances = [], []
     for cand, cand_ci, base, base_ci in rounds:
         logs.append(math.log(cand / base))
         variances.append((math.hypot(min(cand_ci, 100.0), min(base_ci, 100.0)) / 100.0 / 1.96) ** 2)
     n = len(logs)
     mean = sum(logs) / n
-    half = 1.96 * math.sqrt(sum(variances)) / n
     if n >= 3:
         sd = math.sqrt(sum((x - mean) ** 2 for x in logs) / (n - 1))
-        half = max(half, _t975(n - 1) * sd / math.sqrt(n))
+        half = _t975(n - 1) * sd / math.sqrt(n)
+    else:
+        half = 1.96 * math.sqrt(sum(variances)) / n
     return math.exp(mean), math.exp(mean - half), math.exp(mean + half)

@@ -31,6 +31,7 @@ from dlprof.sweep.rules import (batches_per_epoch, measurably_faster, restart_co
 from dlprof.sweep.trial import TrialLimits, preload_torch, run_trial
 
 FINAL_ROUNDS = 2  # baseline/recommendation pairs measured at the end (1 with --quick)
+MIN_SPREAD_ROUNDS = 3  # rounds whose spread gives the speedup's interval (analysis.throughput.ratio_and_ci)
 MAX_PREFETCH = 8  # deepest prefetch_factor the epoch in flight uses
 # a trial's wall time beyond its measured window (fork, load, warm-up): 0.8-1.1 s for trials
 # of 0-2 workers in a quick scan of recipes/startup_cost.py on our 2-core machine
@@ -406,9 +407,10 @@ class Scan:
             if failed or (rounds and self.time_left() < 2 * self.trial_cost_s * 0.8):
                 break
             side_by_side()
-        if (rounds and not failed and self.time_left() >= 2 * self.trial_cost_s
-                and speedup_undecided(ratio_and_ci(rounds))):
-            # the interval still spans "no gain" while the search measured one: one more round
+        # while the interval spans "no gain", more rounds, up to the three whose spread makes
+        # the interval (the trials' own intervals are wide for a few bursty epochs)
+        while (rounds and not failed and len(rounds) < MIN_SPREAD_ROUNDS and self.time_left() >= 2 * self.trial_cost_s
+               and speedup_undecided(ratio_and_ci(rounds))):
             side_by_side()
         # Stacks are sampled apart from the rounds that give the speedup: py-spy's reads cost
         # each sampled process, so they would cost a configuration with workers more (5-8% of

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import resource
 import shutil
@@ -139,16 +138,16 @@ def _loop(prof, step, batches, warm: int, limits: TrialLimits, min_batches: int,
     Returns the bytes of the first batch (for the shared-memory check of later trials)."""
     batch_bytes = -1
     start = perf_counter()
-    # both limits count from the first batch: starting the workers (spawned ones import torch,
-    # seconds on a busy machine) does not eat the measuring time; the trial's timeout bounds it
-    hard = soft = math.inf
+    hard = start + limits.hard_factor * limits.max_seconds
+    soft = hard  # set when the warm-up ends: start-up does not eat the measuring time
     epochs = 0
     while limits.max_epochs is None or epochs < limits.max_epochs:
         for batch in prof:
             if batch_bytes < 0:
                 batch_bytes = batch_nbytes(batch)
-                start = perf_counter()
-                hard = soft = start + limits.hard_factor * limits.max_seconds
+                # workers that took most of the hard limit to start (spawned ones import torch:
+                # seconds on a busy machine) still get one window to measure in
+                hard = max(hard, perf_counter() + limits.max_seconds)
             if step is not None:
                 try:
                     step(batch)
