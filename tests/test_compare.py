@@ -73,6 +73,7 @@ dlprof_config = {"max_workers": 2}
 """
 
 
+@pytest.mark.solo  # three scans measured one after the other: a test beside them loads some more than others
 def test_compare_real_scans_same_is_fine_slowdown_fails(tmp_path):
     import os
 
