@@ -22,6 +22,13 @@ def _t975(dof: int) -> float:
     return _T_975[max(k for k in _T_975 if k <= dof)] if dof < 30 else 2.0
 
 
+def _half_width(values: list[float]) -> float:
+    """Half-width of the 95% interval of the mean of ``values`` (block means, log ratios...)."""
+    mean = sum(values) / len(values)
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+    return _t975(len(values) - 1) * sd / math.sqrt(len(values))
+
+
 def _epoch_ends(epochs: list[int] | None) -> list[int]:
     """Indices of the last batch of each epoch in the window (the window's last batch aside)."""
     return [] if epochs is None else [i for i in range(len(epochs) - 1) if epochs[i + 1] != epochs[i]]
@@ -72,9 +79,7 @@ def rate_and_ci(times: list[int], samples: list[int], epochs: list[int] | None =
     rates = _block_rates(times, samples, edges)
     if len(rates) < min(_BLOCKS, len(edges) - 1) or len(rates) < MIN_EPOCH_BLOCKS:
         return rate, math.inf
-    mean = sum(rates) / len(rates)
-    sd = math.sqrt(sum((r - mean) ** 2 for r in rates) / (len(rates) - 1))
-    return rate, 100.0 * _t975(len(rates) - 1) * sd / math.sqrt(len(rates)) / rate
+    return rate, 100.0 * _half_width(rates) / rate
 
 
 def noise_margin(ci_a_pct: float, ci_b_pct: float, floor: float) -> float:
@@ -103,9 +108,7 @@ def share_and_ci(part_ms: list[float], whole_ms: list[float], epochs: list[int] 
             shares.append(100.0 * sum(part_ms[a:b]) / whole)
     if len(shares) < MIN_EPOCH_BLOCKS:
         return share, math.inf
-    mean = sum(shares) / len(shares)
-    sd = math.sqrt(sum((s - mean) ** 2 for s in shares) / (len(shares) - 1))
-    return share, _t975(len(shares) - 1) * sd / math.sqrt(len(shares))
+    return share, _half_width(shares)
 
 
 def mean_and_ci(values: list[float]) -> tuple[float, float]:
@@ -118,9 +121,7 @@ def mean_and_ci(values: list[float]) -> tuple[float, float]:
     blocks = [sum(values[a:b]) / (b - a) for a, b in zip(edges, edges[1:]) if b > a]
     if len(blocks) < MIN_EPOCH_BLOCKS:
         return mean, math.inf
-    centre = sum(blocks) / len(blocks)
-    sd = math.sqrt(sum((m - centre) ** 2 for m in blocks) / (len(blocks) - 1))
-    return mean, _t975(len(blocks) - 1) * sd / math.sqrt(len(blocks))
+    return mean, _half_width(blocks)
 
 
 def ratio_and_ci(rounds: list[tuple[float, float, float, float]]) -> tuple[float, float, float]:
@@ -138,8 +139,7 @@ def ratio_and_ci(rounds: list[tuple[float, float, float, float]]) -> tuple[float
     n = len(logs)
     mean = sum(logs) / n
     if n >= 3:
-        sd = math.sqrt(sum((x - mean) ** 2 for x in logs) / (n - 1))
-        half = _t975(n - 1) * sd / math.sqrt(n)
+        half = _half_width(logs)
     else:
         half = 1.96 * math.sqrt(sum(variances)) / n
     return math.exp(mean), math.exp(mean - half), math.exp(mean + half)
