@@ -75,14 +75,13 @@ def _interrupt(signum, frame):
 
 def cmd_scan(args) -> int:
     """Search DataLoader settings for the target, diagnose, recommend a verified configuration."""
+    if args.target.endswith(".py") and not os.path.isfile(args.target):  # before importing torch
+        raise DlprofError(f"target file not found: {args.target}")
     from dlprof.probe.environment import available_cores
-    from dlprof.report.build import write_reports
     from dlprof.report.scan_text import ConsoleScanRenderer
     from dlprof.scan_records import ScanResult
     from dlprof.sweep.search import Scan, ScanPlan
 
-    if args.target.endswith(".py") and not os.path.isfile(args.target):
-        raise DlprofError(f"target file not found: {args.target}")
     name = os.path.splitext(os.path.basename(args.target))[0] if args.target.endswith(".py") else args.target
     out = args.out or os.path.join("reports", name)
     digest = _file_sha256(args.target) if os.path.isfile(args.target) else ""
@@ -115,6 +114,8 @@ def cmd_scan(args) -> int:
                             "(continue with the same command and --resume)")
     finally:
         if result.trials:
+            from dlprof.report.build import write_reports  # matplotlib: only once there is a report
+
             scan.save()
             write_reports(result, out, out)
     print(ConsoleScanRenderer().render(result), end="")

@@ -20,7 +20,8 @@ NOT_FORKED = """
         def __getitem__(self, i):
             return torch.tensor([float(i * i)])
 
-    loader = DataLoader(Squares(), batch_size=16, num_workers=2, persistent_workers=True,
+    # one worker: each started worker imports torch (seconds), and one shows the import works
+    loader = DataLoader(Squares(), batch_size=16, num_workers=1, persistent_workers=True,
                         multiprocessing_context="{method}")
 """
 
@@ -29,14 +30,14 @@ NOT_FORKED = """
 def test_file_target_with_workers_not_forked(tmp_path, method):
     """spawn is the default on macOS and Windows, forkserver on Linux from Python 3.14."""
     target = write(tmp_path, f"squares_{method}", NOT_FORKED.replace("{method}", method))
-    proc, data = scan(target, tmp_path / "out", "--quick", "--budget", "60", "--max-workers", "2", "--no-hotspots")
+    proc, data = scan(target, tmp_path / "out", "--quick", "--budget", "60", "--max-workers", "1", "--no-hotspots")
     assert proc.returncode == 0, proc.stderr[-3000:]
     trials = data["trials"]
     assert all(t["status"] == "ok" for t in trials), [(t["config"], t["error"]) for t in trials]
     assert {t["config"]["num_workers"] > 0 for t in trials} == {True, False}  # both kinds ran
-    assert data["baseline"]["config"]["num_workers"] == 2 and data["baseline"]["samples_per_s"] > 0
+    assert data["baseline"]["config"]["num_workers"] == 1 and data["baseline"]["samples_per_s"] > 0
     profiled = subprocess.run([sys.executable, "-m", "dlprof", "profile", str(target), "--epochs", "1",
                                "--out", str(tmp_path / "profile")], cwd=REPO, capture_output=True, text=True,
                               timeout=180)
     assert profiled.returncode == 0, profiled.stderr[-3000:]
-    assert "worker 0:" in profiled.stdout and "worker 1:" in profiled.stdout
+    assert "worker 0:" in profiled.stdout

@@ -18,6 +18,11 @@ MIN_POINTS = 4  # USS readings of one worker before a trend means anything
 MIN_RANK_CORR = 0.7  # memory must rise with the samples fetched (Spearman), not jump once
 MIN_GROWTH_MIB = 8.0  # and by at least this much, and a quarter of where it started
 MIN_SAMPLES = 1000  # samples a worker read: fewer say more about start-up than about the data
+# A page copied on access was resident and shared with the parent before: it moves from shared to
+# unique, so the worker's shared memory (RSS - USS) falls by what its USS gains (fraction ~1).
+# Memory a worker allocates for itself (an allocator or cache warming up, buffers) adds unique
+# pages and leaves the shared ones alone (~0). Half splits the two.
+MIN_FROM_SHARED = 0.5
 
 
 def _ranks(values: list[float]) -> list[float]:
@@ -51,7 +56,8 @@ def worker_memory_growth(run: ProfileRun) -> pd.DataFrame:
 
     Columns: ``pid``, ``readings``, ``samples``, ``uss_start_mib``, ``uss_end_mib``,
     ``pss_end_mib`` (shared pages split among the processes sharing them), ``rss_end_mib``,
-    ``growth_mib``, ``growth_mib_per_1k_samples``, ``rank_corr``.
+    ``growth_mib``, ``growth_mib_per_1k_samples``, ``from_shared`` (the fraction of the USS
+    growth that the shared memory, RSS - USS, lost: copied pages), ``rank_corr``.
     """
     rows = []
     by_pid: dict[int, list[tuple[int, int]]] = {}
@@ -63,12 +69,12 @@ def worker_memory_growth(run: ProfileRun) -> pd.DataFrame:
         # from the end of the worker's first batch: its start-up (imports, first buffers) is
         # growth too, but not the kind that scales with the data
         settled = done[0][0]
-        readings = sorted((p.t_ns, p.uss_bytes) for p in run.processes
+        readings = sorted((p.t_ns, p.uss_bytes, p.rss_bytes) for p in run.processes
                           if p.pid == pid and p.role == "worker" and p.uss_bytes and p.t_ns >= settled)
         if not readings:
             continue
         xs, ys, count, i = [], [], 0, 0
-        for t, uss in readings:
+        for t, uss, _ in readings:
             while i < len(done) and done[i][0] <= t:
                 count += done[i][1]
                 i += 1
@@ -78,20 +84,24 @@ def worker_memory_growth(run: ProfileRun) -> pd.DataFrame:
         rss = [p.rss_bytes for p in sorted(run.processes, key=lambda p: p.t_ns) if p.pid == pid and p.rss_bytes]
         read = xs[-1] - xs[0]
         growth = ys[-1] - ys[0]
+        (_, uss0, rss0), (_, uss1, rss1) = readings[0], readings[-1]
+        shared_lost = ((rss0 - uss0) - (rss1 - uss1)) / MIB if rss0 and rss1 else float("nan")
         rows.append({"pid": pid, "readings": len(xs), "samples": int(xs[-1]), "uss_start_mib": ys[0],
                      "uss_end_mib": ys[-1], "pss_end_mib": pss[-1] / MIB if pss else float("nan"),
                      "rss_end_mib": rss[-1] / MIB if rss else float("nan"),
                      "growth_mib": growth,
                      "growth_mib_per_1k_samples": 1000.0 * growth / read if read > 0 else 0.0,
-                     "rank_corr": _rank_corr(xs, ys) if len(xs) >= 2 else 0.0})
+                     "from_shared": shared_lost / growth if growth > 0 else float("nan"), "rank_corr": _rank_corr(xs, ys) if len(xs) >= 2 else 0.0})
     columns = ["pid", "readings", "samples", "uss_start_mib", "uss_end_mib", "pss_end_mib", "rss_end_mib", "growth_mib",
-               "growth_mib_per_1k_samples", "rank_corr"]
+               "growth_mib_per_1k_samples", "from_shared", "rank_corr"]
     return pd.DataFrame(rows, columns=columns)
 
 
 def memory_growth_warning(growth: pd.DataFrame, samples_per_epoch: int | None, workers: int) -> str | None:
-    """A warning when workers' unique memory rises steadily with the samples they fetch."""
+    """A warning when workers' unique memory rises steadily with the samples they fetch, out of the
+    memory they shared with the parent (copies of its pages, not memory of their own)."""
     steady = growth[(growth["readings"] >= MIN_POINTS) & (growth["rank_corr"] >= MIN_RANK_CORR)
+                    & (growth["from_shared"] >= MIN_FROM_SHARED)
                     & (growth["samples"] >= MIN_SAMPLES)
                     & (growth["growth_mib"] >= MIN_GROWTH_MIB)
                     & (growth["growth_mib"] >= 0.25 * growth["uss_start_mib"])]
