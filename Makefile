@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup browser demo test bench-overhead bench-recommend bench-reliability bench-recipes clean
+.PHONY: setup browser demo test bench-overhead bench-recommend bench-reliability bench-recipes bench-diagnosis bench-no-gain clean
 
 setup: $(STAMP)
 
@@ -41,8 +41,17 @@ bench-overhead: setup
 bench-reliability: setup
 	$(PY) benchmarks/reliability.py --out reports/reliability.md
 
+# The scan's recommendation against an exhaustive grid of every recipe (about 40 minutes)
 bench-recommend: setup
-	$(PY) benchmarks/recommend.py --seconds 1.5 --rounds 5 --scan-args="--quick --no-hotspots" --out reports/benchmarks/recommend-latest.txt
+	$(PY) benchmarks/recommend.py --seconds 1.5 --rounds 3 --final-seconds 4 --scan-args="--quick --no-hotspots" --out reports/benchmarks/recommend.txt
+
+# 50 random planted pipelines of five classes, diagnosed (seed from the clock; about 30 minutes)
+bench-diagnosis: setup
+	$(PY) benchmarks/diagnosis.py --out reports/diagnosis
+
+# Two pipelines that nothing can speed up, scanned 10 times each: every scan must say "keep"
+bench-no-gain: setup
+	$(PY) benchmarks/no_gain.py --times 10 --out reports/benchmarks/no-gain.txt
 
 # A quick scan of every recipe (the tests scan one recipe per class): reports/recipes/
 bench-recipes: setup

@@ -36,6 +36,19 @@ def test_verdict_stage_and_kind(records, verdict, stage, kind):
     assert found.evidence and "waited for data" in found.evidence[0]
 
 
+@pytest.mark.parametrize("dataset_len, stage", [
+    (1000, "startup"),  # 1.5 s to start, then 1,000 samples at 1,000/s: 60% of a 2.5 s epoch
+    (2_000_000, "fetch"),  # the same start-up against an epoch of 2,000 s
+])
+def test_startup_judged_against_a_projected_epoch_when_none_finished(dataset_len, stage):
+    """A trial window inside the first epoch: the epoch is projected, not left out."""
+    found, _ = diagnose(trial(workers=2, wait_pct=70.0, startup=(1500.0,), epoch_ms=0.0, dataset_len=dataset_len),
+                        [], CORES)
+    assert found.stage == stage, found.evidence
+    if stage == "startup":
+        assert "of each 2500 ms epoch (projected" in found.evidence[-1]
+
+
 @pytest.mark.parametrize("wait_pct, ci, verdict, borderline", [
     (7.0, 1.0, "balanced", None),  # 6-8%: clear of both cut-offs
     (7.0, 3.0, "balanced", 5),  # 4-10%: at the 5% cut-off, said so

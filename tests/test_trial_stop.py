@@ -45,3 +45,23 @@ def test_baseline_measures_on_while_its_wait_share_spans_a_cut_off():
     # the same mean share, steady: clear of both cut-offs
     assert not _wait_undecided(_batches([3.0] * 80))
     assert not _wait_undecided(_batches([0.1] * 80))
+
+
+def test_a_configuration_holding_much_of_an_epoch_in_flight_is_measured_over_a_whole_epoch(tmp_path):
+    """6 workers x prefetch 2 hold 12 of an epoch's 24 batches: a window inside the epoch would
+    time the full queues' burst, so the trial goes on past a whole epoch, restarts included."""
+    from dlprof.sweep.trial import buffer_matters
+
+    loader = DataLoader(BusyDataset(96, cost_s=0.002), batch_size=4, num_workers=6)
+    settings = LoaderSettings(num_workers=6, pin_memory=False, prefetch_factor=2, persistent_workers=False, batch_size=4)
+    assert buffer_matters(settings, len(loader))
+    # the same queues against an epoch of 31,250 batches: a thousandth of it
+    assert not buffer_matters(settings, 31_250) and not buffer_matters(settings, None)
+    # a limit that would stop inside the first epoch, and stability reached at once (rel_ci huge)
+    limits = TrialLimits(max_seconds=0.05, max_epochs=None, rel_ci=10.0, min_seconds=0.01,
+                         min_batches=2, min_steady=2, hard_factor=200)
+    profile = tmp_path / "profile.json"
+    result = measure(Target("buffered", loader, None), settings, None, limits, "test", str(profile))
+    epochs = [b["epoch"] for b in json.loads(profile.read_text())["batches"]]
+    window = epochs[len(epochs) - result.batches:]
+    assert window[-1] - window[0] >= 2, window  # a whole epoch, from its first batch to its last

@@ -42,9 +42,11 @@ def diagnose(baseline: TrialResult | None, trials: list[TrialResult], cores: int
 
     later = baseline.startup_ms[1:]
     startup = sum(later) / len(later) if later else (baseline.startup_ms[0] if baseline.startup_ms else 0.0)
-    if w and baseline.epoch_ms and startup > STARTUP_SHARE * baseline.epoch_ms and verdict != "compute-bound":
-        evidence.append(f"starting the workers took {startup:.0f} ms of each {baseline.epoch_ms:.0f} ms epoch; "
-                        "persistent_workers=True keeps them across epochs")
+    epoch_ms, projected = epoch_ms_of(baseline, startup)
+    if w and epoch_ms and startup > STARTUP_SHARE * epoch_ms and verdict != "compute-bound":
+        evidence.append(f"starting the workers took {startup:.0f} ms of each {epoch_ms:.0f} ms epoch"
+                        + (" (projected: start-up plus the epoch's samples at the measured rate)" if projected else "")
+                        + "; persistent_workers=True keeps them across epochs")
         return Bottleneck(verdict, "startup", None, evidence), warnings
     produce = {k: s.get(k, 0.0) for k in PRODUCERS}
     largest = max(produce, key=produce.get)
@@ -83,6 +85,19 @@ def diagnose(baseline: TrialResult | None, trials: list[TrialResult], cores: int
             evidence.append(f"the pin-memory thread spent {s.get('pin_cpu', 0.0):.2f} ms of CPU a batch in the "
                             f"training process; the loop waited {s.get('pin_wait', 0.0):.2f} ms a batch on it")
     return Bottleneck(verdict, stage, kind, evidence), warnings
+
+
+def epoch_ms_of(t: TrialResult, startup_ms: float) -> tuple[float, bool]:
+    """An epoch's time, start-up included, and whether it is projected: measured when the trial
+    finished an epoch; else the start-up plus the epoch's samples at the window's rate (a
+    window inside the first epoch holds no restart, so the rate is the steady one). Without the
+    projection, whether a trial happened to finish an epoch decided the start-up verdict."""
+    if t.epoch_ms:
+        return t.epoch_ms, False
+    samples = t.samples_per_epoch or t.dataset_len or 0
+    if not samples or t.samples_per_s <= 0:
+        return 0.0, False
+    return startup_ms + 1000.0 * samples / t.samples_per_s, True
 
 
 def _warnings(baseline: TrialResult | None, trials: list[TrialResult], cores: int) -> list[str]:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 
+from dlprof.analysis.bottleneck import epoch_ms_of
 from dlprof.analysis.thresholds import MIN_GAIN
 from dlprof.analysis.throughput import noise_margin
 from dlprof.scan_records import TrialResult
@@ -13,9 +14,7 @@ MAX_TIE = 0.15  # a preferred trial wins a tie with a faster one at most this fa
 def restart_cost(t: TrialResult) -> tuple[list[float], float, bool]:
     """(start-up ms per epoch, epoch ms, whether restarting workers is over 3% of an epoch)."""
     startup = t.startup_ms[1:] or t.startup_ms  # later epochs show the restart cost
-    epoch_ms = t.epoch_ms
-    if not epoch_ms and t.dataset_len and t.samples_per_s:  # no epoch ended inside the trial
-        epoch_ms = 1000.0 * t.dataset_len / t.samples_per_s + (startup[0] if startup else 0.0)
+    epoch_ms, _ = epoch_ms_of(t, startup[0] if startup else 0.0)
     matters = bool(epoch_ms > 0 and startup and (sum(startup) / len(startup)) > 0.03 * epoch_ms)
     return startup, epoch_ms, matters
 

@@ -22,7 +22,7 @@ import traceback
 from dataclasses import dataclass
 from time import perf_counter
 
-from dlprof.analysis.thresholds import spanned_cutoff
+from dlprof.analysis.thresholds import MIN_GAIN, spanned_cutoff
 from dlprof.analysis.throughput import MIN_EPOCH_BLOCKS, rate_and_ci, share_and_ci
 from dlprof.errors import DlprofError
 from dlprof.records import save_json
@@ -81,7 +81,8 @@ def measure(target, settings: LoaderSettings | None, device: str | None, limits:
     # CI must span a whole burst, or the interval says more about bursts than about throughput
     min_batches = max(limits.min_batches, 8 * settings.num_workers)
     try:
-        batch_bytes = _loop(prof, step, batches, warm, limits, min_batches, verdict_matters=purpose == "baseline")
+        batch_bytes = _loop(prof, step, batches, warm, limits, min_batches, verdict_matters=purpose == "baseline",
+                            whole_epochs=buffer_matters(settings, _len_or_none(loader)))
     except DlprofError:
         raise
     except _StepRaised as raised:  # the training step failed
@@ -104,6 +105,24 @@ def measure(target, settings: LoaderSettings | None, device: str | None, limits:
     if purpose == "baseline" and result.dataset_kind == "iterable":
         result.stream_repeats = stream_repeats(target.loader)
     return result
+
+
+def _len_or_none(loader) -> int | None:
+    try:
+        return len(loader)
+    except TypeError:  # an IterableDataset without __len__
+        return None
+
+
+def buffer_matters(s: LoaderSettings, epoch_batches: int | None) -> bool:
+    """Does the configuration hold a real part of an epoch in flight? Then each epoch begins by
+    filling its queues (after starting workers, unless they persist) and ends draining them with
+    fewer workers busy: costs a window inside an epoch leaves out, while it counts the full
+    queues' burst. Such trials measure whole epochs. "A real part": more than MIN_GAIN, the
+    smallest difference between two configurations the scan acts on."""
+    if not s.num_workers or not epoch_batches:
+        return False
+    return s.num_workers * (s.prefetch_factor or 2) > MIN_GAIN * epoch_batches
 
 
 def batch_nbytes(batch) -> int:
@@ -133,9 +152,10 @@ class _StepRaised(Exception):
 
 
 def _loop(prof, step, batches, warm: int, limits: TrialLimits, min_batches: int,
-          verdict_matters: bool = False) -> int:
+          verdict_matters: bool = False, whole_epochs: bool = False) -> int:
     """Epochs of the training loop until the estimate is stable or the limits are reached.
-    Returns the bytes of the first batch (for the shared-memory check of later trials)."""
+    ``whole_epochs``: do not stop before the window holds a whole epoch, end to end (up to the
+    hard limit). Returns the bytes of the first batch (for the shared-memory check of later trials)."""
     batch_bytes = -1
     start = perf_counter()
     hard = start + limits.hard_factor * limits.max_seconds
@@ -165,7 +185,7 @@ def _loop(prof, step, batches, warm: int, limits: TrialLimits, min_batches: int,
             # pattern. Such epochs take at most half a window, so the hard limit leaves room for
             # enough of them to become the blocks of the interval.
             # Only while the interval is still far too wide to compare: the extension costs time.
-            few_short_epochs = 2 <= crossed <= MIN_EPOCH_BLOCKS
+            few_short_epochs = 2 <= crossed <= MIN_EPOCH_BLOCKS or (whole_epochs and crossed < 2)
             if now >= hard:
                 return batch_bytes
             past_soft = now >= soft and n >= limits.min_steady and enough
@@ -178,7 +198,8 @@ def _loop(prof, step, batches, warm: int, limits: TrialLimits, min_batches: int,
             # the interval, every 4 batches (it is computed inside the measured loop)
             if enough and n % 4 == 0 and (past_soft or (n >= limits.min_batches and now - start >= limits.min_seconds)):
                 ci = _window_ci(batches[warm:])
-                if (ci <= 100 * limits.rel_ci or (past_soft and ci <= 3 * 100 * limits.rel_ci)) and not undecided:
+                if (ci <= 100 * limits.rel_ci or (past_soft and ci <= 3 * 100 * limits.rel_ci)) and not undecided \
+                        and not (whole_epochs and crossed < 2):
                     return batch_bytes
         epochs += 1
         if not batches:
