@@ -208,9 +208,15 @@ FAILS_AFTER_FIRST_TRIAL = """
             return 4000
         def __getitem__(self, i):
             if get_worker_info() is not None:
-                if not os.path.exists(MARK):
-                    with open(MARK, "w") as fh:
+                if not os.path.exists(MARK):  # claimed whole or not at all: workers race here
+                    mine = f"{MARK}.{os.getpid()}"
+                    with open(mine, "w") as fh:
                         fh.write(str(os.getppid()))
+                    try:
+                        os.link(mine, MARK)
+                    except FileExistsError:
+                        pass
+                    os.unlink(mine)
                 with open(MARK) as fh:
                     if fh.read() != str(os.getppid()):
                         raise RuntimeError("the storage refuses a second client")
