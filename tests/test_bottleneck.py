@@ -139,3 +139,16 @@ def test_step_contention_counts_workers_that_split_the_cores():
     assert step_contention([alone, shared]) == (shared, 1.04)
     waiting = trial(workers=2, step=4.27, worker_cpu=5.0, busy=90.0, has_train_step=True)  # I/O
     assert step_contention([alone, waiting]) is None
+
+
+def test_keep_says_whether_any_other_configuration_was_tried():
+    from dlprof.report.scan_text import speedup_line
+
+    base = trial()
+    alone = ScanResult(target="t.py", baseline=base, recommendation=base, speedup=1.0, trials=[base], complete=True)
+    assert "untested: the budget ran out" in speedup_line(alone)
+    other = trial(workers=2)
+    other.purpose = "workers"
+    searched = ScanResult(target="t.py", baseline=base, recommendation=base, speedup=1.0, trials=[base, other],
+                          complete=True)
+    assert speedup_line(searched) == "keep the current configuration: no candidate was measurably faster"

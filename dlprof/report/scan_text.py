@@ -17,6 +17,11 @@ def speedup_line(r: ScanResult) -> str:
     if r.recommendation is None or r.speedup is None:
         return "no recommendation: no configuration was measured successfully"
     if r.speedup == 1.0 and r.recommendation is r.baseline:
+        searched = [t for t in r.trials if t.purpose not in ("baseline", "fallback")
+                    and not t.purpose.startswith(("final", "hotspots"))]
+        if not searched:
+            return ("keep the current configuration, untested: the budget ran out before any other "
+                    "configuration was tried (a larger --budget lets the scan search)")
         return "keep the current configuration: no candidate was measurably faster"
     rounds = ", ".join(f"{x:.2f}x" for x in r.speedup_samples)
     interval = (f", 95% interval {r.speedup_ci[0]:.2f}-{r.speedup_ci[1]:.2f}x" if r.speedup_ci
