@@ -45,7 +45,7 @@ bench-reliability: setup
 bench-recommend: setup
 	$(PY) benchmarks/recommend.py --seconds 1.5 --rounds 3 --final-seconds 4 --scan-args="--quick --no-hotspots" --out reports/benchmarks/recommend.txt
 
-# 50 random planted pipelines of five classes, diagnosed (seed from the clock; about 30 minutes)
+# 50 random planted pipelines of five classes, diagnosed (seed from the clock; about 25 minutes)
 bench-diagnosis: setup
 	$(PY) benchmarks/diagnosis.py --out reports/diagnosis
 

@@ -15,7 +15,9 @@ The costs are drawn from the seed (default: the clock, printed: nothing here is 
 draw). CPU work is a fixed number of loop iterations, calibrated once per run to the
 milliseconds drawn, so a busy machine makes it slower, as it would real work.
 
-Each pipeline is scanned once (`dlprof scan --quick --no-hotspots`); the first `--repeat-per-class`
+Each pipeline is scanned once (`dlprof scan --quick --budget 15 --no-hotspots`: the verdict is the
+baseline's, which a quick scan measures in full whatever its budget; the budget only cuts the
+search, which benchmarks/recommend.py measures); the first `--repeat-per-class`
 of each class are scanned twice more, and their three verdicts and stages compared. Writes
 OUT/README.md (the table) and OUT/results.json (each pipeline's parameters and findings).
 """
@@ -158,7 +160,7 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=None, help="default: the clock (printed)")
     parser.add_argument("--per-class", type=int, default=10)
     parser.add_argument("--repeat-per-class", type=int, default=2)
-    parser.add_argument("--scan-args", default="--quick --no-hotspots")
+    parser.add_argument("--scan-args", default="--quick --budget 15 --no-hotspots")
     parser.add_argument("--out", default=os.path.join(REPO, "reports", "diagnosis"))
     args = parser.parse_args()
     seed = args.seed if args.seed is not None else int(time.time())

@@ -44,6 +44,9 @@ class TrialLimits:
     hard_factor: float = 3.0
 
 
+VERDICT_WINDOWS = 4  # a baseline whose wait share spans a verdict's cut-off measures up to this many windows
+
+
 def warmup_batches(s: LoaderSettings) -> int:
     """Batches left out at the start: the ones prefetched while workers started, and a few more."""
     return 3 + (s.num_workers * (s.prefetch_factor or 2))
@@ -161,6 +164,7 @@ def _loop(prof, step, batches, warm: int, limits: TrialLimits, min_batches: int,
     hard = start + limits.hard_factor * limits.max_seconds
     soft = hard  # set when the warm-up ends: start-up does not eat the measuring time
     epochs = 0
+    undecided = False  # the baseline's verdict still spans a cut-off
     while limits.max_epochs is None or epochs < limits.max_epochs:
         for batch in prof:
             if batch_bytes < 0:
@@ -186,13 +190,16 @@ def _loop(prof, step, batches, warm: int, limits: TrialLimits, min_batches: int,
             # enough of them to become the blocks of the interval.
             # Only while the interval is still far too wide to compare: the extension costs time.
             few_short_epochs = 2 <= crossed <= MIN_EPOCH_BLOCKS or (whole_epochs and crossed < 2)
-            if now >= hard:
+            # The baseline's verdict depends on its wait share: while the share's interval spans
+            # a cut-off, it measures on, up to VERDICT_WINDOWS windows, past the hard limit (then
+            # the verdict says borderline). The interval narrows as the square root of the time:
+            # four windows halve it. Checked every 4 batches, and holds in between.
+            verdict_until = soft + (VERDICT_WINDOWS - 1) * limits.max_seconds
+            if verdict_matters and enough and n % 4 == 0:
+                undecided = now < verdict_until and _wait_undecided(batches[warm:])
+            if now >= hard and not (undecided and now < verdict_until):
                 return batch_bytes
             past_soft = now >= soft and n >= limits.min_steady and enough
-            # the baseline's verdict depends on its wait share: while the share's interval spans
-            # a cut-off, it measures on, up to twice its window (then the verdict says borderline)
-            undecided = (verdict_matters and enough and n % 4 == 0 and now < soft + limits.max_seconds
-                         and _wait_undecided(batches[warm:]))
             if past_soft and not few_short_epochs and not undecided:
                 return batch_bytes
             # the interval, every 4 batches (it is computed inside the measured loop)
