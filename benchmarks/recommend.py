@@ -118,6 +118,8 @@ def forked(spec: str, settings: dict | None, seconds: float) -> dict:
         code = 1
         try:
             os.setpgid(0, 0)
+            devnull = os.open(os.devnull, os.O_WRONLY)  # torch's warnings about many workers, 25 times a recipe
+            os.dup2(devnull, 2)
             os.write(w, json.dumps(plain_loop(spec, settings, seconds)).encode())
             code = 0
         finally:

@@ -163,10 +163,10 @@ class Scan:
         its first trial's wall time is not a guide, it includes the target's first import."""
         base = self.result.baseline
         base_cost = max(self.trial_cost_s, base.seconds + TRIAL_SETUP_S) if base is not None else self.trial_cost_s
-        # the speedup's interval needs MIN_SPREAD_ROUNDS rounds where their trials' own intervals
-        # are wide (bursty epochs, heavy tails): a search that leaves time for fewer can find a
-        # faster configuration and never show it is faster (quick scans kept 11 of 13 recipes so)
-        reserve = max(self.final_rounds, MIN_SPREAD_ROUNDS) * (base_cost + self.trial_cost_s)
+        # The final rounds only: reserving the three that the rounds' spread needs (when the
+        # trials' own intervals are wide) left a quick scan's 30 s no time to search at all
+        # (recipes/accelerator_step.py: the baseline, then "keep", untested).
+        reserve = self.final_rounds * (base_cost + self.trial_cost_s)
         return self.time_left() - reserve >= trials * self.trial_cost_s
 
     # -- the search ------------------------------------------------------------------
