@@ -6,6 +6,9 @@ shard, ``DistributedDataParallel`` around a small MLP. Each sample is a 512-floa
 decoded from bytes and standardised in ``__getitem__`` (a few hundred microseconds of CPU, like
 parsing a record). ``DLPROF_SLOW_RANK=1`` makes rank 1's reads wait 2 ms more a sample, like a
 rank whose host has slower storage or a busier CPU: every step then waits for it.
+``DLPROF_FETCH=io`` turns each sample's CPU work into a wait of about the same length (records
+read from storage instead of parsed): ranks then stay equal on a machine whose cores are not
+(tests/test_distributed.py, on a shared 2-core machine, one rank a core).
 
 As a scan target (``dlprof scan recipes/ddp_train.py``) it is one rank's view: the same dataset
 and loader with ``DistributedSampler(num_replicas=1, rank=0)`` and the plain model.
@@ -33,6 +36,7 @@ import dlprof
 NUM_SAMPLES = 2048
 NUM_FEATURES = 512
 SLOW_RANK = os.environ.get("DLPROF_SLOW_RANK")
+IO_FETCH = os.environ.get("DLPROF_FETCH") == "io"
 
 
 class Records(Dataset):
@@ -51,8 +55,11 @@ class Records(Dataset):
         if self.extra_s:
             time.sleep(self.extra_s)  # this rank's storage answers slower
         x = np.frombuffer(self.blobs[i], dtype=np.float32)
-        for _ in range(20):  # parsing and normalising: CPU work
-            x = (x - x.mean()) / (x.std() + 1e-6)
+        if IO_FETCH:
+            time.sleep(0.0007)  # read, not parsed: a wait as long as the parsing below
+        else:
+            for _ in range(20):  # parsing and normalising: CPU work
+                x = (x - x.mean()) / (x.std() + 1e-6)
         return torch.from_numpy(x.copy()), int(self.labels[i])
 
 
