@@ -25,7 +25,6 @@ Goals (issue 17): quality >= 0.95 median and >= 0.90 worst over the recipes; tim
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import glob
 import json
 import os
@@ -55,18 +54,16 @@ def _count(batch) -> int:
     return len(batch) if hasattr(batch, "__len__") else 1
 
 
-def plain_loop(spec: str, settings: dict | None, seconds: float) -> dict:
-    """In a forked child: the recipe's loader with ``settings`` (None: as the recipe builds it) and
-    its train_step, no dlprof; samples/s over whole epochs when an epoch is shorter than the
+def plain_loop(spec: str, settings: dict, seconds: float) -> dict:
+    """In a forked child: the recipe's loader rebuilt with ``settings`` and its train_step, no dlprof; samples/s over whole epochs when an epoch is shorter than the
     window (batches that arrive in a burst were made before they arrive: a window opening
     mid-burst flatters bursty configurations), else over a window opened after the warm-up."""
-    from dlprof.sweep.loaders import build_loader, settings_of
+    from dlprof.sweep.loaders import build_loader
     from dlprof.sweep.target import load_target
 
     target = load_target(spec)
-    own = settings_of(target.loader)
-    s = own if settings is None else LoaderSettings(**settings)
-    loader = target.loader if settings is None else build_loader(target.loader, s)
+    s = LoaderSettings(**settings)
+    loader = build_loader(target.loader, s)
     step = target.train_step
     warm = 3 + s.num_workers * (s.prefetch_factor or 2)
     try:
@@ -104,11 +101,10 @@ def plain_loop(spec: str, settings: dict | None, seconds: float) -> dict:
         stop = time.perf_counter()
         last_epoch_s = stop - began
         done = (t0 is not None and stop >= end) or stop > deadline
-    return {"samples_per_s": samples / (stop - t0) if t0 else 0.0, "measured_s": (stop - t0) if t0 else 0.0,
-            "own": dataclasses.asdict(own)}
+    return {"samples_per_s": samples / (stop - t0) if t0 else 0.0, "measured_s": (stop - t0) if t0 else 0.0}
 
 
-def forked(spec: str, settings: dict | None, seconds: float) -> dict:
+def forked(spec: str, settings: dict, seconds: float) -> dict:
     """``plain_loop`` in a child forked from this process (torch imported, the recipe not), as a
     scan runs its trials; its process group (the loader's workers too) is killed after."""
     r, w = os.pipe()
@@ -143,7 +139,7 @@ def forked(spec: str, settings: dict | None, seconds: float) -> dict:
     try:
         return json.loads(b"".join(chunks))
     except json.JSONDecodeError:  # the configuration failed or hung
-        return {"samples_per_s": 0.0, "measured_s": 0.0, "own": None}
+        return {"samples_per_s": 0.0, "measured_s": 0.0}
 
 
 def grid(base: dict, extra_workers: int | None) -> list[dict]:

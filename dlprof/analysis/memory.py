@@ -91,7 +91,8 @@ def worker_memory_growth(run: ProfileRun) -> pd.DataFrame:
                      "rss_end_mib": rss[-1] / MIB if rss else float("nan"),
                      "growth_mib": growth,
                      "growth_mib_per_1k_samples": 1000.0 * growth / read if read > 0 else 0.0,
-                     "from_shared": shared_lost / growth if growth > 0 else float("nan"), "rank_corr": _rank_corr(xs, ys) if len(xs) >= 2 else 0.0})
+                     "from_shared": shared_lost / growth if growth > 0 else float("nan"),
+                     "rank_corr": _rank_corr(xs, ys) if len(xs) >= 2 else 0.0})
     columns = ["pid", "readings", "samples", "uss_start_mib", "uss_end_mib", "pss_end_mib", "rss_end_mib", "growth_mib",
                "growth_mib_per_1k_samples", "from_shared", "rank_corr"]
     return pd.DataFrame(rows, columns=columns)

@@ -193,9 +193,11 @@ def _loop(prof, step, batches, warm: int, limits: TrialLimits, min_batches: int,
             # The baseline's verdict depends on its wait share: while the share's interval spans
             # a cut-off, it measures on, up to VERDICT_WINDOWS windows, past the hard limit (then
             # the verdict says borderline). The interval narrows as the square root of the time:
-            # four windows halve it. Checked every 4 batches, and holds in between.
+            # four windows halve it. Checked every 4 batches once a stop is possible (the check
+            # walks the window, inside the measured loop), and holds in between.
             verdict_until = soft + (VERDICT_WINDOWS - 1) * limits.max_seconds
-            if verdict_matters and enough and n % 4 == 0:
+            may_stop = now >= soft or (n >= limits.min_batches and now - start >= limits.min_seconds)
+            if verdict_matters and enough and n % 4 == 0 and may_stop:
                 undecided = now < verdict_until and _wait_undecided(batches[warm:])
             if now >= hard and not (undecided and now < verdict_until):
                 return batch_bytes
