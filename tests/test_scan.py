@@ -238,4 +238,4 @@ def test_candidate_that_fails_side_by_side_is_not_recommended(tmp_path):
     assert finals and finals[-1]["status"] == "failed", [(t["purpose"], t["status"]) for t in data["trials"]]
     assert data["recommendation"]["config"]["num_workers"] == 0 and data["speedup"] == 1.0
     assert data["speedup_ci"] is None
-    assert any("failed in a side-by-side round" in n for n in data["notes"])
+    assert any("failed in the side-by-side measurement" in n for n in data["notes"])

@@ -9,6 +9,7 @@ import pytest
 from dlprof.analysis.throughput import rate_and_ci
 from dlprof.scan_records import LoaderSettings, ScanResult, TrialResult
 from dlprof.sweep.search import Scan, ScanPlan
+from dlprof.sweep.policy import rising_from, worker_candidates
 
 
 def _short_epochs(epochs: int, per_epoch: int = 20, burst_ms: float = 5.0, restart_ms: float = 250.0):
@@ -56,9 +57,9 @@ def _scan_with(rates: dict[int, float]) -> Scan:
 
 
 def test_fewer_workers_are_skipped_while_throughput_rises():
-    assert _scan_with({0: 220, 16: 1250, 8: 1150})._rising_from() == 8
-    assert _scan_with({0: 220, 16: 1150, 8: 1250})._rising_from() == 0  # past the peak: all open
-    assert _scan_with({0: 220, 16: 1160, 8: 1150})._rising_from() == 0  # within noise
+    assert rising_from(list(_scan_with({0: 220, 16: 1250, 8: 1150}).seen.values())) == 8
+    assert rising_from(list(_scan_with({0: 220, 16: 1150, 8: 1250}).seen.values())) == 0  # past the peak: all open
+    assert rising_from(list(_scan_with({0: 220, 16: 1160, 8: 1150}).seen.values())) == 0  # within noise
 
 
 def test_best_is_the_fastest_even_when_its_interval_is_wide():
@@ -182,11 +183,11 @@ def test_worker_candidates_skip_half_the_estimate_only_when_it_was_capped():
     # fetch 90 ms against a 10 ms step needs 9 workers; 2 cores cap the estimate at 2
     capped = TrialResult(LoaderSettings(0, False, None, False, 32), "ok", "baseline",
                          stage_ms={"fetch": 90.0, "step": 10.0}, main_cpu_pct=99.0)
-    assert scan._worker_candidates(capped) == [2, 0]
+    assert worker_candidates(capped, scan.plan.cores, scan.plan.max_workers) == [2, 0]
     # 15 ms against 10 ms needs 2: half of it (1) is still worth a trial
     fits = TrialResult(LoaderSettings(0, False, None, False, 32), "ok", "baseline",
                        stage_ms={"fetch": 15.0, "step": 10.0}, main_cpu_pct=99.0)
-    assert scan._worker_candidates(fits) == [2, 1, 0]
+    assert worker_candidates(fits, scan.plan.cores, scan.plan.max_workers) == [2, 1, 0]
 
 
 def test_the_budget_counts_the_commands_start_and_keeps_time_for_the_reports():
@@ -196,35 +197,43 @@ def test_the_budget_counts_the_commands_start_and_keeps_time_for_the_reports():
     assert 24.0 < left <= 24.5  # 30 - 4 spent before the scan - 1.5 for the reports
 
 
-def test_a_slow_baseline_reserves_its_own_window_for_the_final_round():
+def test_a_slow_baseline_reserves_longer_turns_for_the_side_by_side():
     scan = Scan(ScanPlan("x.py", "/nonexistent", 30, cores=2, max_workers=16, quick=True), ScanResult("x.py"), print)
     scan.trial_cost_s = 2.0
-    scan.result.baseline = TrialResult(LoaderSettings(2, False, 2, False, 32), "ok", "baseline", seconds=4.0)
-    # the quick scan's one final round: baseline 4 s + 1 s set-up, candidate 2 s; then 2 s for
-    # one more trial: 9 s (a reserve of two trials of 2 s would have allowed it at 6 s)
-    scan.plan.budget_s = 8.5
+    fast = TrialResult(LoaderSettings(2, False, 2, False, 32), "ok", "baseline", seconds=1.5, batches=150)
+    slow = TrialResult(LoaderSettings(2, False, 2, False, 32), "ok", "baseline", seconds=4.0, batches=4)
+    scan.result.baseline = fast
+    # turns of 0.75 s (half the quick window) and batches of 0.01 s: pairs of 1.52 s; the
+    # warm-up pair and MIN_PAIRS + 1 pairs, 1 s of set-up: 8.6 s, then 2 s for one more trial
+    assert scan.side_by_side_s(4) == pytest.approx(1.0 + 5 * 1.52)
+    scan.plan.budget_s = 10.4
     assert not scan.affordable()
-    scan.plan.budget_s = 9.5
+    scan.plan.budget_s = 10.8
     assert scan.affordable()
+    # a baseline batch of a second makes every turn at least that long
+    scan.result.baseline = slow
+    assert scan.side_by_side_s(4) == pytest.approx(1.0 + 5 * 2 * (0.75 + 1.0))
+    assert not scan.affordable()
 
 
 def test_speedup_interval_and_the_rule_to_recommend():
-    from dlprof.analysis.throughput import ratio_and_ci
-    from dlprof.sweep.rules import measurably_faster, speedup_undecided
+    from dlprof.analysis.throughput import paired_ratio
+    from dlprof.sweep.rules import measurably_faster, side_by_side_decided
 
-    tight = ratio_and_ci([(1200.0, 3.0, 1000.0, 3.0)])
-    assert tight[0] == pytest.approx(1.2) and 1.0 < tight[1] < 1.2 < tight[2]
-    assert measurably_faster(tight) and not speedup_undecided(tight)
-    # 4% faster from two trials of +/-8%: the interval spans "no gain", so no recommendation
-    loose = ratio_and_ci([(1040.0, 8.0, 1000.0, 8.0)])
-    assert loose[1] < 1.0 < loose[2] and not measurably_faster(loose) and speedup_undecided(loose)
-    # +/-360% and +/-253% trials (the image_folder scan of issue 17) prove nothing
-    assert not measurably_faster(ratio_and_ci([(1530.0, 360.0, 1000.0, 253.0)]))
-    # three rounds that disagree: their spread makes the interval, however tight each trial
-    spread = ratio_and_ci([(1300.0, 1.0, 1000.0, 1.0), (950.0, 1.0, 1000.0, 1.0), (1150.0, 1.0, 1000.0, 1.0)])
-    assert spread[1] < 1.0 and not measurably_faster(spread)
-    # three rounds that agree: a gain, though each trial read +/-150% (a few bursty epochs)
-    agree = ratio_and_ci([(3800.0, 150.0, 1000.0, 150.0), (3600.0, 150.0, 1000.0, 150.0), (3900.0, 150.0, 1000.0, 150.0)])
-    assert 3.0 < agree[1] < agree[0] < agree[2] < 4.5 and measurably_faster(agree)
-    # a tight 1% gain is a tie, not a recommendation
-    assert not measurably_faster(ratio_and_ci([(1010.0, 0.1, 1000.0, 0.1)]))
+    # pairs of (baseline, candidate) samples/s that agree on a 20% gain: recommended, decided
+    tight = paired_ratio([(1000.0, 1190.0), (1000.0, 1210.0), (990.0, 1200.0)])
+    assert tight[0] == pytest.approx(1.2, rel=0.01) and 1.0 < tight[1] < 1.2 < tight[2]
+    assert measurably_faster(tight) and side_by_side_decided(tight)
+    # pairs that disagree: the spread makes the interval, which spans "no gain": undecided
+    spread = paired_ratio([(1000.0, 1300.0), (1000.0, 950.0), (1000.0, 1150.0)])
+    assert spread[1] < 1.0 < spread[2] and not measurably_faster(spread) and not side_by_side_decided(spread)
+    # one pair proves nothing, however large its ratio
+    one = paired_ratio([(1000.0, 1530.0)])
+    assert one[1] == 0.0 and one[2] == float("inf") and not measurably_faster(one)
+    # a tight 1% gain is a tie, not a recommendation; and no gain worth a change can hide in
+    # its interval, so more pairs would not change the answer
+    tie = paired_ratio([(1000.0, 1010.0), (1000.0, 1011.0), (1000.0, 1009.0)])
+    assert not measurably_faster(tie) and side_by_side_decided(tie)
+    # a drift that slows both sides of every pair alike leaves the ratio alone
+    drift = paired_ratio([(1000.0, 1200.0), (800.0, 960.0), (1100.0, 1320.0)])
+    assert drift[0] == pytest.approx(1.2) and drift[2] - drift[1] < 0.01

@@ -124,22 +124,18 @@ def mean_and_ci(values: list[float]) -> tuple[float, float]:
     return mean, _half_width(blocks)
 
 
-def ratio_and_ci(rounds: list[tuple[float, float, float, float]]) -> tuple[float, float, float]:
-    """The speedup of side-by-side rounds and its 95% interval: (ratio, low, high).
+def paired_ratio(pairs: list[tuple[float, float]]) -> tuple[float, float, float]:
+    """The speedup of side-by-side pairs and its 95% interval: (ratio, low, high).
 
-    ``rounds``: (candidate samples/s, its interval %, baseline samples/s, its interval %) per
-    round. Ratios are combined on a log scale (geometric mean). With three rounds or more the
-    interval comes from the spread of the rounds' ratios (each round measures the ratio afresh,
-    drift between rounds included); with fewer, from each round's two trial intervals carried
-    into its ratio (each capped at 100%), which is wide for trials of a few bursty epochs."""
-    logs, variances = [], []
-    for cand, cand_ci, base, base_ci in rounds:
-        logs.append(math.log(cand / base))
-        variances.append((math.hypot(min(cand_ci, 100.0), min(base_ci, 100.0)) / 100.0 / 1.96) ** 2)
-    n = len(logs)
-    mean = sum(logs) / n
-    if n >= 3:
-        half = _half_width(logs)
-    else:
-        half = 1.96 * math.sqrt(sum(variances)) / n
+    ``pairs``: (baseline samples/s, candidate samples/s) of turns taken one after the other in
+    one process. Ratios are combined on a log scale (geometric mean); the interval is Student's
+    t over the pairs' log ratios, so it holds the drift and noise that each pair saw. Fewer than
+    two pairs: no interval (0, inf)."""
+    logs = [math.log(cand / base) for base, cand in pairs if base > 0 and cand > 0]
+    if not logs:
+        return 0.0, 0.0, math.inf
+    mean = sum(logs) / len(logs)
+    if len(logs) < 2:
+        return math.exp(mean), 0.0, math.inf
+    half = _half_width(logs)
     return math.exp(mean), math.exp(mean - half), math.exp(mean + half)

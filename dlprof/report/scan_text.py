@@ -23,10 +23,10 @@ def speedup_line(r: ScanResult) -> str:
             return ("keep the current configuration, untested: the budget ran out before any other "
                     "configuration was tried (a larger --budget lets the scan search)")
         return "keep the current configuration: no candidate was measurably faster"
-    rounds = ", ".join(f"{x:.2f}x" for x in r.speedup_samples)
+    rounds = ", ".join(f"{x:.2f}x" for x in r.speedup_samples)  # one ratio a pair of turns
     interval = (f", 95% interval {r.speedup_ci[0]:.2f}-{r.speedup_ci[1]:.2f}x" if r.speedup_ci
                 else " (no interval: results of an older dlprof)")
-    return f"measured speedup {r.speedup:.2f}x{interval} over the baseline (side by side, rounds: {rounds})"
+    return f"measured speedup {r.speedup:.2f}x{interval} over the baseline (side by side, pairs of turns: {rounds})"
 
 
 class MarkdownRenderer:

@@ -19,6 +19,14 @@ def restart_cost(t: TrialResult) -> tuple[list[float], float, bool]:
     return startup, epoch_ms, matters
 
 
+def spans_epochs(t: TrialResult, window_s: float) -> bool:
+    """Is an epoch at ``t``'s rate shorter than a trial's window? Then a trial with workers
+    restarted every epoch measures their restarts as much as the count's rate; kept workers
+    (persistent_workers) only skip the restarts, so they measure what the count sustains."""
+    epoch_ms, _ = epoch_ms_of(t, 0.0)
+    return 0 < epoch_ms < 1000.0 * window_s
+
+
 def batches_per_epoch(t: TrialResult) -> int:
     """From the first completed epoch, else the dataset's length; 0 when unknown."""
     per_epoch = t.samples_per_epoch or (t.dataset_len if t.dataset_kind == "map" else 0)
@@ -40,7 +48,7 @@ def measurably_faster(speedup: tuple[float, float, float]) -> bool:
     return low > 1.0 and ratio >= 1 + MIN_GAIN
 
 
-def speedup_undecided(speedup: tuple[float, float, float]) -> bool:
-    """The interval spans 1: another round could tell a gain from none."""
-    _, low, high = speedup
-    return low <= 1.0 < high
+def side_by_side_decided(speedup: tuple[float, float, float]) -> bool:
+    """(ratio, low, high) so far: a recommendation stands (``measurably_faster``), or the
+    interval excludes a gain worth a change. Either way more pairs would not change the answer."""
+    return measurably_faster(speedup) or speedup[2] < 1 + MIN_GAIN

@@ -6,8 +6,8 @@ workers sit idle on I/O, or when the step's threads slow down beside busy worker
 kept worker per batch of a short epoch), then tries prefetch_factor, persistent_workers (when
 start-up is a real share of an epoch), pin_memory (GPU only) and the batch sizes the user
 allowed. At the end
-the baseline and the best candidate are measured again, interleaved, so the speedup reported
-is a fresh side-by-side measurement.
+the baseline and the best candidate take turns in one process (sweep.paired, sweep.verify), so
+the speedup reported is a fresh side-by-side measurement with its interval.
 """
 from __future__ import annotations
 
@@ -20,22 +20,18 @@ from typing import Callable
 
 from dlprof.analysis.bottleneck import diagnose, step_contention
 from dlprof.analysis.memory import shm_shortfall
-from dlprof.analysis.throughput import ratio_and_ci
 from dlprof.analysis.thresholds import MIN_GAIN
 from dlprof.errors import DlprofError, ScanFailed
 from dlprof.probe.environment import shm_free_bytes
 from dlprof.records import save_json
 from dlprof.scan_records import LoaderSettings, ScanResult, TrialResult
-from dlprof.sweep.rules import (batches_per_epoch, measurably_faster, restart_cost, speedup_undecided,
-                               within_noise)
+from dlprof.sweep.paired import MIN_PAIRS
+from dlprof.sweep.policy import idle_at, rising_from, worker_candidates
+from dlprof.sweep.rules import batches_per_epoch, restart_cost, spans_epochs, within_noise
 from dlprof.sweep.trial import TrialLimits, preload_torch, run_trial
+from dlprof.sweep.verify import Verification
 
-FINAL_ROUNDS = 2  # baseline/recommendation pairs measured at the end (1 with --quick)
-MIN_SPREAD_ROUNDS = 3  # rounds whose spread gives the speedup's interval (analysis.throughput.ratio_and_ci)
 MAX_PREFETCH = 8  # deepest prefetch_factor the epoch in flight uses
-# a trial's wall time beyond its measured window (fork, load, warm-up): 0.8-1.1 s for trials
-# of 0-2 workers in a quick scan of recipes/startup_cost.py on our 2-core machine
-TRIAL_SETUP_S = 1.0
 
 
 @dataclass
@@ -63,7 +59,7 @@ class ScanPlan:
         return TrialLimits(max_seconds=5.0, max_epochs=self.max_epochs, rel_ci=0.04)
 
 
-class Scan:
+class Scan(Verification):
     """Runs trials within the budget, keeps the results file current after every trial."""
 
     def __init__(self, plan: ScanPlan, result: ScanResult, progress: Callable[[str], None]) -> None:
@@ -78,7 +74,8 @@ class Scan:
         self.cost_s: dict[tuple, float] = {}  # wall seconds of the last trial of each settings
         self.preferred: set[tuple] = set()  # settings keys that win ties within noise
         self.early_warnings: list[str] = []  # raised before a trial ran (shared memory)
-        self.final_rounds = 1 if plan.quick else FINAL_ROUNDS  # a quick scan spends more on the search
+        # a turn of the side-by-side measurement: half a trial's window, so a pair takes one
+        self.turn_s = self.limits.max_seconds / 2
         for t in result.trials:  # resuming: what was measured is not measured again
             if t.status != "error" and not t.purpose.startswith(("final", "hotspots")):
                 self.seen.setdefault(t.settings.key(), t)
@@ -157,16 +154,12 @@ class Scan:
             self.progress(f"    warning: {warning}")
 
     def affordable(self, trials: int = 1) -> bool:
-        """Can ``trials`` more search trials run and still leave the final side-by-side rounds
-        their time? A round re-measures the baseline and the candidate. The baseline's window is
-        known (a slow baseline with short epochs runs up to three times a quick trial's limit);
-        its first trial's wall time is not a guide, it includes the target's first import."""
-        base = self.result.baseline
-        base_cost = max(self.trial_cost_s, base.seconds + TRIAL_SETUP_S) if base is not None else self.trial_cost_s
-        # The final rounds only: reserving the three that the rounds' spread needs (when the
-        # trials' own intervals are wide) left a quick scan's 30 s no time to search at all
-        # (recipes/accelerator_step.py: the baseline, then "keep", untested).
-        reserve = self.final_rounds * (base_cost + self.trial_cost_s)
+        """Can ``trials`` more search trials run and still leave the side-by-side measurement
+        the time to decide a clear gain (MIN_PAIRS + 1 pairs: a first pair's interval may be
+        undecided)? Its pairs take turns of a known length, at least one batch each: a slow
+        baseline's turns are longer. The first trial's wall time is not a guide to a trial's
+        cost, it includes the target's first import."""
+        reserve = self.side_by_side_s(MIN_PAIRS + 1)
         return self.time_left() - reserve >= trials * self.trial_cost_s
 
     # -- the search ------------------------------------------------------------------
@@ -186,8 +179,10 @@ class Scan:
         if base.status != "ok":
             self._fallback_baseline(baseline_settings)
         self._search_workers(baseline_settings)
-        self._search_epoch_in_flight()
+        # a deeper queue and kept workers first: one trial each on the best count, where the
+        # epoch in flight starts many workers and is the long shot
         self._search_prefetch_and_persistence()
+        self._search_epoch_in_flight()
         self._search_pin_memory()
         self._search_batch_size()
         self._verify()
@@ -221,43 +216,19 @@ class Scan:
         if self.best() is None:
             raise ScanFailed(f"every configuration failed: {self.result.baseline.error}")
 
-    def _worker_candidates(self, reference: TrialResult) -> list[int]:
-        """num_workers to try, most promising first, from the cost of producing a batch."""
-        s = reference.stage_ms
-        produce = s.get("fetch", 0.0) + s.get("collate", 0.0)  # one batch, one process
-        consume = max(s.get("step", 0.0) + s.get("transfer", 0.0), 0.05)
-        needed = max(1, math.ceil(produce / consume))
-        workers = reference.settings.num_workers
-        busy = reference.worker_busy_pct / 100 if workers else 1.0
-        cpu_share = (reference.worker_cpu_pct if workers else reference.main_cpu_pct) / 100
-        io_bound = cpu_share < 0.5 * max(busy, 0.01) and cpu_share < 0.5
-        limit = self.plan.max_workers if io_bound else self.plan.cores
-        # Idle workers are cheap, and the step measured at num_workers=0 is inflated by waking
-        # from the long waits, so `needed` underestimates: start I/O-bound pipelines at the limit.
-        first = limit if io_bound else min(needed, limit)
-        order = [first, max(1, first // 2), min(limit, first * 2), 0, 1, self.plan.cores]
-        if needed > limit:
-            # the estimate was capped: a pipeline that needs more producers than it may have
-            # gains nothing from fewer, except none at all (no hand-over overhead), tried anyway
-            order = [w for w in order if w == 0 or w >= first or w == self.plan.cores]
-        seen: list[int] = []
-        for w in order:
-            if 0 <= w <= self.plan.max_workers and w not in seen:
-                seen.append(w)
-        return seen
-
     def _search_workers(self, base_settings: LoaderSettings) -> None:
         reference = self.best()
         # workers restarted every epoch make counts compare by their start-up, not their
-        # throughput: where the baseline's restarts matter, compare counts with kept workers
-        keep = base_settings.persistent_workers or (
+        # throughput: where the baseline's restarts matter, or a trial's window spans epochs,
+        # compare counts with kept workers
+        keep = base_settings.persistent_workers or spans_epochs(reference, self.limits.max_seconds) or (
             reference.settings.num_workers > 0 and restart_cost(reference)[2])
-        for workers in self._worker_candidates(reference):
+        for workers in worker_candidates(reference, self.plan.cores, self.plan.max_workers):
             if not self.affordable():
                 break
-            if 0 < workers < self._rising_from():
+            if 0 < workers < rising_from(list(self.seen.values())):
                 continue  # throughput still rises above this count: fewer workers cannot win
-            if 0 < workers < self._idle_at():
+            if 0 < workers < idle_at(list(self.seen.values()), self.plan.cores):
                 continue  # the CPU had room to spare with more workers: fewer only overlap fewer waits
             settings = dataclasses.replace(
                 base_settings, num_workers=workers,
@@ -286,29 +257,6 @@ class Scan:
             if trial.status != "ok" or trial.samples_per_s < before * (1 + MIN_GAIN):
                 break
 
-    def _rising_from(self) -> int:
-        """The smallest num_workers w measured with a larger count 2w or more that beat it clearly
-        (0 when there is none). Throughput against num_workers rises, then flattens or falls, so
-        counts below w are not worth a trial."""
-        by_workers: dict[int, float] = {}
-        for t in self.seen.values():
-            if t.status == "ok":
-                w = t.settings.num_workers
-                by_workers[w] = max(by_workers.get(w, 0.0), t.samples_per_s)
-        rising = [lo for lo in by_workers if lo > 0 and any(
-            hi >= 2 * lo and rate > by_workers[lo] * (1 + MIN_GAIN) for hi, rate in by_workers.items())]
-        return min(rising) if rising else 0
-
-    def _idle_at(self) -> int:
-        """The largest num_workers measured without saturating the CPU while its workers sat
-        mostly idle (waiting on I/O), 0 if none. Below that count the CPU cannot be what limits
-        throughput, so fewer workers can only overlap fewer waits."""
-        idle = [t.settings.num_workers for t in self.seen.values()
-                if t.status == "ok" and t.settings.num_workers > self.plan.cores
-                and t.worker_cpu_pct < 0.5 * max(t.worker_busy_pct, 1.0)
-                and t.settings.num_workers * t.worker_cpu_pct + t.main_cpu_pct < 60.0 * self.plan.cores]
-        return max(idle, default=0)
-
     def _search_epoch_in_flight(self) -> None:
         """Where the step slows down beside busy workers and an epoch is short: the whole epoch
         in flight, on kept workers (one per batch, up to max_workers). The workers then build
@@ -330,7 +278,16 @@ class Scan:
                                        prefetch_factor=max(2, math.ceil(batches / workers))), "epoch in flight")
 
     def _best_with_workers(self) -> TrialResult | None:
-        return self._fastest([t for t in self.seen.values() if t.status == "ok" and t.settings.num_workers > 0])
+        """The configuration with workers that the next knobs build on: the fastest, or among
+        those within noise of it, the one with the fewest workers. Fewer processes cost less
+        memory and take less CPU from the step, so a tie goes to them; and a knob tried on a
+        count that only won by noise tells little."""
+        with_workers = [t for t in self.seen.values() if t.status == "ok" and t.settings.num_workers > 0]
+        top = self._fastest(with_workers)
+        if top is None or top.settings.key() in self.preferred:
+            return top
+        ties = [t for t in with_workers if within_noise(t, top)]
+        return min(ties, key=lambda t: (t.settings.num_workers, -t.samples_per_s))
 
     def _search_prefetch_and_persistence(self) -> None:
         """On the best configuration with workers, even when num_workers=0 leads so far: keeping
@@ -363,13 +320,6 @@ class Scan:
                 # it inherits the preference, so the faster of the two wins a tie
                 self.preferred.add(queued.settings.key())
 
-    def _sample_hotspots(self, named: list[tuple[str, LoaderSettings]]) -> None:
-        """Where the time goes (py-spy stacks), in trials of their own, while the budget lasts."""
-        for name, s in named:
-            if not self.plan.hotspots or self.time_left() < self.cost_s.get(s.key(), self.trial_cost_s):
-                return
-            self.trial(s, f"hotspots: {name}", again=True, sample_stacks=True)
-
     def _search_pin_memory(self) -> None:
         if not (self.plan.device or "").startswith("cuda"):
             return  # pinning only helps a copy to an accelerator
@@ -382,62 +332,3 @@ class Scan:
             if not self.affordable():
                 break
             self.trial(dataclasses.replace(self.best().settings, batch_size=size), "batch_size")
-
-    def _verify(self) -> None:
-        """Measure baseline and the best again, interleaved: the speedup is that ratio."""
-        base, best = self.result.baseline, self.best()
-        if base.status != "ok" or best.settings.key() == base.settings.key():
-            self.result.recommendation = base if base.status == "ok" else best
-            self.result.speedup = 1.0 if base.status == "ok" else None
-            if not self.plan.quick:  # nothing to compare: the configuration to keep
-                self._sample_hotspots([("baseline", self.result.recommendation.settings)])
-            return
-        rounds: list[tuple[float, float, float, float]] = []  # candidate and baseline: rate, interval %
-        failed: list[TrialResult] = []
-        last = None
-
-        def side_by_side() -> None:
-            nonlocal last
-            b = self.trial(base.settings, "final: baseline", again=True)
-            r = self.trial(best.settings, "final: recommendation", again=True)
-            if r.status != "ok":
-                failed.append(r)
-            elif b.status == "ok":
-                rounds.append((r.samples_per_s, r.ci_pct, b.samples_per_s, b.ci_pct))
-                last = r
-
-        for _ in range(self.final_rounds):
-            if failed or (rounds and self.time_left() < 2 * self.trial_cost_s * 0.8):
-                break
-            side_by_side()
-        # while the interval spans "no gain", more rounds, up to the three whose spread makes
-        # the interval (the trials' own intervals are wide for a few bursty epochs)
-        while (rounds and not failed and len(rounds) < MIN_SPREAD_ROUNDS and self.time_left() >= 2 * self.trial_cost_s
-               and speedup_undecided(ratio_and_ci(rounds))):
-            side_by_side()
-        # Stacks are sampled apart from the rounds that give the speedup: py-spy's reads cost
-        # each sampled process, so they would cost a configuration with workers more (5-8% of
-        # the throughput of 2 workers against 1-2% without, reports/benchmarks/overhead-stacks.txt)
-        self._sample_hotspots([("baseline", base.settings), ("recommendation", best.settings)])
-        self.result.speedup_samples = sorted(r / b for r, _, b, _ in rounds)
-        if failed:  # a configuration that failed once is not one to hand a user
-            self.result.notes.append(
-                f"the best candidate ({best.settings.label()}) failed in a side-by-side round "
-                f"({failed[0].status}: {failed[0].error}): not recommended; keep the current configuration")
-            self.result.recommendation, self.result.speedup = base, 1.0
-            return
-        if not rounds:
-            self.result.notes.append("the final side-by-side measurement failed; no speedup is claimed")
-            self.result.recommendation, self.result.speedup = base, 1.0
-            return
-        speedup, low, high = ratio_and_ci(rounds)
-        if not measurably_faster((speedup, low, high)):
-            # not measurably faster side by side: keep the user's configuration
-            self.result.notes.append(
-                f"the best candidate ({best.settings.label()}) measured {speedup:.2f}x the baseline side "
-                f"by side (95% interval {low:.2f}-{high:.2f}x): not measurably faster, so the recommendation "
-                "is to keep the current configuration")
-            self.result.recommendation, self.result.speedup = base, 1.0
-            return
-        self.result.recommendation, self.result.speedup = last, speedup
-        self.result.speedup_ci = [low, high]

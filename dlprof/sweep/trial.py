@@ -85,10 +85,10 @@ def measure(target, settings: LoaderSettings | None, device: str | None, limits:
     min_batches = max(limits.min_batches, 8 * settings.num_workers)
     try:
         batch_bytes = _loop(prof, step, batches, warm, limits, min_batches, verdict_matters=purpose == "baseline",
-                            whole_epochs=buffer_matters(settings, _len_or_none(loader)))
+                            whole_epochs=buffer_matters(settings, len_or_none(loader)))
     except DlprofError:
         raise
-    except _StepRaised as raised:  # the training step failed
+    except StepRaised as raised:  # the training step failed
         raise TrialFailed(explain_step_failure(raised.exc, settings.batch_size)) from raised.exc
     except Exception as exc:  # the loader failed (dataset, collate, a worker): explain it
         raise TrialFailed(explain_loader_failure(exc, prof.failed_batch(), loader, prof.dead_workers())) from exc
@@ -110,7 +110,7 @@ def measure(target, settings: LoaderSettings | None, device: str | None, limits:
     return result
 
 
-def _len_or_none(loader) -> int | None:
+def len_or_none(loader) -> int | None:
     try:
         return len(loader)
     except TypeError:  # an IterableDataset without __len__
@@ -148,7 +148,7 @@ class TrialFailed(Exception):
         self.failure = failure
 
 
-class _StepRaised(Exception):
+class StepRaised(Exception):
     def __init__(self, exc: Exception) -> None:
         super().__init__(str(exc))
         self.exc = exc
@@ -176,7 +176,7 @@ def _loop(prof, step, batches, warm: int, limits: TrialLimits, min_batches: int,
                 try:
                     step(batch)
                 except Exception as exc:  # the user's step: reported as such, not as the loader's
-                    raise _StepRaised(exc) from exc
+                    raise StepRaised(exc) from exc
             now = perf_counter()
             n = len(batches) - warm
             if n == 0:
@@ -256,22 +256,27 @@ def _fingerprint(sample):
     return repr(sample)
 
 
+def child_setup(log_path: str, tmp_dir: str) -> None:
+    """The forked child's surroundings: its own process group, its output in the log."""
+    os.setpgid(0, 0)  # own group: the parent can kill us with our DataLoader workers
+    die_with_parent()
+    # temporary files of the trial (multiprocessing's pymp-* folders among them, which a
+    # killed or os._exit-ed process never removes) go to a folder the parent removes
+    os.environ["TMPDIR"] = tempfile.tempdir = tmp_dir
+    os.environ.pop("DLPROF_OUT", None)  # a trial's profile is the scan's, not the user's job's
+    resource.setrlimit(resource.RLIMIT_CORE, (0, resource.getrlimit(resource.RLIMIT_CORE)[1]))  # no core files in the user's folder
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+
+
 def _child(spec: str, settings: LoaderSettings, device: str | None, limits: TrialLimits,
            purpose: str, result_path: str, log_path: str, tmp_dir: str, sample_stacks: bool) -> None:
     """Runs in the forked child; never returns."""
     code = 1
     try:
-        os.setpgid(0, 0)  # own group: the parent can kill us with our DataLoader workers
-        die_with_parent()
-        # temporary files of the trial (multiprocessing's pymp-* folders among them, which a
-        # killed or os._exit-ed process never removes) go to a folder the parent removes
-        os.environ["TMPDIR"] = tempfile.tempdir = tmp_dir
-        os.environ.pop("DLPROF_OUT", None)  # a trial's profile is the scan's, not the user's job's
-        resource.setrlimit(resource.RLIMIT_CORE, (0, resource.getrlimit(resource.RLIMIT_CORE)[1]))  # no core files in the user's folder
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-        log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        os.dup2(log, 1)
-        os.dup2(log, 2)
+        child_setup(log_path, tmp_dir)
         from dlprof.sweep.loaders import settings_of
         from dlprof.sweep.target import load_target
 
@@ -319,20 +324,48 @@ def run_trial(spec: str, settings: LoaderSettings | None, purpose: str, trial_di
               device: str | None, limits: TrialLimits, timeout_s: float, sample_stacks: bool = False) -> TrialResult:
     """Fork a child that measures ``settings`` (None: the target's own loader); wait for it at
     most ``timeout_s``."""
+    result_path, log_path = trial_paths(trial_dir, index)
+    status = fork_and_wait(lambda tmp_dir: _child(spec, settings, device, limits, purpose, result_path, log_path,
+                                                  tmp_dir, sample_stacks), log_path, timeout_s)
+    if status is None:
+        failure = explain_timeout(timeout_s, os.path.basename(log_path))
+        return TrialResult(settings or _NO_SETTINGS, "timeout", purpose, log=log_path, **failure.as_fields())
+    if not os.path.exists(result_path):
+        return TrialResult(settings or _NO_SETTINGS, "failed", purpose, log=log_path, **dead_child(status).as_fields())
+    with open(result_path, encoding="utf-8") as fh:
+        data = json.load(fh)
+    data["settings"] = LoaderSettings(**data["settings"])
+    return TrialResult(**data)
+
+
+def trial_paths(trial_dir: str, index: int) -> tuple[str, str]:
+    """(result JSON, log) of trial ``index``; an old result at that path is removed."""
     os.makedirs(trial_dir, exist_ok=True)
     result_path = os.path.join(trial_dir, f"trial-{index:02d}.json")
-    log_path = os.path.join(trial_dir, f"trial-{index:02d}.log")
+    if os.path.exists(result_path):
+        os.unlink(result_path)
+    return result_path, os.path.join(trial_dir, f"trial-{index:02d}.log")
+
+
+def dead_child(status: int) -> Failure:
+    """Why a child that wrote no result ended, from its wait status."""
+    return explain_dead_trial(signal.Signals(os.WTERMSIG(status)).name if os.WIFSIGNALED(status) else None,
+                              os.WEXITSTATUS(status) if os.WIFEXITED(status) else None)
+
+
+def fork_and_wait(child, log_path: str, timeout_s: float) -> int | None:
+    """Fork; the child runs ``child(tmp_dir)``, which never returns. Wait at most ``timeout_s``:
+    the child's wait status, or None when it overran (its stacks are appended to the log first).
+    Either way its process group (DataLoader workers too) is killed and its temporary folder removed."""
     # short, in the system's temp folder: multiprocessing puts sockets there (paths of at most
     # 108 bytes); removed after the trial
     base = tempfile.gettempdir()
     tmp_dir = tempfile.mkdtemp(prefix="dlp", dir=base if len(base) <= 60 else "/tmp")
-    if os.path.exists(result_path):
-        os.unlink(result_path)
     sys.stdout.flush()
     sys.stderr.flush()
     pid = os.fork()
     if pid == 0:
-        _child(spec, settings, device, limits, purpose, result_path, log_path, tmp_dir, sample_stacks)
+        child(tmp_dir)
     deadline = time.monotonic() + timeout_s
     status = None
     try:
@@ -344,24 +377,15 @@ def run_trial(spec: str, settings: LoaderSettings | None, purpose: str, trial_di
                 dump_stacks(pid, log_path)  # where it hung, before the evidence is gone
                 kill_group(pid)
                 reap(pid)
-                shutil.rmtree(tmp_dir, ignore_errors=True)
-                failure = explain_timeout(timeout_s, os.path.basename(log_path))
-                return TrialResult(settings or _NO_SETTINGS, "timeout", purpose, log=log_path, **failure.as_fields())
+                return None
             else:
                 time.sleep(0.02)
+        kill_group(pid)  # DataLoader workers the child left behind
+        return status
     except BaseException:  # Ctrl-C or an error here: leave no trial running
         kill_group(pid)
         if status is None:
             reap(pid)
-        shutil.rmtree(tmp_dir, ignore_errors=True)
         raise
-    kill_group(pid)  # DataLoader workers the child left behind
-    shutil.rmtree(tmp_dir, ignore_errors=True)  # the trial's temporary files
-    if not os.path.exists(result_path):
-        failure = explain_dead_trial(signal.Signals(os.WTERMSIG(status)).name if os.WIFSIGNALED(status) else None,
-                                     os.WEXITSTATUS(status) if os.WIFEXITED(status) else None)
-        return TrialResult(settings or _NO_SETTINGS, "failed", purpose, log=log_path, **failure.as_fields())
-    with open(result_path, encoding="utf-8") as fh:
-        data = json.load(fh)
-    data["settings"] = LoaderSettings(**data["settings"])
-    return TrialResult(**data)
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)  # the trial's temporary files

@@ -1,0 +1,108 @@
+"""The end of a scan: the best candidate and the baseline measured side by side, the speedup
+with its interval, the stacks of both. A part of ``Scan`` (sweep.search), kept apart so the search
+and its verification read on their own."""
+from __future__ import annotations
+
+import math
+import os
+import time
+
+from dlprof.analysis.throughput import paired_ratio
+from dlprof.scan_records import LoaderSettings, TrialResult
+from dlprof.sweep.paired import MIN_PAIRS, run_side_by_side
+from dlprof.sweep.rules import measurably_faster
+
+# the side-by-side measurement takes turns until the speedup is decided; past this many pairs
+# (t with 11 degrees of freedom: the interval is within 10% of its limit) more time buys little
+MAX_PAIRS = 12
+# a trial's wall time beyond its measured window (fork, load, warm-up): 0.8-1.1 s for trials
+# of 0-2 workers in a quick scan of recipes/startup_cost.py on our 2-core machine
+TRIAL_SETUP_S = 1.0
+
+
+class Verification:
+    """Mixed into Scan: uses its plan, result, seen trials, budget and progress."""
+
+    def _sample_hotspots(self, named: list[tuple[str, LoaderSettings]]) -> None:
+        """Where the time goes (py-spy stacks), in trials of their own, while the budget lasts."""
+        for name, s in named:
+            if not self.plan.hotspots or self.time_left() < self.cost_s.get(s.key(), self.trial_cost_s):
+                return
+            self.trial(s, f"hotspots: {name}", again=True, sample_stacks=True)
+
+    def _verify(self) -> None:
+        """Measure the baseline and the best again, taking turns: the speedup is their ratio."""
+        base, best = self.result.baseline, self.best()
+        if base.status != "ok" or best.settings.key() == base.settings.key():
+            self.result.recommendation = base if base.status == "ok" else best
+            self.result.speedup = 1.0 if base.status == "ok" else None
+            if not self.plan.quick:  # nothing to compare: the configuration to keep
+                self._sample_hotspots([("baseline", self.result.recommendation.settings)])
+            return
+        final_base, final_rec, pairs = self._side_by_side(base.settings, best.settings)
+        # Stacks are sampled apart from the turns that give the speedup: py-spy's reads cost
+        # each sampled process, so they would cost a configuration with workers more (5-8% of
+        # the throughput of 2 workers against 1-2% without, reports/benchmarks/overhead-stacks.txt)
+        self._sample_hotspots([("baseline", base.settings), ("recommendation", best.settings)])
+        self.result.speedup_samples = sorted(c / b for b, c in pairs)
+        failed = next((t for t in (final_rec, final_base) if t.status != "ok"), None)
+        if failed is not None:  # a configuration that failed once is not one to hand a user
+            which = "the best candidate" if failed is final_rec else "the baseline"
+            self.result.notes.append(
+                f"{which} ({failed.settings.label()}) failed in the side-by-side measurement "
+                f"({failed.status}: {failed.error}): no speedup is claimed; keep the current configuration")
+            self.result.recommendation, self.result.speedup = base, 1.0
+            return
+        speedup, low, high = paired_ratio(pairs)
+        if not measurably_faster((speedup, low, high)):
+            # not measurably faster side by side: keep the user's configuration
+            interval = (f"95% interval {low:.2f}-{high:.2f}x" if math.isfinite(high)
+                        else "one pair of turns: no interval")
+            self.result.notes.append(
+                f"the best candidate ({best.settings.label()}) measured {speedup:.2f}x the baseline side "
+                f"by side ({interval}): not measurably faster, so the recommendation "
+                "is to keep the current configuration")
+            self.result.recommendation, self.result.speedup = base, 1.0
+            return
+        self.result.recommendation, self.result.speedup = final_rec, speedup
+        self.result.speedup_ci = [low, high]
+
+    def _pair_s(self, *trials: TrialResult) -> float:
+        """Seconds a pair of turns takes: two turns, each at least one batch of its side."""
+        batch_s = [t.seconds / t.batches for t in trials if t.batches]
+        return 2 * (self.turn_s + max(batch_s, default=0.0))
+
+    def side_by_side_s(self, pairs: int) -> float:
+        """Seconds for the side-by-side measurement of the baseline and one candidate with
+        ``pairs`` pairs of turns after the warm-up pair."""
+        base = self.result.baseline
+        return TRIAL_SETUP_S + (1 + pairs) * self._pair_s(*([base] if base is not None else []))
+
+    def _side_by_side(self, base: LoaderSettings, cand: LoaderSettings) -> tuple[TrialResult, TrialResult, list]:
+        """Turns of the two in one process (sweep.paired) until the speedup is decided, or up
+        to MAX_PAIRS pairs while the budget lasts; both records join the trials."""
+        pair_s = self._pair_s(*[t for t in (self.result.baseline, self.seen.get(cand.key())) if t is not None])
+        hotspots = 2 * self.trial_cost_s if self.plan.hotspots and not self.plan.quick else 0.0
+        max_s = max((1 + MIN_PAIRS) * pair_s,
+                    min(self.time_left() - hotspots - TRIAL_SETUP_S, (1 + MAX_PAIRS) * pair_s))
+        index = len(self.result.trials) + 1
+        self.progress(f"[trial {index}, {max(0, self.time_left()):.0f} s left] side by side, in turns of "
+                      f"{self.turn_s:g} s (up to {max_s:.0f} s): the baseline and {cand.label()}")
+        began = time.monotonic()
+        final_base, final_rec, pairs = run_side_by_side(
+            self.plan.spec, base, cand, os.path.join(self.plan.out_dir, "trials"), index, self.plan.device,
+            self.turn_s, max_s, timeout_s=max_s + 3 * pair_s + 30)
+        self.trial_cost_s = max(self.trial_cost_s, (time.monotonic() - began) / max(1, 2 * len(pairs)))
+        for t in (final_base, final_rec):
+            t.log = os.path.relpath(t.log, self.plan.out_dir) if t.log else ""
+            self.result.trials.append(t)
+        self.save()
+        if pairs:
+            ratio, low, high = paired_ratio(pairs)
+            interval = f"95% interval {low:.2f}-{high:.2f}x" if math.isfinite(high) else "no interval"
+            self.progress(f"    {len(pairs)} pairs: baseline {final_base.samples_per_s:,.0f}, candidate "
+                          f"{final_rec.samples_per_s:,.0f} samples/s; {ratio:.2f}x ({interval})")
+        for t in (final_base, final_rec):
+            if t.status != "ok":
+                self.progress(f"    {t.purpose}: {t.status}: {t.error}")
+        return final_base, final_rec, pairs
