@@ -2,7 +2,7 @@
 (`make bench-recommend`).
 
     python benchmarks/recommend.py [--seconds 1.5] [--final-seconds 4] [--rounds 3]
-        [--scan-args="--quick --no-hotspots"] [--out FILE] [recipes/x.py ...]
+        [--scan-args="--no-hotspots"] [--out FILE] [recipes/x.py ...]
 
 Method, per recipe:
 1. `dlprof scan` runs on the recipe (its wall time is the scan's cost).
@@ -201,7 +201,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("recipes", nargs="*")
     parser.add_argument("--seconds", type=float, default=1.5, help="measured seconds per grid configuration")
-    parser.add_argument("--scan-args", default="--quick --no-hotspots", help="arguments for dlprof scan")
+    parser.add_argument("--scan-args", default="--no-hotspots", help="arguments for dlprof scan")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of the final comparison")
     # Longer than a grid point: many workers deliver short epochs in bursts, and 1.5 s windows
     # (about 3 such epochs) left the ratio of two 16-worker configurations 0.94-1.15 apart

@@ -42,10 +42,12 @@ def within_noise(t: TrialResult, top: TrialResult) -> bool:
 
 
 def measurably_faster(speedup: tuple[float, float, float]) -> bool:
-    """(ratio, low, high) of the side-by-side rounds: recommend only when the 95% interval
-    excludes "no gain" and the gain is worth a change (MIN_GAIN: smaller gains are ties)."""
-    ratio, low, _ = speedup
-    return low > 1.0 and ratio >= 1 + MIN_GAIN
+    """(ratio, low, high) of the side-by-side pairs: recommend only when the whole 95% interval
+    lies above 1 + MIN_GAIN (smaller gains are ties). Above MIN_GAIN, not merely above 1: the
+    rule is checked after every pair, and each look is another chance for noise to pass it;
+    with the stricter bound a tie is recommended in under 2% of measurements of 12 looks at 8%
+    noise a pair, against 9% with "above 1" (tests/test_search_rules.py simulates both)."""
+    return speedup[1] > 1 + MIN_GAIN
 
 
 def side_by_side_decided(speedup: tuple[float, float, float]) -> bool:
