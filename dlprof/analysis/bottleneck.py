@@ -15,6 +15,7 @@ busy time), else ``cpu``.
 """
 from __future__ import annotations
 
+from dlprof.analysis.judgements import computes, fetch_usage, fetch_waits_on_io, workers_compute
 from dlprof.analysis.pinning import pinning_effect
 from dlprof.analysis.thresholds import interval_text, spanned_cutoff, verdict as judge
 from dlprof.scan_records import Bottleneck, TrialResult
@@ -67,9 +68,8 @@ def diagnose(baseline: TrialResult | None, trials: list[TrialResult], cores: int
     stage = largest
     kind = None
     if stage == "fetch":
-        cpu = baseline.worker_cpu_pct if w else baseline.main_cpu_pct
-        busy = baseline.worker_busy_pct if w else 100.0 * s["wait"] / max(s["wait"] + s["step"], 1e-9)
-        kind = "io" if cpu < 0.5 * busy and cpu < 50 else "cpu"
+        cpu, busy = fetch_usage(baseline)
+        kind = "io" if fetch_waits_on_io(baseline) else "cpu"
         where = f"each of the {w} workers" if w else "the main process (num_workers=0)"
         evidence.append(f"fetching a batch took {s['fetch']:.2f} ms ({s['fetch_per_sample']:.3f} ms a sample) in {where}")
         if kind == "io":
@@ -119,8 +119,7 @@ def _warnings(baseline: TrialResult | None, trials: list[TrialResult], cores: in
     if contention:
         warnings.append(contention)
     if baseline is not None and baseline.settings.num_workers > cores:
-        cpu_bound = baseline.worker_cpu_pct >= 50
-        if cpu_bound:
+        if computes(baseline.worker_cpu_pct, 100.0):  # half a core or more each
             warnings.append(f"num_workers={baseline.settings.num_workers} exceeds the {cores} cores available "
                             "to this process while the workers are CPU-bound")
     return warnings
@@ -134,8 +133,7 @@ def step_contention(trials: list[TrialResult]) -> tuple[TrialResult, float] | No
     alone = [t.stage_ms["step"] for t in ok if t.settings.num_workers == 0]
     # workers that computed while busy and together took half a core or more; each one's share
     # can be well under 50% when they and the step split 2 cores
-    busy = [t for t in ok if t.settings.num_workers > 0 and t.worker_cpu_pct >= 0.5 * max(t.worker_busy_pct, 1.0)
-            and t.settings.num_workers * t.worker_cpu_pct >= 50]
+    busy = [t for t in ok if workers_compute(t) and computes(t.settings.num_workers * t.worker_cpu_pct, 100.0)]
     if not alone or not busy:
         return None
     step0 = min(alone)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 
+from dlprof.analysis.judgements import cores_spare, fetch_waits_on_io, workers_compute
 from dlprof.analysis.thresholds import MIN_GAIN
 from dlprof.scan_records import TrialResult
 
@@ -17,10 +18,7 @@ def worker_candidates(reference: TrialResult, cores: int, max_workers: int) -> l
     produce = s.get("fetch", 0.0) + s.get("collate", 0.0)  # one batch, one process
     consume = max(s.get("step", 0.0) + s.get("transfer", 0.0), 0.05)
     needed = max(1, math.ceil(produce / consume))
-    workers = reference.settings.num_workers
-    busy = reference.worker_busy_pct / 100 if workers else 1.0
-    cpu_share = (reference.worker_cpu_pct if workers else reference.main_cpu_pct) / 100
-    io_bound = cpu_share < 0.5 * max(busy, 0.01) and cpu_share < 0.5
+    io_bound = fetch_waits_on_io(reference)
     limit = max_workers if io_bound else cores
     # Idle workers are cheap, and the step measured at num_workers=0 is inflated by waking
     # from the long waits, so `needed` underestimates: start I/O-bound pipelines at the limit.
@@ -56,7 +54,5 @@ def idle_at(trials: list[TrialResult], cores: int) -> int:
     mostly idle (waiting on I/O), 0 if none. Below that count the CPU cannot be what limits
     throughput, so fewer workers can only overlap fewer waits."""
     idle = [t.settings.num_workers for t in trials
-            if t.status == "ok" and t.settings.num_workers > cores
-            and t.worker_cpu_pct < 0.5 * max(t.worker_busy_pct, 1.0)
-            and t.settings.num_workers * t.worker_cpu_pct + t.main_cpu_pct < 60.0 * cores]
+            if t.status == "ok" and t.settings.num_workers > cores and not workers_compute(t) and cores_spare(t, cores)]
     return max(idle, default=0)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from dlprof.analysis.bottleneck import diagnose, step_contention
+from dlprof.analysis.judgements import cores_busy, workers_compute
 from dlprof.analysis.memory import shm_shortfall
 from dlprof.analysis.thresholds import MIN_GAIN
 from dlprof.errors import DlprofError, ScanFailed
@@ -244,8 +245,7 @@ class Scan(Verification):
                 break
             # busy workers that mostly compute, or that share the cores fully (past the cores each
             # one's CPU share drops, which alone would read as waiting on I/O)
-            computing = (best.worker_cpu_pct >= 0.5 * max(best.worker_busy_pct, 1.0)
-                         or w * best.worker_cpu_pct + best.main_cpu_pct >= 80.0 * self.plan.cores)
+            computing = workers_compute(best) or cores_busy(best, self.plan.cores)
             if nxt > self.plan.cores and computing and not (
                     nxt <= 2 * self.plan.cores and step_contention(list(self.seen.values())) is not None):
                 # the workers compute while busy: more of them than cores only share the cores.
