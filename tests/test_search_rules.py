@@ -9,7 +9,7 @@ import pytest
 from dlprof.analysis.throughput import rate_and_ci
 from dlprof.scan_records import LoaderSettings, ScanResult, TrialResult
 from dlprof.sweep.search import Scan, ScanPlan
-from dlprof.sweep.policy import rising_from, worker_candidates
+from dlprof.sweep.policy import SearchSpace, SearchState, rising_from, search, worker_candidates
 
 
 def _short_epochs(epochs: int, per_epoch: int = 20, burst_ms: float = 5.0, restart_ms: float = 250.0):
@@ -48,43 +48,61 @@ def _trial(workers: int, rate: float) -> TrialResult:
     return TrialResult(settings, "ok", "workers", samples_per_s=rate, ci_pct=50.0)
 
 
-def _scan_with(rates: dict[int, float]) -> Scan:
-    scan = Scan(ScanPlan("x.py", "/nonexistent", 30, cores=2, max_workers=16), ScanResult("x.py"), print)
+def _state_with(rates: dict[int, float]) -> SearchState:
+    state = SearchState()
     for workers, rate in rates.items():
-        t = _trial(workers, rate)
-        scan.seen[t.settings.key()] = t
-    return scan
+        state.add(_trial(workers, rate))
+    return state
 
 
 def test_fewer_workers_are_skipped_while_throughput_rises():
-    assert rising_from(list(_scan_with({0: 220, 16: 1250, 8: 1150}).seen.values())) == 8
-    assert rising_from(list(_scan_with({0: 220, 16: 1150, 8: 1250}).seen.values())) == 0  # past the peak: all open
-    assert rising_from(list(_scan_with({0: 220, 16: 1160, 8: 1150}).seen.values())) == 0  # within noise
+    assert rising_from(_state_with({0: 220, 16: 1250, 8: 1150}).trials()) == 8
+    assert rising_from(_state_with({0: 220, 16: 1150, 8: 1250}).trials()) == 0  # past the peak: all open
+    assert rising_from(_state_with({0: 220, 16: 1160, 8: 1150}).trials()) == 0  # within noise
 
 
 def test_best_is_the_fastest_even_when_its_interval_is_wide():
-    scan = _scan_with({0: 220, 16: 1380, 8: 1155})
-    scan.seen[_trial(16, 0).settings.key()].ci_pct = 72.0
-    assert scan.best().settings.num_workers == 16
+    state = _state_with({0: 220, 16: 1380, 8: 1155})
+    state.seen[_trial(16, 0).settings.key()].ci_pct = 72.0
+    assert state.best().settings.num_workers == 16
 
 
-def _measured(table: dict[tuple, dict]):
-    """Stands in for Scan.trial with measurements taken from ``table`` (keyed by workers, prefetch,
-    persistent): the rules decide from numbers, so these tests give them numbers."""
-    def trial(settings, purpose, again=False, sample_stacks=False):
-        fields = dict(table[(settings.num_workers, settings.prefetch_factor, settings.persistent_workers)])
-        t = TrialResult(settings, "ok", purpose, **fields)
-        return scan_ref[0].seen.setdefault(settings.key(), t)
-    scan_ref = []
-    return scan_ref, trial
+SLOW = dict(samples_per_s=100.0, ci_pct=5.0, wait_pct=80.0)  # a configuration the table leaves out: it loses
 
 
-def _contended_scan(table):
-    scan = Scan(ScanPlan("x.py", "/nonexistent", 300, cores=2, max_workers=16), ScanResult("x.py"), print)
-    scan.trial_cost_s = 0.1
-    ref, scan.trial = _measured(table)
-    ref.append(scan)
-    return scan
+def _run_policy(table: dict[tuple, dict], baseline: tuple, seeded=(), cores=2, max_workers=16,
+                window_s=5.0) -> SearchState:
+    """The search driven to its end with measurements from ``table`` (keyed by workers,
+    prefetch, persistent; others measure SLOW): the rules decide from numbers, so these tests
+    give them numbers and run no process. ``seeded``: trials measured before the search began."""
+    state = SearchState()
+
+    def measured(settings, purpose):
+        key = (settings.num_workers, settings.prefetch_factor, settings.persistent_workers)
+        return TrialResult(settings, "ok", purpose, **table.get(key, SLOW))
+
+    def settings(key):
+        return LoaderSettings(key[0], False, key[1], key[2], 32)
+
+    base = measured(settings(baseline), "baseline")
+    state.add(base)
+    for key in seeded:
+        state.add(measured(settings(key), "workers"))
+    proposals = search(SearchSpace(cores=cores, max_workers=max_workers, window_s=window_s), state, base)
+    try:
+        proposal = next(proposals)
+        while True:
+            trial = state.seen.get(proposal.settings.key()) or measured(proposal.settings, proposal.purpose)
+            state.add(trial)
+            proposal = proposals.send(trial)
+    except StopIteration:
+        pass
+    return state
+
+
+def _tried(state: SearchState) -> set[tuple]:
+    return {(t.settings.num_workers, t.settings.prefetch_factor, t.settings.persistent_workers)
+            for t in state.trials()}
 
 
 CPU_BOUND = dict(worker_cpu_pct=90.0, worker_busy_pct=95.0, main_cpu_pct=40.0, ci_pct=6.0, wait_pct=40.0)
@@ -98,13 +116,10 @@ def test_a_contended_step_climbs_one_step_past_the_cores():
         (4, 2, True): dict(samples_per_s=1130, stage_ms={"step": 12.0}, **CPU_BOUND),
         (8, 2, True): dict(samples_per_s=1200, stage_ms={"step": 10.0}, **CPU_BOUND),
     }
-    scan = _contended_scan(table)
-    for key in [(0, None, False), (2, 2, True)]:
-        scan.trial(LoaderSettings(key[0], False, key[1], key[2], 32), "workers")
-    scan._search_workers(LoaderSettings(2, False, 2, True, 32))
-    tried = {t.settings.num_workers for t in scan.seen.values()}
+    state = _run_policy(table, baseline=(2, 2, True), seeded=[(0, None, False)])
+    tried = {w for w, _, _ in _tried(state)}
     assert 4 in tried and 8 not in tried  # one step past the cores (2 x cores), not further
-    assert scan.best().settings.num_workers == 4
+    assert state.best().settings.num_workers == 4
 
 
 def test_without_contention_computing_workers_stop_at_the_cores():
@@ -114,12 +129,9 @@ def test_without_contention_computing_workers_stop_at_the_cores():
         (2, 2, True): dict(samples_per_s=1050, stage_ms={"step": 4.5}, **CPU_BOUND),
         (4, 2, True): dict(samples_per_s=1130, stage_ms={"step": 4.5}, **CPU_BOUND),
     }
-    scan = _contended_scan(table)
-    for key in [(0, None, False), (2, 2, True)]:
-        scan.trial(LoaderSettings(key[0], False, key[1], key[2], 32), "workers")
-    scan._search_workers(LoaderSettings(2, False, 2, True, 32))
-    assert 4 not in {t.settings.num_workers for t in scan.seen.values()}
-    assert scan.best().settings.num_workers == 2
+    state = _run_policy(table, baseline=(2, 2, True), seeded=[(0, None, False)])
+    assert 4 not in {w for w, _, _ in _tried(state)}
+    assert state.best().settings.num_workers == 2
 
 
 def test_a_deeper_queue_on_a_preferred_configuration_inherits_the_preference_when_faster():
@@ -130,13 +142,9 @@ def test_a_deeper_queue_on_a_preferred_configuration_inherits_the_preference_whe
                            **dict(CPU_BOUND, wait_pct=45.0, ci_pct=20.0)),
         (0, None, False): dict(samples_per_s=700, ci_pct=30.0),
     }
-    scan = _contended_scan(table)
-    for key in [(2, 2, False), (0, None, False)]:
-        scan.trial(LoaderSettings(key[0], False, key[1], key[2], 32), "workers")
-    scan._search_prefetch_and_persistence()
-    assert (2, 2, True) in {(t.settings.num_workers, t.settings.prefetch_factor, t.settings.persistent_workers)
-                            for t in scan.seen.values()}
-    best = scan.best().settings
+    state = _run_policy(table, baseline=(2, 2, False), seeded=[(0, None, False)])
+    assert (2, 2, True) in _tried(state)
+    best = state.best().settings
     assert (best.num_workers, best.prefetch_factor, best.persistent_workers) == (2, 8, True)
 
 
@@ -147,11 +155,10 @@ def test_a_contended_short_epoch_gets_one_kept_worker_per_batch():
         (2, 2, False): dict(samples_per_s=640, stage_ms={"step": 35.0}, **short),
         (15, 2, True): dict(samples_per_s=760, stage_ms={"step": 6.0}, **short),
     }
-    scan = _contended_scan(table)
-    for key in [(0, None, False), (2, 2, False)]:
-        scan.trial(LoaderSettings(key[0], False, key[1], key[2], 32), "workers")
-    scan._search_epoch_in_flight()  # 480 samples in batches of 32: 15 batches, 15 workers
-    assert scan.best().settings == LoaderSettings(15, False, 2, True, 32)
+    # 480 samples in batches of 32: 15 batches, 15 workers
+    state = _run_policy(table, baseline=(2, 2, False), seeded=[(0, None, False)])
+    assert (15, 2, True) in _tried(state)
+    assert state.best().settings == LoaderSettings(15, False, 2, True, 32)
 
 
 def test_no_epoch_in_flight_without_contention_or_with_long_epochs():
@@ -159,11 +166,8 @@ def test_no_epoch_in_flight_without_contention_or_with_long_epochs():
         fields = dict(samples_per_epoch=per_epoch, dataset_len=per_epoch, **CPU_BOUND)
         table = {(0, None, False): dict(samples_per_s=450, ci_pct=2.0, stage_ms={"step": 4.0}),
                  (2, 2, False): dict(samples_per_s=640, stage_ms={"step": step_ms}, **fields)}
-        scan = _contended_scan(table)  # any other trial would raise KeyError
-        for key in table:
-            scan.trial(LoaderSettings(key[0], False, key[1], key[2], 32), "workers")
-        scan._search_epoch_in_flight()
-        assert len(scan.seen) == 2
+        state = _run_policy(table, baseline=(2, 2, False), seeded=[(0, None, False)])
+        assert not [t for t in state.trials() if t.purpose == "epoch in flight"]
 
 
 def test_a_longer_short_epoch_is_put_in_flight_with_a_deeper_queue():
@@ -171,23 +175,101 @@ def test_a_longer_short_epoch_is_put_in_flight_with_a_deeper_queue():
     table = {(0, None, False): dict(samples_per_s=3700, ci_pct=2.0, stage_ms={"step": 0.6}),
              (2, 2, False): dict(samples_per_s=3100, stage_ms={"step": 5.4}, **fields),
              (16, 4, True): dict(samples_per_s=4800, stage_ms={"step": 0.7}, **fields)}
-    scan = _contended_scan(table)
-    for key in [(0, None, False), (2, 2, False)]:
-        scan.trial(LoaderSettings(key[0], False, key[1], key[2], 32), "workers")
-    scan._search_epoch_in_flight()  # 64 batches: 16 workers (max_workers) x prefetch 4
-    assert scan.best().settings == LoaderSettings(16, False, 4, True, 32)
+    # 64 batches: 16 workers (max_workers) x prefetch 4
+    state = _run_policy(table, baseline=(2, 2, False), seeded=[(0, None, False)])
+    assert state.best().settings == LoaderSettings(16, False, 4, True, 32)
+
+
+def test_counts_run_on_kept_workers_when_an_epoch_is_shorter_than_a_window():
+    # 1,024 samples at 1,000 samples/s: a 1 s epoch, inside a 1.5 s window: restarts would be timed
+    table = {(0, None, False): dict(samples_per_s=1000, ci_pct=3.0, dataset_len=1024, main_cpu_pct=90.0,
+                                    wait_pct=55.0, stage_ms={"fetch": 17.0, "step": 13.0})}
+    state = _run_policy(table, baseline=(0, None, False), window_s=1.5)
+    counts = [t for t in state.trials() if t.purpose == "workers"]
+    assert counts and all(t.settings.persistent_workers for t in counts)
+    # the same epoch against a 0.5 s window: each trial sits inside one epoch, workers restart
+    state = _run_policy(table, baseline=(0, None, False), window_s=0.5)
+    assert not any(t.settings.persistent_workers for t in state.trials() if t.purpose == "workers")
+
+
+def test_a_tie_between_counts_goes_to_the_fewest_workers_for_the_next_knob():
+    # 2 and 4 workers within each other's noise: the deeper queue is tried on 2
+    table = {(0, None, False): dict(samples_per_s=800, ci_pct=2.0, main_cpu_pct=90.0, wait_pct=50.0,
+                                    stage_ms={"fetch": 20.0, "step": 10.0}),
+             (2, 2, False): dict(samples_per_s=1100, **dict(CPU_BOUND, ci_pct=9.0)),
+             (1, 2, False): dict(samples_per_s=900, **CPU_BOUND),
+             (4, 2, False): dict(samples_per_s=1150, **dict(CPU_BOUND, ci_pct=9.0))}
+    state = _run_policy(table, baseline=(0, None, False), seeded=[(4, 2, False)], window_s=0.5)
+    assert state.best().settings.num_workers == 4  # the fastest, by noise
+    queued = [t for t in state.trials() if t.purpose == "prefetch_factor"]
+    assert [t.settings.num_workers for t in queued] == [2]
+
+
+def test_fewer_workers_than_an_idle_count_past_the_cores_are_skipped():
+    # 16 workers waiting on storage, the CPU 30% used: fewer can only overlap fewer waits
+    io = dict(worker_cpu_pct=3.0, worker_busy_pct=95.0, main_cpu_pct=10.0, ci_pct=4.0, wait_pct=30.0)
+    table = {(0, None, False): dict(samples_per_s=200, ci_pct=2.0, main_cpu_pct=10.0, wait_pct=95.0,
+                                    stage_ms={"fetch": 130.0, "wait": 130.0, "step": 8.0}),
+             (16, 2, False): dict(samples_per_s=2500, **io)}
+    state = _run_policy(table, baseline=(0, None, False), window_s=0.5)
+    counts = sorted({t.settings.num_workers for t in state.trials() if t.purpose == "workers"})
+    assert counts == [16]  # 8 (half) and 1, 2 (the cores) skipped; 0 is the baseline
+
+
+def test_pin_memory_only_on_cuda_and_every_allowed_batch_size():
+    table = {(0, None, False): dict(samples_per_s=1000, ci_pct=2.0, main_cpu_pct=95.0, wait_pct=2.0,
+                                    stage_ms={"fetch": 1.0, "step": 30.0})}
+    base = TrialResult(LoaderSettings(0, False, None, False, 32), "ok", "baseline", **table[(0, None, False)])
+    for device, pinned in ((None, False), ("cuda:0", True)):
+        state = SearchState()
+        state.add(base)
+        space = SearchSpace(cores=2, max_workers=16, window_s=5.0, batch_sizes=(64, 128), device=device)
+        proposals = list(_all_proposals(search(space, state, base), state))
+        assert any(p.purpose == "pin_memory" for p in proposals) == pinned
+        assert [p.settings.batch_size for p in proposals if p.purpose == "batch_size"] == [64, 128]
+        assert all(p.reason for p in proposals)  # every proposal says why
+
+
+def _all_proposals(proposals, state):
+    """Every proposal, each answered with a slow trial."""
+    try:
+        proposal = next(proposals)
+        while True:
+            yield proposal
+            trial = TrialResult(proposal.settings, "ok", proposal.purpose, **SLOW)
+            state.add(trial)
+            proposal = proposals.send(trial)
+    except StopIteration:
+        return
+
+
+def test_the_policy_imports_no_torch_no_process_and_no_file_access():
+    import ast
+    import subprocess
+    import sys
+
+    import dlprof.sweep.policy as policy
+
+    tree = ast.parse(open(policy.__file__, encoding="utf-8").read())
+    imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    assert not imported & {"torch", "os", "subprocess", "multiprocessing", "shutil", "io", "pathlib", "psutil"}
+    assert not [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "open"]
+    # nor does anything it imports bring torch in
+    out = subprocess.run([sys.executable, "-c", "import sys, dlprof.sweep.policy; print('torch' in sys.modules)"],
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
 
 
 def test_worker_candidates_skip_half_the_estimate_only_when_it_was_capped():
-    scan = _scan_with({})
     # fetch 90 ms against a 10 ms step needs 9 workers; 2 cores cap the estimate at 2
     capped = TrialResult(LoaderSettings(0, False, None, False, 32), "ok", "baseline",
                          stage_ms={"fetch": 90.0, "step": 10.0}, main_cpu_pct=99.0)
-    assert worker_candidates(capped, scan.plan.cores, scan.plan.max_workers) == [2, 0]
+    assert worker_candidates(capped, 2, 16) == [2, 0]
     # 15 ms against 10 ms needs 2: half of it (1) is still worth a trial
     fits = TrialResult(LoaderSettings(0, False, None, False, 32), "ok", "baseline",
                        stage_ms={"fetch": 15.0, "step": 10.0}, main_cpu_pct=99.0)
-    assert worker_candidates(fits, scan.plan.cores, scan.plan.max_workers) == [2, 1, 0]
+    assert worker_candidates(fits, 2, 16) == [2, 1, 0]
 
 
 def test_the_budget_counts_the_commands_start_and_keeps_time_for_the_reports():

@@ -1,15 +1,21 @@
-"""Which configurations the search tries next: pure decisions over measured trials, no torch.
+"""The search's decisions: which configuration to measure next, and why. Pure: no torch, no
+process, no file; it reads TrialResults only, so every rule can be tested from records alone.
 
-The search (sweep.search) runs trials and asks these functions what to try; they only read
-TrialResults, so each decision can be tested from records alone.
+``search()`` is a coroutine: it yields a Proposal and is sent the trial that measured it. The
+runner (sweep.search.Scan) owns the budget, the trials, saving and progress.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
+from dataclasses import dataclass
+from typing import Generator
 
-from dlprof.analysis.judgements import cores_spare, fetch_waits_on_io, workers_compute
+from dlprof.analysis.bottleneck import step_contention
+from dlprof.analysis.judgements import cores_busy, cores_spare, fetch_waits_on_io, workers_compute
 from dlprof.analysis.thresholds import MIN_GAIN
-from dlprof.scan_records import TrialResult
+from dlprof.scan_records import LoaderSettings, TrialResult
+from dlprof.sweep.rules import batches_per_epoch, restart_cost, spans_epochs, within_noise
 
 
 def worker_candidates(reference: TrialResult, cores: int, max_workers: int) -> list[int]:
@@ -56,3 +62,195 @@ def idle_at(trials: list[TrialResult], cores: int) -> int:
     idle = [t.settings.num_workers for t in trials
             if t.status == "ok" and t.settings.num_workers > cores and not workers_compute(t) and cores_spare(t, cores)]
     return max(idle, default=0)
+
+
+# -- the search as a coroutine of proposals --------------------------------------------
+
+MAX_PREFETCH = 8  # deepest prefetch_factor the epoch in flight uses
+MAX_IN_FLIGHT = 64  # a deeper queue holds at most this many batches in flight (shared memory)
+WAIT_WORTH_A_QUEUE_PCT = 5.0  # the loop waits at least this share: a deeper queue may help (thresholds.BALANCED_PCT)
+RESTART_SAVING = 0.03  # kept workers that save over this share of an epoch win ties (as rules.restart_cost)
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """What the search may vary, and the facts about the machine it decides from."""
+
+    cores: int
+    max_workers: int
+    window_s: float  # a trial's measuring window
+    batch_sizes: tuple[int, ...] = ()  # other batch sizes the user allows
+    device: str | None = None
+    shm_free_bytes: int | None = None  # free /dev/shm when the search began; None: unknown
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """The next configuration to measure, why, and under which purpose it is recorded."""
+
+    settings: LoaderSettings
+    purpose: str
+    reason: str
+
+
+class SearchState:
+    """What the search has measured: the first trial of each configuration (its key), and the
+    configurations that win a tie within noise on structural evidence (kept workers that skip a
+    measured restart, a deeper queue on top of them)."""
+
+    def __init__(self) -> None:
+        self.seen: dict[tuple, TrialResult] = {}
+        self.preferred: set[tuple] = set()
+
+    def add(self, t: TrialResult) -> None:
+        if t.status != "error":
+            self.seen.setdefault(t.settings.key(), t)
+
+    def trials(self) -> list[TrialResult]:
+        return list(self.seen.values())
+
+    def best(self) -> TrialResult | None:
+        """The trial with the highest throughput. Not the highest lower confidence bound: that
+        passes over configurations whose short epochs make their rate bursty (many workers
+        restarted every epoch), which are often the fastest. A lucky estimate is caught by the
+        side-by-side measurement at the end instead."""
+        return self.fastest([t for t in self.seen.values() if t.status == "ok"])
+
+    def fastest(self, ok: list[TrialResult]) -> TrialResult | None:
+        """The highest throughput; a preferred trial wins when the leader's margin is within noise."""
+        if not ok:
+            return None
+        top = max(ok, key=lambda t: t.samples_per_s)
+        preferred = [t for t in ok if t.settings.key() in self.preferred and within_noise(t, top)]
+        return max(preferred, key=lambda t: t.samples_per_s) if preferred else top
+
+    def best_with_workers(self) -> TrialResult | None:
+        """The configuration with workers that the next knobs build on: the fastest, or among
+        those within noise of it, the one with the fewest workers. Fewer processes cost less
+        memory and take less CPU from the step, so a tie goes to them; and a knob tried on a
+        count that only won by noise tells little."""
+        with_workers = [t for t in self.seen.values() if t.status == "ok" and t.settings.num_workers > 0]
+        top = self.fastest(with_workers)
+        if top is None or top.settings.key() in self.preferred:
+            return top
+        ties = [t for t in with_workers if within_noise(t, top)]
+        return min(ties, key=lambda t: (t.settings.num_workers, -t.samples_per_s))
+
+
+Search = Generator[Proposal, TrialResult, None]
+
+
+def search(space: SearchSpace, state: SearchState, baseline: TrialResult) -> Search:
+    """The whole search: yields what to measure next and is sent the trial that measured it (the
+    runner also records it in ``state``). It ends when nothing is left worth a trial; the runner
+    stops it sooner when the budget is spent. The same coroutine can be fed measured windows of
+    a running job instead of trials."""
+    yield from _worker_counts(space, state, baseline.settings)
+    yield from _climb(space, state)
+    # a deeper queue and kept workers first: one trial each on the best count, where the epoch
+    # in flight starts many workers and is the long shot
+    yield from _persistence_and_prefetch(state)
+    yield from _epoch_in_flight(space, state, baseline)
+    if (space.device or "").startswith("cuda"):  # pinning only helps a copy to an accelerator
+        best = state.best().settings
+        yield Proposal(dataclasses.replace(best, pin_memory=not best.pin_memory), "pin_memory",
+                       "the copy to the accelerator: pinned pages copy without a staging buffer")
+    for size in space.batch_sizes:
+        yield Proposal(dataclasses.replace(state.best().settings, batch_size=size), "batch_size",
+                       "a batch size the user allows")
+
+
+def _worker_counts(space: SearchSpace, state: SearchState, base: LoaderSettings) -> Search:
+    reference = state.best()
+    # workers restarted every epoch make counts compare by their start-up, not their
+    # throughput: where the baseline's restarts matter, or a trial's window spans epochs,
+    # compare counts with kept workers
+    keep = base.persistent_workers or spans_epochs(reference, space.window_s) or (
+        reference.settings.num_workers > 0 and restart_cost(reference)[2])
+    for workers in worker_candidates(reference, space.cores, space.max_workers):
+        if 0 < workers < rising_from(state.trials()):
+            continue  # throughput still rises above this count: fewer workers cannot win
+        if 0 < workers < idle_at(state.trials(), space.cores):
+            continue  # the CPU had room to spare with more workers: fewer only overlap fewer waits
+        settings = dataclasses.replace(base, num_workers=workers,
+                                       prefetch_factor=(base.prefetch_factor or 2) if workers else None,
+                                       persistent_workers=keep and workers > 0)
+        yield Proposal(settings, "workers", "from the cost of producing a batch against the step's")
+
+
+def _climb(space: SearchSpace, state: SearchState) -> Search:
+    """Past the best count while throughput keeps improving (I/O-bound pipelines want many)."""
+    while True:
+        best = state.best()
+        w = best.settings.num_workers
+        nxt = min(space.max_workers, max(1, w * 2))
+        if w == 0 or nxt == w or dataclasses.replace(best.settings, num_workers=nxt).key() in state.seen:
+            return
+        # busy workers that mostly compute, or that share the cores fully (past the cores each
+        # one's CPU share drops, which alone would read as waiting on I/O)
+        computing = workers_compute(best) or cores_busy(best, space.cores)
+        if nxt > space.cores and computing and not (
+                nxt <= 2 * space.cores and step_contention(state.trials()) is not None):
+            # the workers compute while busy: more of them than cores only share the cores.
+            # Except one step where the step's own threads slow down beside busy workers: the
+            # scheduler splits the cores by runnable threads, so more workers take a larger share
+            return
+        before = best.samples_per_s
+        trial = yield Proposal(dataclasses.replace(best.settings, num_workers=nxt), "workers",
+                               f"twice the best count ({w}) while more workers keep helping")
+        if trial.status != "ok" or trial.samples_per_s < before * (1 + MIN_GAIN):
+            return
+
+
+def _persistence_and_prefetch(state: SearchState) -> Search:
+    """On the best configuration with workers, even when num_workers=0 leads so far: keeping
+    workers across epochs can turn a start-up-bound pipeline around."""
+    best = state.best_with_workers()
+    if best is None:
+        return
+    startup, epoch_ms, restarts_matter = restart_cost(best)
+    if not best.settings.persistent_workers and restarts_matter:
+        kept = yield Proposal(dataclasses.replace(best.settings, persistent_workers=True), "persistent_workers",
+                              "restarting the workers costs over 3% of an epoch")
+        restart = kept.startup_ms[1:]
+        saved_ms = sum(startup) / len(startup) - (sum(restart) / len(restart) if restart else 0.0)
+        if kept.status == "ok" and restart and saved_ms > RESTART_SAVING * epoch_ms:
+            # Kept workers measurably skip the restart every epoch: a saving by construction,
+            # so they win unless measured slower beyond noise (short trials on a busy machine
+            # cannot resolve a 10% difference, the restart saving can be that size).
+            state.preferred.add(kept.settings.key())
+    best = state.best_with_workers()
+    # with a whole epoch already in flight a deeper queue has nothing left to fetch ahead
+    in_flight = best.settings.num_workers * (best.settings.prefetch_factor or 2)
+    if best.wait_pct > WAIT_WORTH_A_QUEUE_PCT and in_flight < (batches_per_epoch(best) or math.inf):
+        depth = best.settings.prefetch_factor or 2
+        deeper = max(depth + 1, min(4 * depth, MAX_IN_FLIGHT // best.settings.num_workers))
+        queued = yield Proposal(dataclasses.replace(best.settings, prefetch_factor=deeper), "prefetch_factor",
+                                f"the loop still waits {best.wait_pct:.0f}% of the time")
+        if (queued.status == "ok" and best.settings.key() in state.preferred
+                and (queued.wait_pct <= best.wait_pct or queued.samples_per_s >= best.samples_per_s)):
+            # the loop waited less, or delivered more, with a deeper queue on top of a preferred
+            # configuration: it absorbs bursts (workers slowed by a step sharing their cores);
+            # it inherits the preference, so the faster of the two wins a tie
+            state.preferred.add(queued.settings.key())
+
+
+def _epoch_in_flight(space: SearchSpace, state: SearchState, baseline: TrialResult) -> Search:
+    """Where the step slows down beside busy workers and an epoch is short: the whole epoch in
+    flight, on kept workers (one per batch, up to max_workers). The workers then build the epoch
+    while the loop waits, and the step runs alone on the cores; throughput against num_workers
+    is not monotonic there (the climb stops before it), so this gets its own trial."""
+    best = state.best_with_workers()
+    if best is None or step_contention(state.trials()) is None or not best.settings.batch_size:
+        return
+    batches = batches_per_epoch(best)
+    if not batches or batches > MAX_PREFETCH * space.max_workers:
+        return  # epoch length unknown, or too long to hold in flight
+    if space.shm_free_bytes is not None and baseline.batch_bytes * batches > space.shm_free_bytes / 4:
+        return  # the epoch's batches would crowd /dev/shm
+    workers = min(space.max_workers, batches)
+    if workers <= best.settings.num_workers:
+        return
+    yield Proposal(dataclasses.replace(best.settings, num_workers=workers, persistent_workers=True,
+                                       prefetch_factor=max(2, math.ceil(batches / workers))), "epoch in flight",
+                   "the step slows beside busy workers and the epoch is short")
