@@ -66,8 +66,8 @@ def main() -> int:
                                cwd=REPO, capture_output=True, text=True, timeout=600)
                 with open(os.path.join(out, "results.json"), encoding="utf-8") as fh:
                     data = json.load(fh)
-                diff = ", ".join(changes(LoaderSettings(**data["baseline"]["config"]),
-                                         LoaderSettings(**data["recommendation"]["config"]))) or "keep"
+                diff = ", ".join(changes(LoaderSettings(**data["trials"][data["baseline"]["trial"]]["config"]),
+                                         LoaderSettings(**data["trials"][data["recommendation"]["trial"]]["config"]))) or "keep"
                 ci = data.get("speedup_ci")
                 said.append(diff)
                 line = (f"{name} scan {k + 1}: {diff}; verdict {data['bottleneck']['verdict']}, stage "

@@ -167,8 +167,8 @@ def one_recipe(recipe: str, args) -> dict:
         scan_s = time.perf_counter() - t0
         with open(os.path.join(out, "results.json"), encoding="utf-8") as fh:
             data = json.load(fh)
-    rec = data["recommendation"]["config"]
-    base = data["baseline"]["config"]
+    rec = data["trials"][data["recommendation"]["trial"]]["config"]
+    base = data["trials"][data["baseline"]["trial"]]["config"]
     shared = {"batch_size": base["batch_size"], "pin_memory": base["pin_memory"]}
     t0 = time.perf_counter()
     measured_s = 0.0

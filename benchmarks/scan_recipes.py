@@ -76,8 +76,8 @@ def main() -> int:
             continue
         b = data["bottleneck"] or {}
         found = f"{b.get('verdict')}, stage {b.get('stage')}" + (f" ({b['kind']})" if b.get("kind") else "")
-        base = LoaderSettings(**data["baseline"]["config"])
-        rec = LoaderSettings(**data["recommendation"]["config"])
+        base = LoaderSettings(**data["trials"][data["baseline"]["trial"]]["config"])
+        rec = LoaderSettings(**data["trials"][data["recommendation"]["trial"]]["config"])
         diff = ", ".join(changes(base, rec)) or "keep"
         speedup = f"{data['speedup']:.2f}x" if data.get("speedup") else "-"
         if data.get("speedup_ci"):

@@ -14,6 +14,14 @@ incompatible change and say what changed):
      points; null when too few batches), printed with the verdict; results: ``speedup_ci``
      (the 95% interval [low, high] of ``speedup``, null when the configuration is kept).
      Versions 1 and 2 are still read (their wait shares count as exact, no speedup interval).
+  4  ``baseline`` and ``recommendation`` are references, ``{"trial": i}`` (0-based, into
+     ``trials``), not copies: a report of the saved file then knows that a kept configuration is
+     the baseline itself. Versions 1-3 are still read: their copies are matched to the trial they
+     copy.
+
+A trial's own file (written by the trial process, read by the scan) is
+``{"schema": "dlprof.trial", "schema_version": 1, "trial": {...}}``, the trial in the same form as
+in ``trials``.
 """
 from __future__ import annotations
 
@@ -24,8 +32,10 @@ from typing import Any
 from dlprof.records import ResultsFileError
 
 SCAN_SCHEMA_NAME = "dlprof.scan"
-SCAN_SCHEMA_VERSION = 3
-READABLE_VERSIONS = (1, 2, 3)
+SCAN_SCHEMA_VERSION = 4
+READABLE_VERSIONS = (1, 2, 3, 4)
+TRIAL_SCHEMA_NAME = "dlprof.trial"
+TRIAL_SCHEMA_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -87,6 +97,32 @@ class TrialResult:
     info: dict[str, Any] = field(default_factory=dict)  # baseline only: target facts, environment
 
 
+    def to_dict(self) -> dict[str, Any]:
+        """The one serialized form of a trial: its fields, the settings under ``config``."""
+        d = dataclasses.asdict(self)
+        d["config"] = d.pop("settings")
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrialResult":
+        d = dict(d)
+        d["settings"] = LoaderSettings(**d.pop("config"))
+        return cls(**d)
+
+    def to_file_dict(self) -> dict[str, Any]:
+        """A trial's own file: the trial, tagged with its schema."""
+        return {"schema": TRIAL_SCHEMA_NAME, "schema_version": TRIAL_SCHEMA_VERSION, "trial": self.to_dict()}
+
+    @classmethod
+    def from_file_dict(cls, data: dict[str, Any]) -> "TrialResult":
+        if not isinstance(data, dict) or data.get("schema") != TRIAL_SCHEMA_NAME:
+            raise ResultsFileError("not a dlprof trial file (missing 'schema': 'dlprof.trial')")
+        if data.get("schema_version") != TRIAL_SCHEMA_VERSION:
+            raise ResultsFileError(f"trial file has schema version {data.get('schema_version')!r}; "
+                                   f"this dlprof reads version {TRIAL_SCHEMA_VERSION}")
+        return cls.from_dict(data["trial"])
+
+
 @dataclass
 class Bottleneck:
     verdict: str  # data-bound | balanced | compute-bound | unknown
@@ -114,26 +150,26 @@ class ScanResult:
     target_sha256: str = ""  # of the target file, so --resume refuses a changed target
 
     def to_dict(self) -> dict[str, Any]:
-        def trial(t: TrialResult | None):
+        def ref(t: TrialResult | None):
+            """The trial itself when it is one of ``trials`` (it always is in a scan's own results)."""
             if t is None:
                 return None
-            d = dataclasses.asdict(t)
-            d["config"] = d.pop("settings")
-            return d
+            index = next((i for i, x in enumerate(self.trials) if x is t), None)
+            return {"trial": index} if index is not None else t.to_dict()
 
         return {
             "schema": SCAN_SCHEMA_NAME,
             "schema_version": SCAN_SCHEMA_VERSION,
             "target": self.target,
             "complete": self.complete,
-            "baseline": trial(self.baseline),
-            "recommendation": trial(self.recommendation),
+            "baseline": ref(self.baseline),
+            "recommendation": ref(self.recommendation),
             "speedup": self.speedup,
             "speedup_samples": self.speedup_samples,
             "speedup_ci": self.speedup_ci,
             "bottleneck": dataclasses.asdict(self.bottleneck) if self.bottleneck else None,
             "warnings": self.warnings,
-            "trials": [trial(t) for t in self.trials],
+            "trials": [t.to_dict() for t in self.trials],
             "environment": self.environment,
             "notes": self.notes,
             "budget_s": self.budget_s,
@@ -149,24 +185,28 @@ class ScanResult:
             raise ResultsFileError(f"scan results have schema version {data.get('schema_version')!r}; "
                                    f"this dlprof reads version {SCAN_SCHEMA_VERSION}")
 
-        def trial(d):
-            if d is None:
-                return None
-            d = dict(d)
-            d["settings"] = LoaderSettings(**d.pop("config"))
-            return TrialResult(**d)
-
         try:
+            trials = [TrialResult.from_dict(t) for t in data.get("trials", [])]
+
+            def ref(d):
+                """A reference (version 4), or a copy (versions 1-3): the trial it copies, if any."""
+                if d is None:
+                    return None
+                if set(d) == {"trial"}:
+                    return trials[d["trial"]]
+                copy = TrialResult.from_dict(d)
+                return next((t for t in trials if t == copy), copy)
+
             return cls(
                 target=data["target"], complete=data.get("complete", False),
-                baseline=trial(data.get("baseline")), recommendation=trial(data.get("recommendation")),
+                baseline=ref(data.get("baseline")), recommendation=ref(data.get("recommendation")),
                 speedup=data.get("speedup"), speedup_samples=list(data.get("speedup_samples", [])),
                 speedup_ci=list(data["speedup_ci"]) if data.get("speedup_ci") else None,
                 bottleneck=Bottleneck(**data["bottleneck"]) if data.get("bottleneck") else None,
-                warnings=list(data.get("warnings", [])), trials=[trial(t) for t in data.get("trials", [])],
+                warnings=list(data.get("warnings", [])), trials=trials,
                 environment=dict(data.get("environment", {})), notes=list(data.get("notes", [])),
                 budget_s=float(data.get("budget_s", 0.0)), elapsed_s=float(data.get("elapsed_s", 0.0)),
                 target_sha256=data.get("target_sha256", ""),
             )
-        except (TypeError, KeyError) as exc:
+        except (TypeError, KeyError, IndexError) as exc:
             raise ResultsFileError(f"malformed scan results file: {exc}") from None

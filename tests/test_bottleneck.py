@@ -127,7 +127,14 @@ def test_scan_results_round_trip():
     result = ScanResult(target="t.py", baseline=base, recommendation=base, speedup=1.0, trials=[base], complete=True)
     again = ScanResult.from_dict(result.to_dict())
     assert again.to_dict() == result.to_dict()
-    assert result.to_dict()["baseline"]["config"]["num_workers"] == 0
+    saved = result.to_dict()
+    assert saved["baseline"] == saved["recommendation"] == {"trial": 0}  # references, not copies
+    assert again.recommendation is again.baseline is again.trials[0]  # "keep": the baseline itself
+    assert saved["trials"][0]["config"]["num_workers"] == 0
+    # a version 3 file held copies: each is matched to the trial it copies
+    old = dict(saved, schema_version=3, baseline=saved["trials"][0], recommendation=saved["trials"][0])
+    read = ScanResult.from_dict(old)
+    assert read.recommendation is read.baseline is read.trials[0]
 
 
 def test_step_contention_counts_workers_that_split_the_cores():

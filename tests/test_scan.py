@@ -8,6 +8,7 @@ import sys
 import textwrap
 
 import pytest
+from results_json import chosen
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -52,7 +53,7 @@ def test_io_bound_scan_recommends_more_workers_than_cores_and_verifies_it(tmp_pa
     assert data["complete"] is True
     assert data["bottleneck"]["verdict"] == "data-bound"
     assert (data["bottleneck"]["stage"], data["bottleneck"]["kind"]) == ("fetch", "io")
-    rec = data["recommendation"]["config"]
+    rec = chosen(data, "recommendation")["config"]
     assert rec["num_workers"] > cores
     assert set(rec) == {"num_workers", "pin_memory", "prefetch_factor", "persistent_workers", "batch_size"}
     # the speedup is the side-by-side re-measurement, and it is real
@@ -62,7 +63,7 @@ def test_io_bound_scan_recommends_more_workers_than_cores_and_verifies_it(tmp_pa
     assert f"95% interval {low:.2f}-{high:.2f}x" in proc.stdout
     finals = [t for t in data["trials"] if t["purpose"].startswith("final")]
     assert len(finals) >= 2 and {t["purpose"] for t in finals} == {"final: baseline", "final: recommendation"}
-    assert data["baseline"]["config"]["num_workers"] == 0 and data["baseline"]["samples_per_s"] > 0
+    assert chosen(data, "baseline")["config"]["num_workers"] == 0 and chosen(data, "baseline")["samples_per_s"] > 0
     for trial in data["trials"]:
         assert {"config", "samples_per_s", "stage_ms", "startup_ms", "status"} <= set(trial)
     report = (tmp_path / "out" / "report.md").read_text()
@@ -92,8 +93,8 @@ def test_failed_configurations_are_reported_and_never_recommended(tmp_path):
     failed = [t for t in data["trials"] if t["status"] == "failed"]
     assert failed and all(t["config"]["num_workers"] > 0 for t in failed)
     assert all("cannot open the database" in t["error"] for t in failed)
-    assert data["recommendation"]["status"] == "ok"
-    assert data["recommendation"]["config"]["num_workers"] == 0
+    assert chosen(data, "recommendation")["status"] == "ok"
+    assert chosen(data, "recommendation")["config"]["num_workers"] == 0
     assert data["speedup"] == 1.0
     assert any("cannot open the database" in w for w in data["warnings"])
     assert "no loader" not in proc.stderr
@@ -140,7 +141,7 @@ def test_compute_bound_keeps_the_configuration(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert (data["bottleneck"]["verdict"], data["bottleneck"]["stage"]) == ("compute-bound", "step"), \
         data["bottleneck"]["evidence"]
-    base = data["baseline"]
+    base = chosen(data, "baseline")
     assert base["wait_ci_pct"] is not None and base["wait_pct"] - base["wait_ci_pct"] < 5.0
     assert data["speedup"] == pytest.approx(1.0, abs=0.15)
 
@@ -236,6 +237,6 @@ def test_candidate_that_fails_side_by_side_is_not_recommended(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     finals = [t for t in data["trials"] if t["purpose"] == "final: recommendation"]
     assert finals and finals[-1]["status"] == "failed", [(t["purpose"], t["status"]) for t in data["trials"]]
-    assert data["recommendation"]["config"]["num_workers"] == 0 and data["speedup"] == 1.0
+    assert chosen(data, "recommendation")["config"]["num_workers"] == 0 and data["speedup"] == 1.0
     assert data["speedup_ci"] is None
     assert any("failed in the side-by-side measurement" in n for n in data["notes"])

@@ -30,6 +30,7 @@ from dlprof.sweep.rules import side_by_side_decided
 from dlprof.sweep.trial import (StepRaised, len_or_none, buffer_matters, child_setup, dead_child, fork_and_wait,
                                 trial_paths, warmup_batches)
 
+SIDE_BY_SIDE_SCHEMA = "dlprof.side_by_side"  # the child's file: pairs, and both sides' trials
 MIN_PAIRS = 3  # pairs before the interval is judged: Student's t with 2 degrees of freedom at least
 
 
@@ -164,7 +165,7 @@ def _child(spec: str, base: LoaderSettings, cand: LoaderSettings, device: str | 
         child_setup(log_path, tmp_dir)
         from dlprof.sweep.target import load_target
 
-        out: dict = {"pairs": []}
+        out: dict = {"schema": SIDE_BY_SIDE_SCHEMA, "schema_version": 1, "pairs": []}
         try:
             target = load_target(spec)
             a, b, pairs, failed, exc = alternate(target, base, cand, device, turn_s, max_s)
@@ -179,7 +180,7 @@ def _child(spec: str, base: LoaderSettings, cand: LoaderSettings, device: str | 
                 results[name] = TrialResult(failed.settings, "failed", results[name].purpose, **failure.as_fields())
             for side in (a, b):
                 side.prof.close()
-            out.update({k: dataclasses.asdict(v) for k, v in results.items()})
+            out.update({k: v.to_dict() for k, v in results.items()})
         except Exception as exc:  # the target or a loader could not be built
             traceback.print_exc()
             out["error"] = "".join(traceback.format_exception_only(type(exc), exc)).strip().splitlines()[-1]
@@ -210,10 +211,5 @@ def run_side_by_side(spec: str, base: LoaderSettings, cand: LoaderSettings, tria
         data = json.load(fh)
     if "error" in data:
         return both("failed", error=data["error"], failure_kind="crash")
-    final = []
-    for name in ("baseline", "candidate"):
-        fields = data[name]
-        fields["settings"] = LoaderSettings(**fields["settings"])
-        fields["log"] = log_path
-        final.append(TrialResult(**fields))
+    final = [dataclasses.replace(TrialResult.from_dict(data[name]), log=log_path) for name in ("baseline", "candidate")]
     return final[0], final[1], [tuple(p) for p in data["pairs"]]

@@ -9,7 +9,6 @@ its whole process group (the trial's DataLoader workers too) if it overruns.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import resource
@@ -298,7 +297,7 @@ def _child(spec: str, settings: LoaderSettings, device: str | None, limits: Tria
             result = TrialResult(tried, "failed", purpose, error=last.strip(),
                                  failure_kind="crash", traceback=traceback.format_exc())
         result.log = log_path
-        save_json(dataclasses.asdict(result), result_path)
+        save_json(result.to_file_dict(), result_path)
         code = 0
     finally:
         sys.stdout.flush()
@@ -333,9 +332,7 @@ def run_trial(spec: str, settings: LoaderSettings | None, purpose: str, trial_di
     if not os.path.exists(result_path):
         return TrialResult(settings or _NO_SETTINGS, "failed", purpose, log=log_path, **dead_child(status).as_fields())
     with open(result_path, encoding="utf-8") as fh:
-        data = json.load(fh)
-    data["settings"] = LoaderSettings(**data["settings"])
-    return TrialResult(**data)
+        return TrialResult.from_file_dict(json.load(fh))
 
 
 def trial_paths(trial_dir: str, index: int) -> tuple[str, str]:
