@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 from dlprof.records import ResultsFileError
@@ -36,6 +37,53 @@ SCAN_SCHEMA_VERSION = 4
 READABLE_VERSIONS = (1, 2, 3, 4)
 TRIAL_SCHEMA_NAME = "dlprof.trial"
 TRIAL_SCHEMA_VERSION = 1
+
+
+class _Text(str, Enum):
+    """A str enum that prints, formats, compares and saves as its value on every Python."""
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
+
+class Status(_Text):
+    """How a trial ended."""
+
+    OK = "ok"
+    FAILED = "failed"  # the pipeline raised
+    TIMEOUT = "timeout"
+    ERROR = "error"  # the target itself could not be used
+
+
+class Purpose(_Text):
+    """Why a trial ran."""
+
+    BASELINE = "baseline"
+    FALLBACK = "fallback"  # the simplest configuration, after the user's failed
+    WORKERS = "workers"
+    PERSISTENT_WORKERS = "persistent_workers"
+    PREFETCH_FACTOR = "prefetch_factor"
+    EPOCH_IN_FLIGHT = "epoch in flight"
+    PIN_MEMORY = "pin_memory"
+    BATCH_SIZE = "batch_size"
+    FINAL_BASELINE = "final: baseline"  # the side-by-side measurement
+    FINAL_RECOMMENDATION = "final: recommendation"
+    HOTSPOTS_BASELINE = "hotspots: baseline"  # stacks sampled, apart from the measurement
+    HOTSPOTS_RECOMMENDATION = "hotspots: recommendation"
+
+    @property
+    def searched(self) -> bool:
+        """A trial of the search itself: not the baseline, a re-measurement or a sampling."""
+        return self not in (Purpose.BASELINE, Purpose.FALLBACK) and not self.measured_again
+
+    @property
+    def measured_again(self) -> bool:
+        """A configuration measured again after the search: side by side, or for its stacks."""
+        return self in (Purpose.FINAL_BASELINE, Purpose.FINAL_RECOMMENDATION,
+                        Purpose.HOTSPOTS_BASELINE, Purpose.HOTSPOTS_RECOMMENDATION)
 
 
 @dataclass(frozen=True)
@@ -64,8 +112,8 @@ class TrialResult:
     """One configuration measured in one child process."""
 
     settings: LoaderSettings
-    status: str  # "ok", "failed" (the pipeline raised), "timeout", "error" (bad target)
-    purpose: str = ""  # why the search ran it: "baseline", "workers", "final"...
+    status: Status
+    purpose: Purpose = Purpose.BASELINE
     samples_per_s: float = 0.0  # steady state, epoch restarts inside the window included
     ci_pct: float = 0.0  # half-width of the 95% confidence interval, % of samples_per_s
     batches: int = 0  # measured (after warm-up)
@@ -109,6 +157,15 @@ class TrialResult:
         d["settings"] = LoaderSettings(**d.pop("config"))
         return cls(**d)
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        """``status`` and ``purpose`` hold their enums however they are set (a value given as
+        text is converted; an unknown one raises ValueError)."""
+        if name == "status":
+            value = Status(value)
+        elif name == "purpose":
+            value = Purpose(value)
+        super().__setattr__(name, value)
+
     def to_file_dict(self) -> dict[str, Any]:
         """A trial's own file: the trial, tagged with its schema."""
         return {"schema": TRIAL_SCHEMA_NAME, "schema_version": TRIAL_SCHEMA_VERSION, "trial": self.to_dict()}
@@ -120,7 +177,10 @@ class TrialResult:
         if data.get("schema_version") != TRIAL_SCHEMA_VERSION:
             raise ResultsFileError(f"trial file has schema version {data.get('schema_version')!r}; "
                                    f"this dlprof reads version {TRIAL_SCHEMA_VERSION}")
-        return cls.from_dict(data["trial"])
+        try:
+            return cls.from_dict(data["trial"])
+        except (TypeError, KeyError, ValueError) as exc:
+            raise ResultsFileError(f"malformed trial file: {exc}") from None
 
 
 @dataclass
@@ -208,5 +268,5 @@ class ScanResult:
                 budget_s=float(data.get("budget_s", 0.0)), elapsed_s=float(data.get("elapsed_s", 0.0)),
                 target_sha256=data.get("target_sha256", ""),
             )
-        except (TypeError, KeyError, IndexError) as exc:
+        except (TypeError, KeyError, IndexError, ValueError) as exc:  # ValueError: an unknown status or purpose
             raise ResultsFileError(f"malformed scan results file: {exc}") from None

@@ -17,7 +17,7 @@ import pandas as pd
 
 from dlprof.analysis.thresholds import BALANCED_PCT, MIN_GAIN
 from dlprof.analysis.throughput import noise_margin
-from dlprof.scan_records import TrialResult
+from dlprof.scan_records import Purpose, Status, TrialResult
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,8 @@ def pinning_effect(trials: list[TrialResult]) -> str | None:
     """What pinning did, from the last pair of trials that differ only in ``pin_memory``:
     a sentence when it measurably hurt, None when it helped, made no measurable difference,
     or no such pair was measured."""
-    ok = [t for t in trials if t.status == "ok" and not t.purpose.startswith("final")]
+    ok = [t for t in trials if t.status == Status.OK
+          and t.purpose not in (Purpose.FINAL_BASELINE, Purpose.FINAL_RECOMMENDATION)]
     pairs = [(on, off) for on in ok if on.settings.pin_memory
              for off in ok if not off.settings.pin_memory and _same_but_pinning(on, off)]
     if not pairs:

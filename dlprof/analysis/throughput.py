@@ -22,7 +22,7 @@ def _t975(dof: int) -> float:
     return _T_975[max(k for k in _T_975 if k <= dof)] if dof < 30 else 2.0
 
 
-def _half_width(values: list[float]) -> float:
+def half_width(values: list[float]) -> float:
     """Half-width of the 95% interval of the mean of ``values`` (block means, log ratios...)."""
     mean = sum(values) / len(values)
     sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
@@ -79,7 +79,7 @@ def rate_and_ci(times: list[int], samples: list[int], epochs: list[int] | None =
     rates = _block_rates(times, samples, edges)
     if len(rates) < min(_BLOCKS, len(edges) - 1) or len(rates) < MIN_EPOCH_BLOCKS:
         return rate, math.inf
-    return rate, 100.0 * _half_width(rates) / rate
+    return rate, 100.0 * half_width(rates) / rate
 
 
 def noise_margin(ci_a_pct: float, ci_b_pct: float, floor: float) -> float:
@@ -108,7 +108,7 @@ def share_and_ci(part_ms: list[float], whole_ms: list[float], epochs: list[int] 
             shares.append(100.0 * sum(part_ms[a:b]) / whole)
     if len(shares) < MIN_EPOCH_BLOCKS:
         return share, math.inf
-    return share, _half_width(shares)
+    return share, half_width(shares)
 
 
 def mean_and_ci(values: list[float]) -> tuple[float, float]:
@@ -121,7 +121,7 @@ def mean_and_ci(values: list[float]) -> tuple[float, float]:
     blocks = [sum(values[a:b]) / (b - a) for a, b in zip(edges, edges[1:]) if b > a]
     if len(blocks) < MIN_EPOCH_BLOCKS:
         return mean, math.inf
-    return mean, _half_width(blocks)
+    return mean, half_width(blocks)
 
 
 def paired_ratio(pairs: list[tuple[float, float]]) -> tuple[float, float, float]:
@@ -137,5 +137,5 @@ def paired_ratio(pairs: list[tuple[float, float]]) -> tuple[float, float, float]
     mean = sum(logs) / len(logs)
     if len(logs) < 2:
         return math.exp(mean), 0.0, math.inf
-    half = _half_width(logs)
+    half = half_width(logs)
     return math.exp(mean), math.exp(mean - half), math.exp(mean + half)

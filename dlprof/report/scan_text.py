@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dlprof.analysis.recommend import changes, dataloader_call
-from dlprof.scan_records import ScanResult
+from dlprof.scan_records import Purpose, ScanResult
 
 
 def headline(r: ScanResult) -> str:
@@ -17,8 +17,7 @@ def speedup_line(r: ScanResult) -> str:
     if r.recommendation is None or r.speedup is None:
         return "no recommendation: no configuration was measured successfully"
     if r.speedup == 1.0 and r.recommendation is r.baseline:
-        searched = [t for t in r.trials if t.purpose not in ("baseline", "fallback")
-                    and not t.purpose.startswith(("final", "hotspots"))]
+        searched = [t for t in r.trials if t.purpose.searched]
         if not searched:
             return ("keep the current configuration, untested: the budget ran out before any other "
                     "configuration was tried (a larger --budget lets the scan search)")
@@ -103,7 +102,8 @@ class ConsoleScanRenderer:
             lines.append(f"warning: {w}")
         lines.append(speedup_line(r))
         for t in r.trials:
-            label = t.purpose if t.purpose.startswith("hotspots") else f"hotspots ({t.purpose})"
+            label = (t.purpose if t.purpose in (Purpose.HOTSPOTS_BASELINE, Purpose.HOTSPOTS_RECOMMENDATION)
+                     else f"hotspots ({t.purpose})")
             if t.hotspots:
                 tops = [h for h in t.hotspots if h["rank_by"] == "total"]
                 firsts = {}

@@ -17,12 +17,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import traceback
 from time import perf_counter
 
-from dlprof.analysis.throughput import paired_ratio
+from dlprof.analysis.throughput import half_width, paired_ratio
 from dlprof.records import save_json
 from dlprof.scan_records import LoaderSettings, TrialResult
 from dlprof.sweep.faults import explain_loader_failure, explain_step_failure
@@ -117,11 +116,8 @@ class _Side:
         seconds = sum(s for _, s in self.turns)
         rates = [n / s for n, s in self.turns if s > 0]
         rate = samples / seconds if seconds > 0 else 0.0
-        ci = 100.0
-        if len(rates) >= 2 and rate > 0:
-            mean = sum(rates) / len(rates)
-            sd = math.sqrt(sum((r - mean) ** 2 for r in rates) / (len(rates) - 1))
-            ci = min(100.0, 100.0 * 1.96 * sd / math.sqrt(len(rates)) / rate)
+        # Student's t over the turns' rates: a few turns give a wide interval, as they should
+        ci = min(100.0, 100.0 * half_width(rates) / rate) if len(rates) >= 2 and rate > 0 else 100.0
         return dataclasses.replace(
             stats, purpose=purpose, samples_per_s=rate, ci_pct=ci, seconds=seconds, batches=len(self.prof.profiler.run.batches),
             epoch_ms=1000.0 * sum(self.epoch_s) / len(self.epoch_s) if self.epoch_s else 0.0)

@@ -22,7 +22,7 @@ from dlprof.analysis.memory import shm_shortfall
 from dlprof.errors import DlprofError, ScanFailed
 from dlprof.probe.environment import shm_free_bytes
 from dlprof.records import save_json
-from dlprof.scan_records import LoaderSettings, ScanResult, TrialResult
+from dlprof.scan_records import LoaderSettings, ScanResult, Status, TrialResult
 from dlprof.sweep.paired import MIN_PAIRS
 from dlprof.sweep.policy import Search, SearchSpace, SearchState, search
 from dlprof.sweep.trial import TrialLimits, preload_torch, run_trial
@@ -71,7 +71,7 @@ class Scan(Verification):
         # a turn of the side-by-side measurement: half a trial's window, so a pair takes one
         self.turn_s = self.limits.max_seconds / 2
         for t in result.trials:  # resuming: what was measured is not measured again
-            if t.status != "error" and not t.purpose.startswith(("final", "hotspots")):
+            if t.status != Status.ERROR and not t.purpose.measured_again:
                 self.seen.setdefault(t.settings.key(), t)
 
     # -- bookkeeping -----------------------------------------------------------------
