@@ -17,7 +17,8 @@ incompatible change and say what changed):
   4  ``baseline`` and ``recommendation`` are references, ``{"trial": i}`` (0-based, into
      ``trials``), not copies: a report of the saved file then knows that a kept configuration is
      the baseline itself. Versions 1-3 are still read: their copies are matched to the trial they
-     copy.
+     copy. ``config.num_threads``: torch.set_num_threads() in the training process (null: as the
+     process had it; absent in older files).
 
 A trial's own file (written by the trial process, read by the scan) is
 ``{"schema": "dlprof.trial", "schema_version": 1, "trial": {...}}``, the trial in the same form as
@@ -69,6 +70,7 @@ class Purpose(_Text):
     EPOCH_IN_FLIGHT = "epoch in flight"
     PIN_MEMORY = "pin_memory"
     BATCH_SIZE = "batch_size"
+    NUM_THREADS = "torch threads"
     FINAL_BASELINE = "final: baseline"  # the side-by-side measurement
     FINAL_RECOMMENDATION = "final: recommendation"
     HOTSPOTS_BASELINE = "hotspots: baseline"  # stacks sampled, apart from the measurement
@@ -95,6 +97,8 @@ class LoaderSettings:
     prefetch_factor: int | None  # None with num_workers=0
     persistent_workers: bool
     batch_size: int | None
+    # torch.set_num_threads() in the training process; None: as the process has it
+    num_threads: int | None = None
 
     def key(self) -> tuple:
         return dataclasses.astuple(self)
@@ -104,6 +108,8 @@ class LoaderSettings:
         if self.num_workers:
             parts += [f"prefetch_factor={self.prefetch_factor}", f"persistent_workers={self.persistent_workers}"]
         parts.append(f"pin_memory={self.pin_memory}")
+        if self.num_threads:
+            parts.append(f"torch threads={self.num_threads}")
         return ", ".join(parts)
 
 

@@ -261,6 +261,32 @@ def test_the_policy_imports_no_torch_no_process_and_no_file_access():
     assert out.stdout.strip() == "False"
 
 
+def test_a_step_slowed_by_busy_workers_gets_the_cores_they_leave():
+    # the step takes 20 ms beside 2 workers using 1.8 cores, 4 ms alone: 1 intra-op thread
+    table = {(0, None, False): dict(samples_per_s=800, ci_pct=2.0, main_cpu_pct=95.0, wait_pct=50.0,
+                                    stage_ms={"fetch": 8.0, "wait": 8.0, "step": 4.0}),
+             (2, 2, False): dict(samples_per_s=1050, stage_ms={"step": 20.0}, **CPU_BOUND)}
+    state = _run_policy(table, baseline=(0, None, False), seeded=[(2, 2, False)], window_s=0.5)
+    threads = [t.settings for t in state.trials() if t.purpose == "torch threads"]
+    assert [(s.num_workers, s.num_threads) for s in threads] == [(2, 1)]
+    # no slowdown of the step: no trial of the threads
+    table[(2, 2, False)] = dict(samples_per_s=1050, stage_ms={"step": 4.5}, **CPU_BOUND)
+    state = _run_policy(table, baseline=(0, None, False), seeded=[(2, 2, False)], window_s=0.5)
+    assert not [t for t in state.trials() if t.purpose == "torch threads"]
+
+
+def test_the_recommended_code_sets_the_threads_it_was_measured_with():
+    from dlprof.analysis.recommend import changes, dataloader_call
+
+    base = LoaderSettings(0, False, None, False, 32)
+    rec = LoaderSettings(2, False, 2, True, 32, num_threads=1)
+    code = dataloader_call(rec)
+    assert code.startswith("torch.set_num_threads(1)") and "num_workers=2" in code
+    assert "num_threads: None -> 1" in changes(base, rec)
+    assert "set_num_threads" not in dataloader_call(base)
+    assert rec.key() != LoaderSettings(2, False, 2, True, 32).key()  # measured apart
+
+
 def test_worker_candidates_skip_half_the_estimate_only_when_it_was_capped():
     # fetch 90 ms against a 10 ms step needs 9 workers; 2 cores cap the estimate at 2
     capped = TrialResult(LoaderSettings(0, False, None, False, 32), "ok", "baseline",

@@ -37,8 +37,11 @@ class _Side:
     """One loader's turns: the profiled loader, and its iterator kept between window turns."""
 
     def __init__(self, loader, settings: LoaderSettings, device: str | None, step) -> None:
+        import torch
+
         from dlprof.api import Profiler
 
+        self.default_threads = torch.get_num_threads()  # the process's own, for a side without its own
         self.settings = settings
         self.loader = loader
         self.prof = Profiler(sample_system=False).wrap(loader, device=device)
@@ -74,6 +77,9 @@ class _Side:
 
     def turn(self, turn_s: float) -> tuple[int, float]:
         """About ``turn_s`` of training on this loader: (samples, seconds) measured."""
+        import torch
+
+        torch.set_num_threads(self.settings.num_threads or self.default_threads)
         if self.it is not None:
             self.whole = False
             # the batches made while the other loader ran (a window turn), or the rest of an

@@ -150,6 +150,7 @@ def search(space: SearchSpace, state: SearchState, baseline: TrialResult) -> Sea
     # a deeper queue and kept workers first: one trial each on the best count, where the epoch
     # in flight starts many workers and is the long shot
     yield from _persistence_and_prefetch(state)
+    yield from _step_threads(space, state)
     yield from _epoch_in_flight(space, state, baseline)
     if (space.device or "").startswith("cuda"):  # pinning only helps a copy to an accelerator
         best = state.best().settings
@@ -233,6 +234,23 @@ def _persistence_and_prefetch(state: SearchState) -> Search:
             # configuration: it absorbs bursts (workers slowed by a step sharing their cores);
             # it inherits the preference, so the faster of the two wins a tie
             state.preferred.add(queued.settings.key())
+
+
+def _step_threads(space: SearchSpace, state: SearchState) -> Search:
+    """Where the step slows beside busy workers: its intra-op threads cut to the cores the
+    workers leave (at least one), on the best configuration with workers. The scheduler splits
+    the cores by runnable threads, and an intra-op thread descheduled mid-op holds up the op, so
+    fewer step threads can be worth more than more workers (loadtune searches this knob too)."""
+    best = state.best_with_workers()
+    if best is None or best.settings.num_threads or step_contention(state.trials()) is None:
+        return
+    worker_cores = best.settings.num_workers * best.worker_cpu_pct / 100
+    threads = max(1, space.cores - round(worker_cores))
+    if threads >= space.cores:
+        return  # the workers leave every core: nothing to give them
+    yield Proposal(dataclasses.replace(best.settings, num_threads=threads), "torch threads",
+                   f"the step slows beside {best.settings.num_workers} busy workers using "
+                   f"{worker_cores:.1f} cores: {threads} intra-op thread(s) leave them theirs")
 
 
 def _epoch_in_flight(space: SearchSpace, state: SearchState, baseline: TrialResult) -> Search:

@@ -60,6 +60,8 @@ def measure(target, settings: LoaderSettings | None, device: str | None, limits:
     import torch
 
     info = {}
+    if settings is not None and settings.num_threads:
+        torch.set_num_threads(settings.num_threads)  # the training process's intra-op threads
     if device == "auto":  # the baseline tells the scan; a trial after a failed baseline decides here
         device = "cuda" if torch.cuda.is_available() else None
     if settings is None:  # the baseline: the target's own loader, whose settings we report
