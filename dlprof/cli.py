@@ -99,7 +99,7 @@ def cmd_scan(args) -> int:
                     batch_sizes=args.batch_sizes or [], device=args.device, max_epochs=args.epochs,
                     quick=args.quick, max_workers_from_cli=args.max_workers is not None,
                     trial_timeout_s=args.trial_timeout, hotspots=not args.no_hotspots,
-                    started_at=_process_started_at(), finish_reserve_s=FINISH_RESERVE_S)
+                    allow_reorder=args.allow_reorder, started_at=_process_started_at(), finish_reserve_s=FINISH_RESERVE_S)
     scan = Scan(plan, result, lambda line: print(line, file=sys.stderr, flush=True))
     resumed = f"; resuming after {len(result.trials)} trials" if args.resume else ""
     print(f"dlprof scan {args.target}: budget {plan.budget_s:.0f} s, {cores} cores; results in {out}/{resumed}",
@@ -254,6 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--quick", action="store_true", help="a short scan (about 30 s)")
     sc.add_argument("--no-hotspots", action="store_true",
                     help="do not sample Python stacks (py-spy) in the final baseline/recommendation trials")
+    sc.add_argument("--allow-reorder", action="store_true",
+                    help="the training loop accepts batches in another order: in_order=False may be recommended "
+                         "where a slow batch holds up the rest (also dlprof_config['allow_reorder'])")
     sc.add_argument("--resume", action="store_true",
                     help="continue the interrupted scan saved in --out (its finished trials are kept)")
     sc.add_argument("--trial-timeout", type=_positive_float, default=None,

@@ -18,7 +18,8 @@ incompatible change and say what changed):
      ``trials``), not copies: a report of the saved file then knows that a kept configuration is
      the baseline itself. Versions 1-3 are still read: their copies are matched to the trial they
      copy. ``config.num_threads``: torch.set_num_threads() in the training process (null: as the
-     process had it; absent in older files).
+     process had it; absent in older files); ``config.in_order`` (DataLoader in_order; absent:
+     true); trials: ``produce_p50_ms``, ``produce_p99_ms`` (a batch's fetch + collate).
 
 A trial's own file (written by the trial process, read by the scan) is
 ``{"schema": "dlprof.trial", "schema_version": 1, "trial": {...}}``, the trial in the same form as
@@ -71,6 +72,7 @@ class Purpose(_Text):
     PIN_MEMORY = "pin_memory"
     BATCH_SIZE = "batch_size"
     NUM_THREADS = "torch threads"
+    IN_ORDER = "in_order"
     FINAL_BASELINE = "final: baseline"  # the side-by-side measurement
     FINAL_RECOMMENDATION = "final: recommendation"
     HOTSPOTS_BASELINE = "hotspots: baseline"  # stacks sampled, apart from the measurement
@@ -99,6 +101,8 @@ class LoaderSettings:
     batch_size: int | None
     # torch.set_num_threads() in the training process; None: as the process has it
     num_threads: int | None = None
+    # DataLoader(in_order=...) (torch >= 2.6): False hands batches over as workers finish them
+    in_order: bool = True
 
     def key(self) -> tuple:
         return dataclasses.astuple(self)
@@ -110,6 +114,8 @@ class LoaderSettings:
         parts.append(f"pin_memory={self.pin_memory}")
         if self.num_threads:
             parts.append(f"torch threads={self.num_threads}")
+        if not self.in_order:
+            parts.append("in_order=False")
         return ", ".join(parts)
 
 
@@ -142,6 +148,8 @@ class TrialResult:
     hotspots: list[dict[str, Any]] = field(default_factory=list)  # rows of analysis.hotspots (sampled trials)
     hotspots_note: str = ""  # why a trial meant to be sampled has no hotspots
     batch_bytes: int = 0  # tensors in one batch as the training loop received it
+    produce_p50_ms: float = 0.0  # a batch's fetch + collate, median over the window
+    produce_p99_ms: float = 0.0  # ... and its 99th percentile: a heavy tail blocks the in-order queue
     memory_warning: str = ""  # workers' memory grew with the samples they read (analysis.memory)
     log: str = ""  # path of the trial's output log
     profile: str = ""  # path of the trial's full profile run (dlprof.profile results file)

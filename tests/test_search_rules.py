@@ -287,6 +287,30 @@ def test_the_recommended_code_sets_the_threads_it_was_measured_with():
     assert rec.key() != LoaderSettings(2, False, 2, True, 32).key()  # measured apart
 
 
+def _reorder_policy(allow: bool, p99_ms: float) -> SearchState:
+    table = {(0, None, False): dict(samples_per_s=900, ci_pct=2.0, main_cpu_pct=95.0, wait_pct=90.0,
+                                    stage_ms={"fetch": 16.0, "wait": 16.0, "step": 1.5}),
+             (2, 2, False): dict(samples_per_s=1400, produce_p50_ms=8.0, produce_p99_ms=p99_ms, **CPU_BOUND)}
+    state = SearchState()
+    base = TrialResult(LoaderSettings(0, False, None, False, 32), "ok", "baseline", **table[(0, None, False)])
+    state.add(base)
+    state.add(TrialResult(LoaderSettings(2, False, 2, False, 32), "ok", "workers", **table[(2, 2, False)]))
+    space = SearchSpace(cores=2, max_workers=2, window_s=0.5, allow_reorder=allow)
+    for proposal in _all_proposals(search(space, state, base), state):
+        pass
+    return state
+
+
+def test_out_of_order_only_when_allowed_and_the_tail_is_heavy():
+    def reordered(state):
+        return [t.settings for t in state.trials() if t.purpose == "in_order"]
+
+    # one batch in a hundred takes 12x the median (a long document among short ones)
+    assert [s.in_order for s in reordered(_reorder_policy(True, 96.0))] == [False]
+    assert reordered(_reorder_policy(False, 96.0)) == []  # the order is the user's to give up
+    assert reordered(_reorder_policy(True, 16.0)) == []  # 2x the median: no tail to get past
+
+
 def test_worker_candidates_skip_half_the_estimate_only_when_it_was_capped():
     # fetch 90 ms against a 10 ms step needs 9 workers; 2 cores cap the estimate at 2
     capped = TrialResult(LoaderSettings(0, False, None, False, 32), "ok", "baseline",

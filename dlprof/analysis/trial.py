@@ -23,6 +23,7 @@ def trial_stats(run: ProfileRun, settings: LoaderSettings, warm: int) -> TrialRe
     loop_ms = float(loop.sum())
     wait_pct, wait_ci = share_and_ci(steady["wait_ms"].tolist(), loop.tolist(), epochs)
     window_ns = times[-1] - times[0] if len(times) > 1 else 0
+    produce = (steady["fetch_ms"] + steady["collate_ms"]) if len(steady) else None
     completed = [e for e in run.epochs if e.completed]
     result = TrialResult(
         settings=settings, status="ok",
@@ -36,6 +37,8 @@ def trial_stats(run: ProfileRun, settings: LoaderSettings, warm: int) -> TrialRe
         samples_per_epoch=sum(b.samples for b in run.batches if b.epoch == completed[0].epoch) if completed else 0,
         dataset_kind=run.loader.dataset_kind if run.loader else "map",
         dataset_len=run.loader.dataset_len if run.loader else None,
+        produce_p50_ms=float(produce.quantile(0.5)) if produce is not None else 0.0,
+        produce_p99_ms=float(produce.quantile(0.99)) if produce is not None else 0.0,
     )
     if run.stacks_raw:
         table = hotspots(run.stacks_raw)

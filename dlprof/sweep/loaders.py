@@ -16,6 +16,7 @@ def settings_of(loader: DataLoader) -> LoaderSettings:
         prefetch_factor=(loader.prefetch_factor or DEFAULT_PREFETCH) if workers else None,
         persistent_workers=bool(loader.persistent_workers) and workers > 0,
         batch_size=loader.batch_size,
+        in_order=bool(getattr(loader, "in_order", True)) or not workers,
     )
 
 
@@ -41,6 +42,8 @@ def build_loader(base: DataLoader, s: LoaderSettings) -> DataLoader:
         persistent_workers=s.persistent_workers and s.num_workers > 0,
         prefetch_factor=(s.prefetch_factor or DEFAULT_PREFETCH) if s.num_workers else None,
     )
+    if not s.in_order:  # only asked for when the user allowed it (torch >= 2.6 has the argument)
+        kwargs["in_order"] = False
     iterable = base._dataset_kind == 1  # _DatasetKind.Iterable: the DataLoader makes its own sampler
     if base.batch_size is None:
         if not iterable:

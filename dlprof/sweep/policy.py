@@ -82,6 +82,7 @@ class SearchSpace:
     batch_sizes: tuple[int, ...] = ()  # other batch sizes the user allows
     device: str | None = None
     shm_free_bytes: int | None = None  # free /dev/shm when the search began; None: unknown
+    allow_reorder: bool = False  # the user accepts batches out of order (in_order=False)
 
 
 @dataclass(frozen=True)
@@ -151,6 +152,8 @@ def search(space: SearchSpace, state: SearchState, baseline: TrialResult) -> Sea
     # in flight starts many workers and is the long shot
     yield from _persistence_and_prefetch(state)
     yield from _step_threads(space, state)
+    if space.allow_reorder:
+        yield from _out_of_order(state)
     yield from _epoch_in_flight(space, state, baseline)
     if (space.device or "").startswith("cuda"):  # pinning only helps a copy to an accelerator
         best = state.best().settings
@@ -251,6 +254,28 @@ def _step_threads(space: SearchSpace, state: SearchState) -> Search:
     yield Proposal(dataclasses.replace(best.settings, num_threads=threads), "torch threads",
                    f"the step slows beside {best.settings.num_workers} busy workers using "
                    f"{worker_cores:.1f} cores: {threads} intra-op thread(s) leave them theirs")
+
+
+# A batch whose production takes this many times the median holds up the in-order queue: the
+# batches behind it, finished, wait for it. 4x: with k workers a slow batch stalls the loop
+# only when it outlasts the k - 1 batches the other workers make meanwhile (2 cores: 2 workers,
+# so a batch past 2x the median already stalls; 4x leaves room for the median's own noise).
+TAIL_RATIO = 4.0
+
+
+def _out_of_order(state: SearchState) -> Search:
+    """Where building a batch is heavy-tailed and the loop waits: in_order=False, on the best
+    configuration with workers. The batches then arrive as the workers finish them, so a slow
+    one no longer holds up the rest; it changes the order of the batches, so only when allowed."""
+    best = state.best_with_workers()
+    if best is None or not best.settings.in_order or best.produce_p50_ms <= 0:
+        return
+    tail = best.produce_p99_ms / best.produce_p50_ms
+    if tail < TAIL_RATIO or best.wait_pct <= WAIT_WORTH_A_QUEUE_PCT:
+        return
+    yield Proposal(dataclasses.replace(best.settings, in_order=False), "in_order",
+                   f"a batch's slowest 1% take {tail:.0f}x the median to build, and the loop waits "
+                   f"{best.wait_pct:.0f}% of the time")
 
 
 def _epoch_in_flight(space: SearchSpace, state: SearchState, baseline: TrialResult) -> Search:

@@ -42,6 +42,7 @@ class ScanPlan:
     max_workers_from_cli: bool = False
     trial_timeout_s: float | None = None  # None: from the trial limits (see Scan.trial)
     hotspots: bool = True  # sample stacks with py-spy, after the final side-by-side rounds
+    allow_reorder: bool = False  # may recommend in_order=False (batches in another order)
     # The budget is the whole command's: the time.monotonic() at which it started (None: when
     # the scan starts), and the seconds kept after the last trial to write the reports and exit
     started_at: float | None = None
@@ -160,7 +161,8 @@ class Scan(Verification):
             self._fallback_baseline(base.settings)
         space = SearchSpace(cores=self.plan.cores, max_workers=self.plan.max_workers,
                             window_s=self.limits.max_seconds, batch_sizes=tuple(self.plan.batch_sizes),
-                            device=self.plan.device, shm_free_bytes=shm_free_bytes())
+                            device=self.plan.device, shm_free_bytes=shm_free_bytes(),
+                            allow_reorder=self.plan.allow_reorder)
         self._run_search(search(space, self.state, base))
         self._verify()
         self.result.bottleneck, warnings = diagnose(self.result.baseline, self.result.trials, self.plan.cores)
@@ -187,6 +189,8 @@ class Scan(Verification):
         self.result.environment = info.get("environment", {})
         self.plan.device = info.get("device", self.plan.device)
         config = info.get("dlprof_config", {})
+        if config.get("allow_reorder"):
+            self.plan.allow_reorder = True
         if "max_workers" in config and not self.plan.max_workers_from_cli:
             self.plan.max_workers = int(config["max_workers"])
         sizes = self.plan.batch_sizes or [int(x) for x in config.get("batch_size", []) or []]
