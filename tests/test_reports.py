@@ -83,6 +83,9 @@ def test_report_command_rerenders_without_torch(scanned, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert {"report.html", "report.md", "trace.json"} <= set(os.listdir(tmp_path))
     assert (tmp_path / "report.html").read_text().count("data:image/svg+xml") >= 5
+    # the same reports the scan wrote, byte for byte, from its results file alone
+    for name in ("report.md", "report.html", "trace.json"):
+        assert (tmp_path / name).read_text() == (scanned / name).read_text(), name
 
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"

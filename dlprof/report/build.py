@@ -1,5 +1,6 @@
 """Write every report of a scan into a folder: report.md (+ its plot files), report.html,
-trace.json (the recommendation's run) and trace-baseline.json. Works without torch."""
+trace.json (the recommendation's run) and, when the baseline is not kept, trace-baseline.json. Works
+without torch."""
 from __future__ import annotations
 
 import os
@@ -92,8 +93,9 @@ def write_reports(result: ScanResult, out_dir: str, results_dir: str, formats=FO
         with open(path, "w", encoding="utf-8") as fh:
             fh.write(MarkdownRenderer().render(result, links))
         written.append(path)
-    traces = {"trace.json": runs.get("recommendation") or runs.get("baseline"),  # kept baseline: same run
-              "trace-baseline.json": runs.get("baseline")}
+    traces = {"trace.json": runs.get("recommendation") or runs.get("baseline")}
+    if result.recommendation is not result.baseline:  # kept: the same run, written once
+        traces["trace-baseline.json"] = runs.get("baseline")
     for name, run in traces.items():
         if run is not None:
             path = os.path.join(out_dir, name)

@@ -23,7 +23,8 @@ plt.rcParams.update({"svg.hashsalt": "dlprof", "font.size": 9})  # stable SVG id
 
 def _svg(fig) -> str:
     buffer = io.StringIO()
-    fig.savefig(buffer, format="svg", bbox_inches="tight")
+    # no date in the metadata: a report rendered again from the results file is the same file
+    fig.savefig(buffer, format="svg", bbox_inches="tight", metadata={"Date": None})
     plt.close(fig)
     text = buffer.getvalue()
     return text[text.index("<svg"):]  # drop the XML prolog: the SVG goes inline in HTML
