@@ -6,6 +6,10 @@ Each recipe's scan goes to OUT/<recipe>/ (results.json, report.md, and scan.txt:
 terminal showed); the table, with the expectation from each recipe's docstring beside the
 finding, to OUT/README.md. Also OUT/mnist_mlp/profile-summary.txt: what
 `dlprof profile recipes/mnist_mlp.py --epochs 2` printed (the README's summary example).
+
+Kept for a reader: every file of one complete sample (SAMPLE, the demo's recipe) but its per-trial
+profile dumps (up to 2.3 MB each), and for the others the summaries: results.json, report.md
+with its plots, scan.txt. The rest (trials, traces, HTML) a scan of your own writes.
 """
 from __future__ import annotations
 
@@ -30,6 +34,23 @@ from dlprof.probe.environment import available_cores  # noqa: E402
 from dlprof.scan_records import LoaderSettings  # noqa: E402
 
 EXPECTED = re.compile(r"^Expected: (.+)$", re.M)
+SAMPLE = "image_folder"
+SUMMARY = ("results.json", "report.md", "scan.txt")
+
+
+def trim(out: str, name: str) -> None:
+    """Leave what a reader needs (see the module's docstring)."""
+    for root, _, files in os.walk(out):
+        for f in files:
+            path = os.path.join(root, f)
+            keep = (not f.endswith(".profile.json") if name == SAMPLE
+                    else root == out and (f in SUMMARY or (f.startswith("plot-") and f.endswith(".svg"))))
+            if not keep:
+                os.unlink(path)
+    for root, dirs, _ in os.walk(out, topdown=False):
+        for d in dirs:
+            if not os.listdir(os.path.join(root, d)):
+                os.rmdir(os.path.join(root, d))
 
 
 def docstring_line(path: str, pattern: re.Pattern) -> str:
@@ -74,6 +95,7 @@ def main() -> int:
             rows.append(f"| {name} | {docstring_line(path, EXPECTED)} | scan failed: "
                         f"{proc.stderr.strip().splitlines()[-1:]} | | | {seconds:.0f} |")
             continue
+        trim(out, name)
         b = data["bottleneck"] or {}
         found = f"{b.get('verdict')}, stage {b.get('stage')}" + (f" ({b['kind']})" if b.get("kind") else "")
         base = LoaderSettings(**data["trials"][data["baseline"]["trial"]]["config"])
