@@ -8,8 +8,10 @@ finding, to OUT/README.md. Also OUT/mnist_mlp/profile-summary.txt: what
 `dlprof profile recipes/mnist_mlp.py --epochs 2` printed (the README's summary example).
 
 Kept for a reader: every file of one complete sample (SAMPLE, the demo's recipe) but its per-trial
-profile dumps (up to 2.3 MB each), and for the others the summaries: results.json, report.md
-with its plots, scan.txt. The rest (trials, traces, HTML) a scan of your own writes.
+profile dumps (up to 2.3 MB each), and for the others the summaries: results.json and scan.txt
+(what the terminal showed: verdict, evidence, speedup, recommendation). Their report.md would
+link plot files of 0.2-0.7 MB each recipe, 4.4 MB in all; `dlprof report results.json` renders
+it again (without the timelines, which need the dumps).
 """
 from __future__ import annotations
 
@@ -35,7 +37,7 @@ from dlprof.scan_records import LoaderSettings  # noqa: E402
 
 EXPECTED = re.compile(r"^Expected: (.+)$", re.M)
 SAMPLE = "image_folder"
-SUMMARY = ("results.json", "report.md", "scan.txt")
+SUMMARY = ("results.json", "scan.txt", "profile-summary.txt")
 
 
 def trim(out: str, name: str) -> None:
@@ -44,7 +46,7 @@ def trim(out: str, name: str) -> None:
         for f in files:
             path = os.path.join(root, f)
             keep = (not f.endswith(".profile.json") if name == SAMPLE
-                    else root == out and (f in SUMMARY or (f.startswith("plot-") and f.endswith(".svg"))))
+                    else root == out and f in SUMMARY)
             if not keep:
                 os.unlink(path)
     for root, dirs, _ in os.walk(out, topdown=False):
