@@ -348,6 +348,29 @@ def test_a_slow_baseline_reserves_longer_turns_for_the_side_by_side():
     assert not scan.affordable()
 
 
+def test_slow_starting_workers_are_counted_before_a_trial_and_the_side_by_side():
+    # spawned workers took 3 s to start two of them: 16 would take about 24 s, in their trial
+    # and again in the side-by-side measurement (recipes/spawn_workers.py: a 16-worker trial took
+    # 38 s and left the side-by-side one pair, so a 7x gain went unclaimed)
+    scan = Scan(ScanPlan("x.py", "/nonexistent", 55, cores=2, max_workers=16), ScanResult("x.py"), print)
+    scan.trial_cost_s = 8.0
+    base = TrialResult(LoaderSettings(2, False, 2, False, 64), "ok", "baseline", samples_per_s=700.0,
+                       seconds=5.0, batches=50, epoch_ms=3500.0, startup_ms=[3000.0, 3000.0])
+    kept = TrialResult(LoaderSettings(4, False, 2, True, 64), "ok", "workers", samples_per_s=3400.0,
+                       seconds=5.0, batches=250, epoch_ms=950.0, startup_ms=[6000.0, 2.0])
+    scan.result.baseline = base
+    for t in (base, kept):
+        scan.state.add(t)
+    assert scan.startup_per_worker_s() == pytest.approx(1.5)
+    assert not scan.affordable(LoaderSettings(16, False, 4, True, 64))
+    assert scan.affordable(LoaderSettings(2, False, 8, True, 64))
+    # the side-by-side of the 16 workers starts the baseline's 2 (3 s) and them (24 s) first;
+    # then the warm-up and 4 pairs: the baseline's turns are its whole 3.5 s epochs (plus a
+    # batch), the unmeasured candidate's a turn (2.5 s)
+    assert scan.side_by_side_s(4, LoaderSettings(16, False, 4, True, 64)) == pytest.approx(
+        1.0 + 3.0 + 24.0 + 5 * (3.5 + 0.1 + 2.5))
+
+
 def test_speedup_interval_and_the_rule_to_recommend():
     from dlprof.analysis.throughput import paired_ratio
     from dlprof.sweep.rules import measurably_faster, side_by_side_decided

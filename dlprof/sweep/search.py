@@ -135,14 +135,19 @@ class Scan(Verification):
             self.early_warnings.append(warning)
             self.progress(f"    warning: {warning}")
 
-    def affordable(self, trials: int = 1) -> bool:
-        """Can ``trials`` more search trials run and still leave the side-by-side measurement
-        the time to decide a clear gain (MIN_PAIRS + 1 pairs: a first pair's interval may be
-        undecided)? Its pairs take turns of a known length, at least one batch each: a slow
-        baseline's turns are longer. The first trial's wall time is not a guide to a trial's
-        cost, it includes the target's first import."""
-        reserve = self.side_by_side_s(MIN_PAIRS + 1)
-        return self.time_left() - reserve >= trials * self.trial_cost_s
+    def affordable(self, settings: LoaderSettings | None = None) -> bool:
+        """Can a trial of ``settings`` (None: a typical one) run and still leave the side-by-side
+        measurement the time to decide a clear gain (MIN_PAIRS + 1 pairs: a first pair's
+        interval may be undecided), whether the best so far or ``settings`` is then the
+        candidate? A trial costs what trials have cost, plus its workers' start-up where workers
+        start slowly (spawned ones import torch: 16 of them took 38 s on 2 cores); the turns of
+        a slow baseline are longer. The first trial's wall time is not a guide to a trial's cost,
+        it includes the target's first import."""
+        best = self.best()
+        reserve = max(self.side_by_side_s(MIN_PAIRS + 1, best.settings if best is not None else None),
+                      self.side_by_side_s(MIN_PAIRS + 1, settings) if settings is not None else 0.0)
+        cost = self.trial_cost_s + (self.startup_per_worker_s() * settings.num_workers if settings else 0.0)
+        return self.time_left() - reserve >= cost
 
     # -- the search ------------------------------------------------------------------
     def run(self) -> ScanResult:
@@ -176,7 +181,7 @@ class Scan(Verification):
         measurement; a configuration measured before is answered from its first trial."""
         try:
             proposal = next(proposals)
-            while self.affordable():
+            while self.affordable(proposal.settings):
                 proposal = proposals.send(self.trial(proposal.settings, proposal.purpose))
         except StopIteration:  # nothing left worth a trial
             pass

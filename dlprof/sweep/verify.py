@@ -67,24 +67,49 @@ class Verification:
         self.result.recommendation, self.result.speedup = final_rec, speedup
         self.result.speedup_ci = [low, high]
 
-    def _pair_s(self, *trials: TrialResult) -> float:
-        """Seconds a pair of turns takes: two turns, each at least one batch of its side."""
-        batch_s = [t.seconds / t.batches for t in trials if t.batches]
-        return 2 * (self.turn_s + max(batch_s, default=0.0))
+    def _side_turn_s(self, t: TrialResult | None) -> float:
+        """A turn of ``t``'s configuration: whole epochs (their restarts included) where an epoch
+        takes at most two turns, else a turn's length; and at least one batch more."""
+        if t is None:
+            return self.turn_s
+        batch_s = t.seconds / t.batches if t.batches else 0.0
+        epoch_s = t.epoch_ms / 1000
+        return (max(self.turn_s, epoch_s) if 0 < epoch_s <= 2 * self.turn_s else self.turn_s) + batch_s
 
-    def side_by_side_s(self, pairs: int) -> float:
-        """Seconds for the side-by-side measurement of the baseline and one candidate with
-        ``pairs`` pairs of turns after the warm-up pair."""
+    def startup_per_worker_s(self) -> float:
+        """The longest a worker took to start in the trials so far (a first epoch's start-up over
+        its workers): spawned workers import torch, a second or more each; forked ones start in
+        milliseconds."""
+        per = [t.startup_ms[0] / 1000 / t.settings.num_workers for t in self.seen.values()
+               if t.status == "ok" and t.settings.num_workers and t.startup_ms]
+        return max(per, default=0.0)
+
+    def _startup_s(self, s: LoaderSettings) -> float:
+        """Seconds to start ``s``'s workers once: as its trial measured, else estimated per worker."""
+        known = self.seen.get(s.key())
+        if known is not None and known.startup_ms:
+            return known.startup_ms[0] / 1000
+        return self.startup_per_worker_s() * s.num_workers
+
+    def side_by_side_s(self, pairs: int, cand: LoaderSettings | None = None) -> float:
+        """Seconds for the side-by-side measurement of the baseline and ``cand`` (None: a
+        candidate like the baseline) with ``pairs`` pairs of turns after the warm-up pair: both
+        loaders' workers start first (spawned ones take seconds), then the turns."""
         base = self.result.baseline
-        return TRIAL_SETUP_S + (1 + pairs) * self._pair_s(*([base] if base is not None else []))
+        base_turn = self._side_turn_s(base)
+        cand_turn = self._side_turn_s(self.seen.get(cand.key())) if cand is not None else base_turn
+        start = (self._startup_s(base.settings) if base is not None else 0.0) + (
+            self._startup_s(cand) if cand is not None else 0.0)
+        return TRIAL_SETUP_S + start + (1 + pairs) * (base_turn + cand_turn)
 
     def _side_by_side(self, base: LoaderSettings, cand: LoaderSettings) -> tuple[TrialResult, TrialResult, list]:
         """Turns of the two in one process (sweep.paired) until the speedup is decided, or up
         to MAX_PAIRS pairs while the budget lasts; both records join the trials."""
-        pair_s = self._pair_s(*[t for t in (self.result.baseline, self.seen.get(cand.key())) if t is not None])
+        pair_s = self._side_turn_s(self.result.baseline) + self._side_turn_s(self.seen.get(cand.key()))
+        start_s = self._startup_s(base) + self._startup_s(cand)  # inside the child's time
         hotspots = 2 * self.trial_cost_s if self.plan.hotspots and not self.plan.quick else 0.0
-        max_s = max((1 + MIN_PAIRS) * pair_s,
-                    min(self.time_left() - hotspots - TRIAL_SETUP_S, (1 + MAX_PAIRS) * pair_s))
+        max_s = start_s + max((1 + MIN_PAIRS) * pair_s,
+                              min(self.time_left() - hotspots - TRIAL_SETUP_S - start_s, (1 + MAX_PAIRS) * pair_s))
         index = len(self.result.trials) + 1
         self.progress(f"[trial {index}, {max(0, self.time_left()):.0f} s left] side by side, in turns of "
                       f"{self.turn_s:g} s (up to {max_s:.0f} s): the baseline and {cand.label()}")
