@@ -55,7 +55,8 @@ def test_io_bound_scan_recommends_more_workers_than_cores_and_verifies_it(tmp_pa
     assert (data["bottleneck"]["stage"], data["bottleneck"]["kind"]) == ("fetch", "io")
     rec = chosen(data, "recommendation")["config"]
     assert rec["num_workers"] > cores
-    assert set(rec) == {"num_workers", "pin_memory", "prefetch_factor", "persistent_workers", "batch_size"}
+    assert set(rec) == {"num_workers", "pin_memory", "prefetch_factor", "persistent_workers", "batch_size",
+                        "num_threads", "in_order"}
     # the speedup is the side-by-side re-measurement, and it is real
     assert data["speedup"] >= 2.0 and data["speedup_samples"]
     low, high = data["speedup_ci"]  # the claim comes with its interval, which excludes "no gain"

@@ -17,7 +17,7 @@ def test_short_epochs_are_measured_until_they_make_the_blocks(tmp_path):
                          min_batches=2, min_steady=2, hard_factor=3.75)
     settings = LoaderSettings(num_workers=0, pin_memory=False, prefetch_factor=None, persistent_workers=False, batch_size=8)
     profile = tmp_path / "profile.json"
-    result = measure(Target("short", loader, None), settings, None, limits, "test", str(profile))
+    result = measure(Target("short", loader, None), settings, None, limits, "workers", str(profile))
     epochs = [b["epoch"] for b in json.loads(profile.read_text())["batches"]]
     window = epochs[len(epochs) - result.batches:]
     assert window[-1] - window[0] >= 5  # five epoch ends in the window: blocks follow epochs
@@ -61,7 +61,7 @@ def test_a_configuration_holding_much_of_an_epoch_in_flight_is_measured_over_a_w
     limits = TrialLimits(max_seconds=0.05, max_epochs=None, rel_ci=10.0, min_seconds=0.01,
                          min_batches=2, min_steady=2, hard_factor=200)
     profile = tmp_path / "profile.json"
-    result = measure(Target("buffered", loader, None), settings, None, limits, "test", str(profile))
+    result = measure(Target("buffered", loader, None), settings, None, limits, "workers", str(profile))
     epochs = [b["epoch"] for b in json.loads(profile.read_text())["batches"]]
     window = epochs[len(epochs) - result.batches:]
     assert window[-1] - window[0] >= 2, window  # a whole epoch, from its first batch to its last
