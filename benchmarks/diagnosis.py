@@ -149,7 +149,8 @@ def scan(path: str, out: str, scan_args: list[str]) -> dict:
         return {"error": (proc.stderr.strip().splitlines() or ["no output"])[-1], "seconds": seconds}
     b = data.get("bottleneck") or {}
     memory = [w for w in data.get("warnings", []) if w.startswith("worker memory grows")]
-    base = data.get("baseline") or {}
+    ref = data.get("baseline") or {}
+    base = data["trials"][ref["trial"]] if set(ref) == {"trial"} else ref  # a reference (schema 4) or a copy
     return {"verdict": b.get("verdict"), "stage": b.get("stage"), "kind": b.get("kind"),
             "wait_pct": base.get("wait_pct"), "wait_ci_pct": base.get("wait_ci_pct"),
             "memory_warning": bool(memory), "seconds": round(seconds, 1)}
