@@ -63,6 +63,10 @@ def plain_loop(spec: str, settings: dict, seconds: float) -> dict:
 
     target = load_target(spec)
     s = LoaderSettings(**settings)
+    if s.num_threads:  # a recommended knob of the training process, as the scan measured it
+        import torch
+
+        torch.set_num_threads(s.num_threads)
     loader = build_loader(target.loader, s)
     step = target.train_step
     warm = 3 + s.num_workers * (s.prefetch_factor or 2)
@@ -155,8 +159,10 @@ def grid(base: dict, extra_workers: int | None) -> list[dict]:
 
 
 def key(config: dict) -> tuple:
+    """(num_workers, prefetch, persistent, batch), and the threads and in_order where set."""
+    extra = tuple(x for x in (config.get("num_threads"), config.get("in_order", True) is False and "unordered") if x)
     return (config["num_workers"], config.get("prefetch_factor"), config.get("persistent_workers"),
-            config.get("batch_size"))
+            config.get("batch_size")) + extra
 
 
 def one_recipe(recipe: str, args) -> dict:
