@@ -41,7 +41,7 @@ class ScanPlan:
     quick: bool = False
     max_workers_from_cli: bool = False
     trial_timeout_s: float | None = None  # None: from the trial limits (see Scan.trial)
-    hotspots: bool = True  # sample stacks with py-spy, after the final side-by-side rounds
+    hotspots: bool = True  # sample stacks with py-spy, after the side-by-side measurement
     allow_reorder: bool = False  # may recommend in_order=False (batches in another order)
     # The budget is the whole command's: the time.monotonic() at which it started (None: when
     # the scan starts), and the seconds kept after the last trial to write the reports and exit
