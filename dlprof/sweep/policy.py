@@ -13,9 +13,9 @@ from typing import Generator
 
 from dlprof.analysis.bottleneck import step_contention
 from dlprof.analysis.judgements import cores_busy, cores_spare, fetch_waits_on_io, workers_compute
-from dlprof.analysis.thresholds import MIN_GAIN
+from dlprof.analysis.thresholds import BALANCED_PCT, MIN_GAIN
 from dlprof.scan_records import LoaderSettings, TrialResult
-from dlprof.sweep.rules import batches_per_epoch, restart_cost, spans_epochs, within_noise
+from dlprof.sweep.rules import RESTART_SHARE, batches_per_epoch, restart_cost, spans_epochs, within_noise
 
 
 def worker_candidates(reference: TrialResult, cores: int, max_workers: int) -> list[int]:
@@ -68,8 +68,8 @@ def idle_at(trials: list[TrialResult], cores: int) -> int:
 
 MAX_PREFETCH = 8  # deepest prefetch_factor the epoch in flight uses
 MAX_IN_FLIGHT = 64  # a deeper queue holds at most this many batches in flight (shared memory)
-WAIT_WORTH_A_QUEUE_PCT = 5.0  # the loop waits at least this share: a deeper queue may help (thresholds.BALANCED_PCT)
-RESTART_SAVING = 0.03  # kept workers that save over this share of an epoch win ties (as rules.restart_cost)
+# the loop waits more than a balanced pipeline does: a deeper queue or out-of-order batches may help
+WAIT_WORTH_A_QUEUE_PCT = BALANCED_PCT
 
 
 @dataclass(frozen=True)
@@ -218,7 +218,7 @@ def _persistence_and_prefetch(state: SearchState) -> Search:
                               "restarting the workers costs over 3% of an epoch")
         restart = kept.startup_ms[1:]
         saved_ms = sum(startup) / len(startup) - (sum(restart) / len(restart) if restart else 0.0)
-        if kept.status == "ok" and restart and saved_ms > RESTART_SAVING * epoch_ms:
+        if kept.status == "ok" and restart and saved_ms > RESTART_SHARE * epoch_ms:
             # Kept workers measurably skip the restart every epoch: a saving by construction,
             # so they win unless measured slower beyond noise (short trials on a busy machine
             # cannot resolve a 10% difference, the restart saving can be that size).

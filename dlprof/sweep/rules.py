@@ -11,11 +11,16 @@ from dlprof.scan_records import TrialResult
 MAX_TIE = 0.15  # a preferred trial wins a tie with a faster one at most this far behind
 
 
+# Restarting workers every epoch is worth avoiding past this share of an epoch: MIN_GAIN, the
+# smallest difference the scan acts on anywhere.
+RESTART_SHARE = MIN_GAIN
+
+
 def restart_cost(t: TrialResult) -> tuple[list[float], float, bool]:
     """(start-up ms per epoch, epoch ms, whether restarting workers is over 3% of an epoch)."""
     startup = t.startup_ms[1:] or t.startup_ms  # later epochs show the restart cost
     epoch_ms, _ = epoch_ms_of(t, startup[0] if startup else 0.0)
-    matters = bool(epoch_ms > 0 and startup and (sum(startup) / len(startup)) > 0.03 * epoch_ms)
+    matters = bool(epoch_ms > 0 and startup and (sum(startup) / len(startup)) > RESTART_SHARE * epoch_ms)
     return startup, epoch_ms, matters
 
 
