@@ -71,7 +71,7 @@ SLOW = dict(samples_per_s=100.0, ci_pct=5.0, wait_pct=80.0)  # a configuration t
 
 
 def _run_policy(table: dict[tuple, dict], baseline: tuple, seeded=(), cores=2, max_workers=16,
-                window_s=5.0) -> SearchState:
+                window_s=5.0, shm_free_bytes=None) -> SearchState:
     """The search driven to its end with measurements from ``table`` (keyed by workers,
     prefetch, persistent; others measure SLOW): the rules decide from numbers, so these tests
     give them numbers and run no process. ``seeded``: trials measured before the search began."""
@@ -88,7 +88,8 @@ def _run_policy(table: dict[tuple, dict], baseline: tuple, seeded=(), cores=2, m
     state.add(base)
     for key in seeded:
         state.add(measured(settings(key), "workers"))
-    proposals = search(SearchSpace(cores=cores, max_workers=max_workers, window_s=window_s), state, base)
+    proposals = search(SearchSpace(cores=cores, max_workers=max_workers, window_s=window_s,
+                                   shm_free_bytes=shm_free_bytes), state, base)
     try:
         proposal = next(proposals)
         while True:
@@ -203,6 +204,21 @@ def test_a_tie_between_counts_goes_to_the_fewest_workers_for_the_next_knob():
     assert state.best().settings.num_workers == 4  # the fastest, by noise
     queued = [t for t in state.trials() if t.purpose == "prefetch_factor"]
     assert [t.settings.num_workers for t in queued] == [2]
+
+
+def test_a_deeper_queue_is_bounded_by_shared_memory_not_by_a_count_of_batches():
+    # 16 workers that still leave the loop waiting: prefetch 2 -> 8 (128 batches of 1 MiB in
+    # flight) where /dev/shm holds them; the deepest that fits where it is small; none if none fits
+    mib = 1 << 20
+    io = dict(worker_cpu_pct=3.0, worker_busy_pct=95.0, main_cpu_pct=10.0, ci_pct=4.0, wait_pct=30.0)
+    table = {(0, None, False): dict(samples_per_s=200, ci_pct=2.0, main_cpu_pct=10.0, wait_pct=95.0,
+                                    batch_bytes=mib, stage_ms={"fetch": 130.0, "wait": 130.0, "step": 8.0}),
+             (16, 2, False): dict(samples_per_s=2500, **io)}
+    for shm_mib, depth in [(None, 8), (4096, 8), (400, 6), (100, None)]:
+        state = _run_policy(table, baseline=(0, None, False), window_s=0.5,
+                            shm_free_bytes=shm_mib and shm_mib * mib)
+        queued = [t.settings.prefetch_factor for t in state.trials() if t.purpose == "prefetch_factor"]
+        assert queued == ([depth] if depth else []), (shm_mib, queued)
 
 
 def test_fewer_workers_than_an_idle_count_past_the_cores_are_skipped():

@@ -66,8 +66,12 @@ def idle_at(trials: list[TrialResult], cores: int) -> int:
 
 # -- the search as a coroutine of proposals --------------------------------------------
 
-MAX_PREFETCH = 8  # deepest prefetch_factor the epoch in flight uses
-MAX_IN_FLIGHT = 64  # a deeper queue holds at most this many batches in flight (shared memory)
+# deepest prefetch_factor tried: 4x torch's default of 2, one step of the queue phase; what it
+# holds in flight is bounded by shared memory (``fits_in_shm``), not by a count of batches
+MAX_PREFETCH = 8
+# batches in flight may take this share of the free /dev/shm: the training process, other jobs
+# and torch's own buffers share it, and running out kills the workers with a Bus error
+SHM_SHARE = 0.25
 # the loop waits more than a balanced pipeline does: a deeper queue or out-of-order batches may help
 WAIT_WORTH_A_QUEUE_PCT = BALANCED_PCT
 
@@ -83,6 +87,11 @@ class SearchSpace:
     device: str | None = None
     shm_free_bytes: int | None = None  # free /dev/shm when the search began; None: unknown
     allow_reorder: bool = False  # the user accepts batches out of order (in_order=False)
+
+
+def fits_in_shm(space: SearchSpace, batch_bytes: int, batches: int) -> bool:
+    """Do ``batches`` batches in flight fit in the share of /dev/shm they may take (yes when unknown)?"""
+    return space.shm_free_bytes is None or batch_bytes * batches <= SHM_SHARE * space.shm_free_bytes
 
 
 @dataclass(frozen=True)
@@ -150,7 +159,7 @@ def search(space: SearchSpace, state: SearchState, baseline: TrialResult) -> Sea
     yield from _climb(space, state)
     # a deeper queue and kept workers first: one trial each on the best count, where the epoch
     # in flight starts many workers and is the long shot
-    yield from _persistence_and_prefetch(state)
+    yield from _persistence_and_prefetch(space, state, baseline)
     yield from _step_threads(space, state)
     if space.allow_reorder:
         yield from _out_of_order(state)
@@ -206,7 +215,7 @@ def _climb(space: SearchSpace, state: SearchState) -> Search:
             return
 
 
-def _persistence_and_prefetch(state: SearchState) -> Search:
+def _persistence_and_prefetch(space: SearchSpace, state: SearchState, baseline: TrialResult) -> Search:
     """On the best configuration with workers, even when num_workers=0 leads so far: keeping
     workers across epochs can turn a start-up-bound pipeline around."""
     best = state.best_with_workers()
@@ -228,7 +237,11 @@ def _persistence_and_prefetch(state: SearchState) -> Search:
     in_flight = best.settings.num_workers * (best.settings.prefetch_factor or 2)
     if best.wait_pct > WAIT_WORTH_A_QUEUE_PCT and in_flight < (batches_per_epoch(best) or math.inf):
         depth = best.settings.prefetch_factor or 2
-        deeper = max(depth + 1, min(4 * depth, MAX_IN_FLIGHT // best.settings.num_workers))
+        workers = best.settings.num_workers
+        deeper = next((d for d in range(max(depth + 1, min(4 * depth, MAX_PREFETCH)), depth, -1)
+                       if fits_in_shm(space, baseline.batch_bytes, workers * d)), None)
+        if deeper is None:
+            return
         queued = yield Proposal(dataclasses.replace(best.settings, prefetch_factor=deeper), "prefetch_factor",
                                 f"the loop still waits {best.wait_pct:.0f}% of the time")
         if (queued.status == "ok" and best.settings.key() in state.preferred
@@ -289,7 +302,7 @@ def _epoch_in_flight(space: SearchSpace, state: SearchState, baseline: TrialResu
     batches = batches_per_epoch(best)
     if not batches or batches > MAX_PREFETCH * space.max_workers:
         return  # epoch length unknown, or too long to hold in flight
-    if space.shm_free_bytes is not None and baseline.batch_bytes * batches > space.shm_free_bytes / 4:
+    if not fits_in_shm(space, baseline.batch_bytes, batches):
         return  # the epoch's batches would crowd /dev/shm
     workers = min(space.max_workers, batches)
     if workers <= best.settings.num_workers:
