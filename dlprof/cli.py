@@ -171,6 +171,31 @@ def _resumable(out: str, target: str, digest: str):
     return result
 
 
+def cmd_run(args) -> int:
+    """Run a command unchanged with every DataLoader of its Python processes profiled; exit with
+    the command's own exit code."""
+    from dlprof import run_command
+
+    command = args.command_line[1:] if args.command_line[:1] == ["--"] else args.command_line
+    if not command:
+        raise DlprofError("nothing to run: give a command, e.g. dlprof run -- python train.py, or a script")
+    command = run_command.command_of(command)
+    out = args.out or run_command.default_out(command)
+    code, result = run_command.run(command, out)
+    if result.loaders:
+        from dlprof.report.run_report import RunConsoleRenderer, run_report
+
+        print(RunConsoleRenderer().render(run_report(result, figures=False)), end="", file=sys.stderr)
+    paths = run_command.write_reports(result, out)
+    print(f"dlprof run: {len(result.loaders)} DataLoader(s) profiled; results: {paths[0]}; reports: "
+          + ", ".join(paths[1:]), file=sys.stderr, flush=True)
+    if code < 0:  # the command died of a signal: so does dlprof, as a shell would show it
+        signal.signal(-code, signal.SIG_DFL)
+        os.kill(os.getpid(), -code)
+        return 128 - code
+    return code
+
+
 def cmd_report(args) -> int:
     """Render the reports of a saved scan again (no torch needed)."""
     from dlprof.report.build import load_scan, write_reports
@@ -263,6 +288,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="seconds before a trial that gives no result (a hung worker) is stopped "
                          "(default: 35 s with --quick, 45 s otherwise; the first trial also gets the budget)")
     sc.set_defaults(func=cmd_scan)
+
+    ru = sub.add_parser("run", help="run a command or script unchanged, profiling every DataLoader it iterates",
+                        usage="dlprof run [--out DIR] -- COMMAND [ARGS...]  |  dlprof run SCRIPT.py [ARGS...]")
+    ru.add_argument("--out", default=None, help="output folder (default: reports/run-<script>-<time>)")
+    ru.add_argument("command_line", nargs=argparse.REMAINDER, metavar="COMMAND")
+    ru.set_defaults(func=cmd_run)
 
     rp = sub.add_parser("report", help="render report.html / report.md / trace.json from a scan's results.json")
     rp.add_argument("results")
