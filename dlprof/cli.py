@@ -187,6 +187,14 @@ def cmd_run(args) -> int:
 
         print(RunConsoleRenderer().render(run_report(result, figures=False)), end="", file=sys.stderr)
     paths = run_command.write_reports(result, out)
+    merged = run_command.ranks_merged(result)
+    if merged is not None:
+        from dlprof.analysis.ranks import analyse_ranks
+
+        stragglers = analyse_ranks(merged).stragglers
+        print(f"dlprof run: {merged['world_size']} ranks; " + (
+            "stragglers: " + ", ".join(f"rank {r}" for r in stragglers) if stragglers else "no straggler")
+              + f" (details: {os.path.join(out, 'ranks.md')})", file=sys.stderr)
     print(f"dlprof run: {len(result.loaders)} DataLoader(s) profiled; results: {paths[0]}; reports: "
           + ", ".join(paths[1:]), file=sys.stderr, flush=True)
     if code < 0:  # the command died of a signal: so does dlprof, as a shell would show it

@@ -21,7 +21,7 @@ import time
 
 from dlprof.errors import DlprofError
 from dlprof.records import ResultsFileError
-from dlprof.run_records import RunResult, merge
+from dlprof.run_records import RunResult, merge, ranks_merged
 
 BOOTSTRAP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bootstrap")
 PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -97,6 +97,15 @@ def write_reports(result: RunResult, out_dir: str) -> list[str]:
         path = os.path.join(out_dir, name)
         with open(path, "w", encoding="utf-8") as fh:
             fh.write(text)
+        written.append(path)
+    merged = ranks_merged(result)
+    if merged is not None:  # a torchrun job: the ranks side by side, stragglers named
+        from dlprof.analysis.ranks import analyse_ranks
+        from dlprof.report.distributed_text import DistributedMarkdownRenderer
+
+        path = os.path.join(out_dir, "ranks.md")
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(DistributedMarkdownRenderer().render(analyse_ranks(merged)))
         written.append(path)
     top = result.headline()
     if top is not None:

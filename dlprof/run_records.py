@@ -5,7 +5,9 @@ Schema history of ``dlprof.run`` files (each process of the job writes one,
   1  first version: ``command`` (argv), ``exit_code`` (null in a process's own file),
      ``loaders``: ``name`` (the variable it was assigned to, else where it was made), ``site``
      (file:line), ``pid``, ``rank`` (torchrun's RANK, null outside a job), ``run`` (a
-     ``dlprof.profile`` results object, every epoch of that DataLoader object).
+     ``dlprof.profile`` results object, every epoch of that DataLoader object), ``facts`` (in a
+     torchrun job: what the ranks' report needs, as in ``dlprof.distributed``: rank, world_size,
+     local_rank, local_world_size, host, cores, backend, sampler).
 """
 from __future__ import annotations
 
@@ -26,18 +28,20 @@ class RunLoader:
     pid: int
     rank: int | None
     run: ProfileRun
+    facts: dict[str, Any] = field(default_factory=dict)
 
     @property
     def batches(self) -> int:
         return len(self.run.batches)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "site": self.site, "pid": self.pid, "rank": self.rank, "run": self.run.to_dict()}
+        return {"name": self.name, "site": self.site, "pid": self.pid, "rank": self.rank, "run": self.run.to_dict(),
+                "facts": self.facts}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RunLoader":
         return cls(name=d["name"], site=d["site"], pid=int(d["pid"]), rank=d.get("rank"),
-                   run=ProfileRun.from_dict(d["run"]))
+                   run=ProfileRun.from_dict(d["run"]), facts=dict(d.get("facts") or {}))
 
 
 @dataclass
@@ -73,6 +77,20 @@ class RunResult:
     @classmethod
     def load(cls, path: str | os.PathLike) -> "RunResult":
         return cls.from_dict(load_json(path))
+
+
+def ranks_merged(result: RunResult) -> dict | None:
+    """A torchrun job's training loaders, one a rank (the most batches), in the form of
+    ``dlprof.distributed`` merged results (``analysis.ranks.analyse_ranks`` reads it); None
+    outside a job of two ranks or more."""
+    by_rank: dict[int, RunLoader] = {}
+    for x in result.loaders:
+        if x.rank is not None and x.facts and (x.rank not in by_rank or x.batches > by_rank[x.rank].batches):
+            by_rank[x.rank] = x
+    if len(by_rank) < 2:
+        return None
+    return {"schema": "dlprof.distributed", "schema_version": 1, "world_size": len(by_rank),
+            "ranks": [{"facts": by_rank[r].facts, "run": by_rank[r].run.to_dict()} for r in sorted(by_rank)]}
 
 
 def merge(parts: list[RunResult], command: list[str], exit_code: int | None) -> RunResult:

@@ -163,3 +163,60 @@ def test_the_stage_table_matches_dlprof_profile(tmp_path):
     for stage in ("fetch_ms", "step_ms"):
         ratio = a[stage].median() / b[stage].median()
         assert 0.5 < ratio < 2.0, (stage, ratio)
+
+
+DDP_JOB = """
+    import os
+    import time
+
+    import torch
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+    from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+
+    class Records(Dataset):
+        def __len__(self):
+            return 512
+
+        def __getitem__(self, i):
+            slow = os.environ.get("SLOW_RANK") == os.environ["RANK"]
+            time.sleep(0.002 if slow else 0.0001)  # one rank's storage is slower
+            return torch.full((16,), float(i)), i % 2
+
+
+    dist.init_process_group("gloo")
+    data = Records()
+    train_loader = DataLoader(data, batch_size=16, sampler=DistributedSampler(data))
+    model = DistributedDataParallel(torch.nn.Linear(16, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    for x, y in train_loader:
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    dist.barrier()
+    dist.destroy_process_group()
+"""
+
+
+def run_torchrun_job(tmp_path, slow_rank: int) -> tuple[subprocess.CompletedProcess, str]:
+    """A 2-rank gloo job, unmodified, under `dlprof run -- torchrun ...`."""
+    script = _script(tmp_path, DDP_JOB, "ddp.py")
+    out = tmp_path / "out"
+    env = {**os.environ, "SLOW_RANK": str(slow_rank)}
+    proc = subprocess.run(DLPROF + ["run", "--out", str(out), "--", sys.executable, "-m", "torch.distributed.run",
+                                    "--standalone", "--nproc_per_node", "2", script],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
+    return proc, str(out)
+
+
+@pytest.mark.solo  # two ranks compared side by side: run alone
+def test_a_torchrun_job_names_the_slowed_rank(tmp_path):
+    proc, out = run_torchrun_job(tmp_path, slow_rank=1)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = _results(out)
+    assert sorted(x["rank"] for x in data["loaders"]) == [0, 1]  # each rank wrote its own file
+    assert "stragglers: rank 1" in proc.stderr
+    with open(os.path.join(out, "ranks.md"), encoding="utf-8") as fh:
+        ranks = fh.read()
+    assert "**Stragglers:** rank 1" in ranks and "BatchSampler(DistributedSampler)" in ranks

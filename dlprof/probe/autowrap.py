@@ -85,6 +85,21 @@ def _rank() -> int | None:
     return int(rank) if rank and rank.isdigit() else None
 
 
+def _rank_facts(entry: RunLoader) -> dict:
+    """What the ranks' report needs (as ``dlprof.distributed.rank_facts``), from torchrun's
+    environment: at exit the process group may be gone."""
+    import socket
+
+    from dlprof.probe.environment import available_cores
+
+    env = os.environ
+    return {"rank": entry.rank, "world_size": int(env.get("WORLD_SIZE", "1") or 1),
+            "local_rank": int(env.get("LOCAL_RANK", "0") or 0),
+            "local_world_size": int(env.get("LOCAL_WORLD_SIZE", "1") or 1), "host": socket.gethostname(),
+            "cores": available_cores(), "backend": "unknown",
+            "sampler": entry.run.loader.sampler if entry.run.loader else None}
+
+
 def write(out_dir: str) -> str | None:
     """This process's profiles into ``out_dir``; the path, or None when it iterated no loader."""
     with _lock:
@@ -94,6 +109,8 @@ def write(out_dir: str) -> str | None:
     environment = collect_environment(None)
     for entry in loaders:
         entry.run.environment = environment
+        if entry.rank is not None:
+            entry.facts = _rank_facts(entry)
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, f"process-{os.getpid()}.json")
     RunResult(command=list(sys.argv), loaders=loaders).save(path)
