@@ -177,7 +177,7 @@ def _save_merged(run: ProfileRun, path: str) -> None:
     os.makedirs(out_dir, exist_ok=True)
     save_json(merged, path)
     with open(os.path.join(out_dir, "report.md"), "w", encoding="utf-8") as fh:
-        fh.write(DistributedMarkdownRenderer().render(analyse_ranks(merged), merged["world_size"]))
+        fh.write(DistributedMarkdownRenderer().render(analyse_ranks(merged)))
 
 
 def profile(loader, device=None, sample_system: bool = True, sample_stacks: bool = False) -> ProfiledLoader:

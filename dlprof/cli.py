@@ -78,6 +78,7 @@ def cmd_scan(args) -> int:
     if args.target.endswith(".py") and not os.path.isfile(args.target):  # before importing torch
         raise DlprofError(f"target file not found: {args.target}")
     from dlprof.probe.environment import available_cores
+    from dlprof.report.model import scan_report
     from dlprof.report.scan_text import ConsoleScanRenderer
     from dlprof.scan_records import ScanResult
     from dlprof.sweep.search import Scan, ScanPlan
@@ -115,10 +116,12 @@ def cmd_scan(args) -> int:
     finally:
         if result.trials:
             from dlprof.report.build import write_reports  # matplotlib: only once there is a report
+            from dlprof.scan_views import keep_views
 
+            keep_views(result, out)  # what the reports draw, into the results: they need no dump
             scan.save()
             write_reports(result, out, out)
-    print(ConsoleScanRenderer().render(result), end="")
+    print(ConsoleScanRenderer().render(scan_report(result, figures=False)), end="")
     print(f"results: {os.path.join(out, 'results.json')}; reports: {os.path.join(out, 'report.html')}, "
           f"{os.path.join(out, 'report.md')}, {os.path.join(out, 'trace.json')}")
     if interrupted:
@@ -219,13 +222,14 @@ def cmd_report(args) -> int:
 def cmd_summary(args) -> int:
     """Print the summary of a saved profile or scan results file (no torch needed)."""
     from dlprof.records import ProfileRun, load_json
+    from dlprof.report.model import scan_report
     from dlprof.report.scan_text import ConsoleScanRenderer
     from dlprof.result import ProfileResult
     from dlprof.scan_records import SCAN_SCHEMA_NAME, ScanResult
 
     data = load_json(args.results)
     if isinstance(data, dict) and data.get("schema") == SCAN_SCHEMA_NAME:
-        print(ConsoleScanRenderer().render(ScanResult.from_dict(data)), end="")
+        print(ConsoleScanRenderer().render(scan_report(ScanResult.from_dict(data), figures=False)), end="")
     else:
         ProfileResult(ProfileRun.from_dict(data)).summary()
     return 0
