@@ -37,20 +37,34 @@ _SKIP = (os.sep + os.path.join("torch", "utils", "data") + os.sep, os.sep + "dlp
 _ASSIGNED = re.compile(r"^\s*(?:self\.)?([A-Za-z_][\w.]*)\s*[:=][^=]")
 
 
+def _library(path: str) -> bool:
+    return "site-packages" in path or "dist-packages" in path or path.startswith(sys.prefix + os.sep + "lib")
+
+
 def _site() -> tuple[str, str]:
-    """(name, file:line) of the code that made the loader: the first frame outside torch's data
-    package, dlprof and constructors (a subclass's ``__init__`` calling ``super().__init__``);
-    the name is the variable the line assigns, if any."""
+    """(name, file:line) of the loader being made. The maker is the first frame outside torch's
+    data package, dlprof and constructors (a subclass's ``__init__`` calling ``super().__init__``);
+    the site is the first frame of the program's own code (not an installed library): the line
+    that made it, or the line that led a framework to make it (``trainer.fit(...)``). The name is
+    the variable that line assigns when the program made the loader itself, else the framework
+    function that made it."""
     frame = sys._getframe(2)
     while frame is not None and (any(s in frame.f_code.co_filename for s in _SKIP)
                                  or frame.f_code.co_name == "__init__"):
         frame = frame.f_back
     if frame is None:
         return "DataLoader", "?"
-    path, line = frame.f_code.co_filename, frame.f_lineno
-    match = _ASSIGNED.match(linecache.getline(path, line))
-    where = f"{os.path.relpath(path) if not os.path.relpath(path).startswith('..') else path}:{line}"
-    return (match.group(1) if match else f"DataLoader in {frame.f_code.co_name}"), where
+    maker, user = frame, frame
+    while user is not None and _library(user.f_code.co_filename):
+        user = user.f_back
+    user = user or maker
+    path, line = user.f_code.co_filename, user.f_lineno
+    rel = os.path.relpath(path)
+    where = f"{path if rel.startswith('..') else rel}:{line}"
+    if user is maker:
+        match = _ASSIGNED.match(linecache.getline(path, line))
+        return (match.group(1) if match else f"DataLoader in {maker.f_code.co_name}"), where
+    return f"DataLoader of {getattr(maker.f_code, 'co_qualname', maker.f_code.co_name)}", where
 
 
 def _init(self, *args, **kwargs):
@@ -74,7 +88,8 @@ def _new_probe(loader: DataLoader) -> LoaderProbe:
     run = ProfileRun()
     probe = LoaderProbe(loader, None, lambda: None, run.batches, run.epochs, hold=False, start=_ORIGINAL_ITER)
     run.loader = describe_loader(loader, None)
-    name, site = loader.__dict__.get("_dlprof_site") or ("DataLoader", "?")
+    # a loader made before the patch (a callback installed at the start of training) has no site
+    name, site = loader.__dict__.get("_dlprof_site") or (f"DataLoader({type(loader.dataset).__name__})", "?")
     with _lock:
         _registry.append(RunLoader(name=name, site=site, pid=os.getpid(), rank=_rank(), run=run))
     return probe
@@ -100,20 +115,26 @@ def _rank_facts(entry: RunLoader) -> dict:
             "sampler": entry.run.loader.sampler if entry.run.loader else None}
 
 
-def write(out_dir: str) -> str | None:
-    """This process's profiles into ``out_dir``; the path, or None when it iterated no loader."""
+def collect() -> RunResult:
+    """What this process has profiled so far (every loader iterated since ``install()``)."""
     with _lock:
         loaders = list(_registry)
-    if not loaders:
-        return None
-    environment = collect_environment(None)
+    environment = collect_environment(None) if loaders else {}
     for entry in loaders:
         entry.run.environment = environment
         if entry.rank is not None:
             entry.facts = _rank_facts(entry)
+    return RunResult(command=list(sys.argv), loaders=loaders)
+
+
+def write(out_dir: str) -> str | None:
+    """This process's profiles into ``out_dir``; the path, or None when it iterated no loader."""
+    result = collect()
+    if not result.loaders:
+        return None
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, f"process-{os.getpid()}.json")
-    RunResult(command=list(sys.argv), loaders=loaders).save(path)
+    result.save(path)
     return path
 
 
@@ -133,13 +154,27 @@ def _on_sigterm(signum, frame) -> None:
 _installed_in = [0]
 
 
-def install() -> None:
-    """Patch DataLoader in this process (once) and write the profiles at exit."""
+def uninstall() -> None:
+    """DataLoader as torch defines it again; loaders already profiled stay in the registry."""
+    DataLoader.__init__ = _ORIGINAL_INIT
+    DataLoader.__iter__ = _ORIGINAL_ITER
+
+
+def clear() -> None:
+    with _lock:
+        _registry.clear()
+
+
+def install(at_exit: bool = True) -> None:
+    """Patch DataLoader in this process (once); ``at_exit``: write the profiles at exit into
+    ``$DLPROF_RUN_OUT`` (``dlprof run``; the framework callbacks write at the end of training)."""
     if DataLoader.__iter__ is _iter:
         return
     _installed_in[0] = os.getpid()
     DataLoader.__init__ = _init
     DataLoader.__iter__ = _iter
+    if not at_exit:
+        return
     atexit.register(_at_exit)
     if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _on_sigterm)
