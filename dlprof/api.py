@@ -136,6 +136,9 @@ class ProfiledLoader:
     def result(self) -> ProfileResult:
         return self.profiler.result()
 
+    def _repr_html_(self) -> str:
+        return self.result()._repr_html_()
+
     def summary(self, file=None) -> None:
         self.profiler.summary(file)
 

@@ -120,3 +120,15 @@ def test_the_start_method_can_still_be_set_after_a_profile():
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "spawn"
+
+
+def test_notebooks_show_results_as_html(tmp_path):
+    loader = DataLoader(BusyDataset(32), batch_size=4, num_workers=2)
+    prof = dlprof.profile(loader, sample_system=False)
+    for _ in prof:
+        pass
+    html = prof._repr_html_()
+    assert html.startswith("<div class='dlprof'>") and "data:image/svg+xml;base64," in html
+    assert "fetch" in html and prof.result().analyse().verdict in html
+    prof.save(tmp_path / "results.json")
+    assert type(dlprof.load(tmp_path / "results.json")).__name__ == "ProfileResult"
