@@ -192,3 +192,12 @@ def test_every_renderer_formats_one_model():
     for cls in renderers:
         params = list(inspect.signature(cls.render).parameters)
         assert len(params) == 2 and params[0] == "self", (cls, params)
+
+
+def test_a_saved_scan_shows_as_its_html_report_in_a_notebook():
+    import dlprof
+
+    folder = os.path.join(REPO, "reports", "recipes", "image_folder")  # the complete sample
+    shown = dlprof.load(os.path.join(folder, "results.json"))
+    with open(os.path.join(folder, "report.html"), encoding="utf-8") as fh:
+        assert shown._repr_html_() == fh.read()
