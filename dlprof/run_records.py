@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from dlprof.records import ProfileRun, ResultsFileError, load_json, save_json
+from dlprof.records import ProfileRun, ResultsFileError, check_schema, load_json, save_json
 
 RUN_SCHEMA_NAME = "dlprof.run"
 RUN_SCHEMA_VERSION = 1
@@ -60,11 +60,7 @@ class RunResult:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "RunResult":
-        if not isinstance(data, dict) or data.get("schema") != RUN_SCHEMA_NAME:
-            raise ResultsFileError("not a dlprof run results file (missing 'schema': 'dlprof.run')")
-        if data.get("schema_version") != RUN_SCHEMA_VERSION:
-            raise ResultsFileError(f"run results have schema version {data.get('schema_version')!r}; "
-                                   f"this dlprof reads version {RUN_SCHEMA_VERSION}")
+        check_schema(data, RUN_SCHEMA_NAME, (RUN_SCHEMA_VERSION,), "run results")
         try:
             return cls(command=list(data["command"]), exit_code=data.get("exit_code"),
                        loaders=[RunLoader.from_dict(x) for x in data["loaders"]])

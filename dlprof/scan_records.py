@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from dlprof.records import ResultsFileError
+from dlprof.records import ResultsFileError, check_schema
 
 SCAN_SCHEMA_NAME = "dlprof.scan"
 SCAN_SCHEMA_VERSION = 5
@@ -204,11 +204,7 @@ class TrialResult:
 
     @classmethod
     def from_file_dict(cls, data: dict[str, Any]) -> "TrialResult":
-        if not isinstance(data, dict) or data.get("schema") != TRIAL_SCHEMA_NAME:
-            raise ResultsFileError("not a dlprof trial file (missing 'schema': 'dlprof.trial')")
-        if data.get("schema_version") != TRIAL_SCHEMA_VERSION:
-            raise ResultsFileError(f"trial file has schema version {data.get('schema_version')!r}; "
-                                   f"this dlprof reads version {TRIAL_SCHEMA_VERSION}")
+        check_schema(data, TRIAL_SCHEMA_NAME, (TRIAL_SCHEMA_VERSION,), "trial")
         try:
             return cls.from_dict(data["trial"])
         except (TypeError, KeyError, ValueError) as exc:
@@ -271,11 +267,7 @@ class ScanResult:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ScanResult":
-        if not isinstance(data, dict) or data.get("schema") != SCAN_SCHEMA_NAME:
-            raise ResultsFileError("not a dlprof scan results file (missing 'schema': 'dlprof.scan')")
-        if data.get("schema_version") not in READABLE_VERSIONS:
-            raise ResultsFileError(f"scan results have schema version {data.get('schema_version')!r}; "
-                                   f"this dlprof reads version {SCAN_SCHEMA_VERSION}")
+        check_schema(data, SCAN_SCHEMA_NAME, READABLE_VERSIONS, "scan results")
 
         try:
             trials = [TrialResult.from_dict(t) for t in data.get("trials", [])]
