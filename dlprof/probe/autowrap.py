@@ -38,7 +38,9 @@ _ASSIGNED = re.compile(r"^\s*(?:self\.)?([A-Za-z_][\w.]*)\s*[:=][^=]")
 
 
 def _library(path: str) -> bool:
-    return "site-packages" in path or "dist-packages" in path or path.startswith(sys.prefix + os.sep + "lib")
+    """An installed package's file or the standard library's: not the program's own code."""
+    return ("site-packages" in path or "dist-packages" in path or path.startswith("<frozen")
+            or any(path.startswith(os.path.join(p, "lib") + os.sep) for p in {sys.prefix, sys.base_prefix}))
 
 
 def _site() -> tuple[str, str]:
