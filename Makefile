@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup browser demo test bench-overhead bench-recommend bench-reliability bench-recipes bench-diagnosis bench-no-gain clean
+.PHONY: setup browser demo test bench-overhead bench-recommend bench-reliability bench-recipes bench-diagnosis bench-no-gain bench-threads bench-run-torchrun clean
 
 setup: $(STAMP)
 
@@ -54,6 +54,14 @@ bench-diagnosis: setup
 # Two pipelines that nothing can speed up, scanned 10 times each: every scan must say "keep"
 bench-no-gain: setup
 	$(PY) benchmarks/no_gain.py --times 10 --out reports/benchmarks/no-gain.txt
+
+# The torch-threads knob on image_folder, side by side (a scan, then up to 2 minutes of turns)
+bench-threads: setup
+	$(PY) benchmarks/threads_gain.py recipes/image_folder.py --out reports/benchmarks/threads.txt
+
+# dlprof run of a 2-rank torchrun job, 10 times: no hang, the slowed rank named (about 3 minutes)
+bench-run-torchrun: setup
+	$(PY) benchmarks/run_torchrun.py --times 10 --out reports/benchmarks/run-torchrun.txt
 
 # A quick scan of every recipe (the tests scan one recipe per class): reports/recipes/
 bench-recipes: setup

@@ -1,7 +1,9 @@
-"""Overhead of dlprof.profile: the same loader iterated bare and profiled, alternately.
+"""Overhead of dlprof.profile and of `dlprof run`: the same loader iterated bare, profiled, and
+as `dlprof run` instruments a program (DataLoader patched: one probe per loader object, no system
+sampler), in turn.
 
-Runs A B A B ... (bare, profiled) so drift of the machine hits both alike, and prints per case
-the throughput ratio profiled/bare (median of the per-pair ratios, with its IQR) and the CPU
+Runs A B C A B C ... (bare, profiled, run) so drift of the machine hits all alike, and prints per
+case and mode the throughput ratio to bare (median of the per-round ratios, with its IQR) and the CPU
 ratio (CPU time per sample of the main process and the workers, bare/profiled), which is
 steadier than throughput when workers and the main process share too few cores.
 The loop body is empty, the worst case: nothing hides the profiler's per-batch cost.
@@ -29,6 +31,7 @@ from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import dlprof  # noqa: E402
+from dlprof.probe import autowrap  # noqa: E402
 from dlprof.probe.environment import available_cores  # noqa: E402
 
 
@@ -49,6 +52,7 @@ class WorkDataset(Dataset):
 
 # name, seconds of work per sample, samples per run (about a second of loading), goal
 CASES = [("1ms", 1e-3, 64 * 16, 0.99), ("20us", 20e-6, 64 * 1000, 0.95)]
+MODES = ("bare", "profile", "run")  # each round runs them in this order
 BATCH_SIZE = 64
 
 
@@ -68,17 +72,21 @@ def _wait_for_first_tick(prof) -> None:
 STACKS = False  # set by --stacks
 
 
-def one_run(loader, profiled: bool) -> tuple[float, float]:
+def one_run(loader, mode: str) -> tuple[float, float]:
     """(samples per second, CPU microseconds per sample) of one pass, worker start-up included.
 
     A profiled run creates its profiler outside the timed region and waits for the sampler's
     first tick: the sampler process's one-off start is paid once per profiler, not per epoch,
-    and is reported on its own below.
+    and is reported on its own below. A `run` pass iterates the loader itself with DataLoader
+    patched, as in a program under `dlprof run` (its probe kept across passes, as across epochs).
     """
+    profiled = mode == "profile"
     iterable = loader
     if profiled:
         iterable = dlprof.profile(loader, sample_stacks=STACKS)
         _wait_for_first_tick(iterable)
+    elif mode == "run":
+        autowrap.install(at_exit=False)
     cpu0 = _cpu_s()
     start = time.perf_counter()
     samples = 0
@@ -88,6 +96,8 @@ def one_run(loader, profiled: bool) -> tuple[float, float]:
     cpu = _cpu_s() - cpu0
     if profiled:
         iterable.close()
+    if mode == "run":
+        autowrap.uninstall()
     return samples / elapsed, cpu / samples * 1e6
 
 
@@ -133,30 +143,35 @@ def main() -> int:
         else "# profiled runs: dlprof.profile defaults (no stack sampling)",
         f"# machine: {platform.platform()}, python {platform.python_version()}, torch {torch.__version__}, "
         f"{available_cores()} cores available",
-        f"# {args.pairs} A/B pairs per case after one warm-up pair; ratios are medians of per-pair ratios",
+        f"# {args.pairs} rounds (bare, profile, run) per case after one warm-up round; ratios are medians of "
+        "per-round ratios to bare",
         "",
-        f"{'case':<8}{'workers':>8}{'bare samples/s':>16}{'profiled samples/s':>20}"
+        f"{'case':<8}{'workers':>8}{'mode':>9}{'bare samples/s':>16}{'profiled samples/s':>20}"
         f"{'ratio':>8}{'IQR':>16}{'cpu ratio':>11}{'goal':>7}{'met':>5}",
     ]
     print("\n".join(lines), flush=True)
     for name, cost, length, goal in CASES:
         for workers in (0, 2):
             loader = DataLoader(WorkDataset(length, cost), batch_size=BATCH_SIZE, num_workers=workers)
-            one_run(loader, False), one_run(loader, True)  # warm-up: imports, page cache, allocator
-            bare, prof, ratios, cpu_ratios = [], [], [], []
+            for mode in MODES:  # warm-up: imports, page cache, allocator
+                one_run(loader, mode)
+            rates = {m: [] for m in MODES}
+            cpus = {m: [] for m in MODES}
             for _ in range(args.pairs):
-                b, b_cpu = one_run(loader, False)
-                p, p_cpu = one_run(loader, True)
-                bare.append(b)
-                prof.append(p)
-                ratios.append(p / b)
-                cpu_ratios.append(b_cpu / p_cpu)
-            q1, med, q3 = quartiles(ratios)
-            line = (f"{name:<8}{workers:>8}{statistics.median(bare):>16,.0f}{statistics.median(prof):>20,.0f}"
-                    f"{med:>8.3f}{f'[{q1:.3f}, {q3:.3f}]':>16}{statistics.median(cpu_ratios):>11.3f}"
-                    f"{goal:>7.2f}{'yes' if med >= goal else 'NO':>5}")
-            lines.append(line)
-            print(line, flush=True)
+                for mode in MODES:
+                    rate, cpu = one_run(loader, mode)
+                    rates[mode].append(rate)
+                    cpus[mode].append(cpu)
+            for mode in MODES[1:]:
+                ratios = [p / b for p, b in zip(rates[mode], rates["bare"])]
+                cpu_ratios = [b / p for p, b in zip(cpus[mode], cpus["bare"])]
+                q1, med, q3 = quartiles(ratios)
+                line = (f"{name:<8}{workers:>8}{mode:>9}{statistics.median(rates['bare']):>16,.0f}"
+                        f"{statistics.median(rates[mode]):>20,.0f}"
+                        f"{med:>8.3f}{f'[{q1:.3f}, {q3:.3f}]':>16}{statistics.median(cpu_ratios):>11.3f}"
+                        f"{goal:>7.2f}{'yes' if med >= goal else 'NO':>5}")
+                lines.append(line)
+                print(line, flush=True)
 
     create_ms, start_cpu_ms, running_cpu_ms = sampler_costs(
         DataLoader(WorkDataset(64, 0.0), batch_size=BATCH_SIZE))

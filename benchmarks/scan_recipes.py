@@ -11,7 +11,7 @@ Kept for a reader: every file of one complete sample (SAMPLE, the demo's recipe)
 profile dumps (up to 2.3 MB each), and for the others the summaries: results.json and scan.txt
 (what the terminal showed: verdict, evidence, speedup, recommendation). Their report.md would
 link plot files of 0.2-0.7 MB each recipe, 4.4 MB in all; `dlprof report results.json` renders
-it again (without the timelines, which need the dumps).
+it again, timelines included (the results keep what the reports draw).
 """
 from __future__ import annotations
 

@@ -136,6 +136,9 @@ class ProfiledLoader:
     def result(self) -> ProfileResult:
         return self.profiler.result()
 
+    def _repr_html_(self) -> str:
+        return self.result()._repr_html_()
+
     def summary(self, file=None) -> None:
         self.profiler.summary(file)
 
@@ -177,7 +180,7 @@ def _save_merged(run: ProfileRun, path: str) -> None:
     os.makedirs(out_dir, exist_ok=True)
     save_json(merged, path)
     with open(os.path.join(out_dir, "report.md"), "w", encoding="utf-8") as fh:
-        fh.write(DistributedMarkdownRenderer().render(analyse_ranks(merged), merged["world_size"]))
+        fh.write(DistributedMarkdownRenderer().render(analyse_ranks(merged)))
 
 
 def profile(loader, device=None, sample_system: bool = True, sample_stacks: bool = False) -> ProfiledLoader:

@@ -78,6 +78,7 @@ def cmd_scan(args) -> int:
     if args.target.endswith(".py") and not os.path.isfile(args.target):  # before importing torch
         raise DlprofError(f"target file not found: {args.target}")
     from dlprof.probe.environment import available_cores
+    from dlprof.report.model import scan_report
     from dlprof.report.scan_text import ConsoleScanRenderer
     from dlprof.scan_records import ScanResult
     from dlprof.sweep.search import Scan, ScanPlan
@@ -115,10 +116,12 @@ def cmd_scan(args) -> int:
     finally:
         if result.trials:
             from dlprof.report.build import write_reports  # matplotlib: only once there is a report
+            from dlprof.scan_views import keep_views
 
+            keep_views(result, out)  # what the reports draw, into the results: they need no dump
             scan.save()
             write_reports(result, out, out)
-    print(ConsoleScanRenderer().render(result), end="")
+    print(ConsoleScanRenderer().render(scan_report(result, figures=False)), end="")
     print(f"results: {os.path.join(out, 'results.json')}; reports: {os.path.join(out, 'report.html')}, "
           f"{os.path.join(out, 'report.md')}, {os.path.join(out, 'trace.json')}")
     if interrupted:
@@ -171,6 +174,39 @@ def _resumable(out: str, target: str, digest: str):
     return result
 
 
+def cmd_run(args) -> int:
+    """Run a command unchanged with every DataLoader of its Python processes profiled; exit with
+    the command's own exit code."""
+    from dlprof import run_command
+
+    command = args.command_line[1:] if args.command_line[:1] == ["--"] else args.command_line
+    if not command:
+        raise DlprofError("nothing to run: give a command, e.g. dlprof run -- python train.py, or a script")
+    command = run_command.command_of(command)
+    out = args.out or run_command.default_out(command)
+    code, result = run_command.run(command, out)
+    if result.loaders:
+        from dlprof.report.run_report import RunConsoleRenderer, run_report
+
+        print(RunConsoleRenderer().render(run_report(result, figures=False)), end="", file=sys.stderr)
+    paths = run_command.write_reports(result, out)
+    merged = run_command.ranks_merged(result)
+    if merged is not None:
+        from dlprof.analysis.ranks import analyse_ranks
+
+        stragglers = analyse_ranks(merged).stragglers
+        print(f"dlprof run: {merged['world_size']} ranks; " + (
+            "stragglers: " + ", ".join(f"rank {r}" for r in stragglers) if stragglers else "no straggler")
+              + f" (details: {os.path.join(out, 'ranks.md')})", file=sys.stderr)
+    print(f"dlprof run: {len(result.loaders)} DataLoader(s) profiled; results: {paths[0]}; reports: "
+          + ", ".join(paths[1:]), file=sys.stderr, flush=True)
+    if code < 0:  # the command died of a signal: so does dlprof, as a shell would show it
+        signal.signal(-code, signal.SIG_DFL)
+        os.kill(os.getpid(), -code)
+        return 128 - code
+    return code
+
+
 def cmd_report(args) -> int:
     """Render the reports of a saved scan again (no torch needed)."""
     from dlprof.report.build import load_scan, write_reports
@@ -186,13 +222,14 @@ def cmd_report(args) -> int:
 def cmd_summary(args) -> int:
     """Print the summary of a saved profile or scan results file (no torch needed)."""
     from dlprof.records import ProfileRun, load_json
+    from dlprof.report.model import scan_report
     from dlprof.report.scan_text import ConsoleScanRenderer
     from dlprof.result import ProfileResult
     from dlprof.scan_records import SCAN_SCHEMA_NAME, ScanResult
 
     data = load_json(args.results)
     if isinstance(data, dict) and data.get("schema") == SCAN_SCHEMA_NAME:
-        print(ConsoleScanRenderer().render(ScanResult.from_dict(data)), end="")
+        print(ConsoleScanRenderer().render(scan_report(ScanResult.from_dict(data), figures=False)), end="")
     else:
         ProfileResult(ProfileRun.from_dict(data)).summary()
     return 0
@@ -263,6 +300,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="seconds before a trial that gives no result (a hung worker) is stopped "
                          "(default: 35 s with --quick, 45 s otherwise; the first trial also gets the budget)")
     sc.set_defaults(func=cmd_scan)
+
+    ru = sub.add_parser("run", help="run a command or script unchanged, profiling every DataLoader it iterates",
+                        usage="dlprof run [--out DIR] -- COMMAND [ARGS...]  |  dlprof run SCRIPT.py [ARGS...]")
+    ru.add_argument("--out", default=None, help="output folder (default: reports/run-<script>-<time>)")
+    ru.add_argument("command_line", nargs=argparse.REMAINDER, metavar="COMMAND")
+    ru.set_defaults(func=cmd_run)
 
     rp = sub.add_parser("report", help="render report.html / report.md / trace.json from a scan's results.json")
     rp.add_argument("results")

@@ -181,6 +181,15 @@ class ResultsFileError(ValueError):
     """A results file that cannot be read; the message is fit for a one-line CLI error."""
 
 
+def check_schema(data: Any, name: str, versions: tuple[int, ...], what: str) -> None:
+    """Raise ResultsFileError unless ``data`` is a ``name`` file of a version this dlprof reads."""
+    if not isinstance(data, dict) or data.get("schema") != name:
+        raise ResultsFileError(f"not a dlprof {what} file (missing 'schema': '{name}')")
+    if data.get("schema_version") not in versions:
+        raise ResultsFileError(f"{what} file has schema version {data.get('schema_version')!r}; this dlprof reads "
+                               f"version {', '.join(map(str, versions))}")
+
+
 def save_json(data: dict[str, Any], path: str | os.PathLike) -> None:
     """Write atomically (temp file + rename), so a crash never leaves a half-written file."""
     path = os.fspath(path)

@@ -52,12 +52,38 @@ class ProfileResult:
     def save(self, path: str | os.PathLike) -> None:
         save_json(self.run.to_dict(), path)
 
+    def _repr_html_(self) -> str:
+        """A notebook shows the verdict, the summary and the timeline."""
+        from dlprof.report.profile_html import ProfileHtmlRenderer, profile_view
+
+        return ProfileHtmlRenderer().render(profile_view(self.run))
+
     def save_trace(self, path: str | os.PathLike) -> None:
         """Chrome trace-event JSON: open it in Perfetto (ui.perfetto.dev) or chrome://tracing."""
         with open(path, "w", encoding="utf-8") as fh:
             fh.write(TraceRenderer().render(self.run))
 
 
-def load(path: str | os.PathLike) -> ProfileResult:
-    """Load a results file written by ``save``."""
-    return ProfileResult(ProfileRun.from_dict(load_json(path)))
+class ScanResults:
+    """A saved scan (``results.json`` of ``dlprof scan``): ``.result`` is the ScanResult; a notebook
+    shows its HTML report."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        from dlprof.report.build import load_scan
+
+        self.result = load_scan(os.fspath(path))
+
+    def _repr_html_(self) -> str:
+        from dlprof.report.html import HtmlRenderer
+        from dlprof.report.model import scan_report
+
+        return HtmlRenderer().render(scan_report(self.result))
+
+
+def load(path: str | os.PathLike):
+    """Load a results file: a profile (written by ``save``) as a ProfileResult, a scan's
+    results.json as ScanResults."""
+    data = load_json(path)
+    if isinstance(data, dict) and data.get("schema") == "dlprof.scan":
+        return ScanResults(path)
+    return ProfileResult(ProfileRun.from_dict(data))

@@ -20,6 +20,11 @@ incompatible change and say what changed):
      copy. ``config.num_threads``: torch.set_num_threads() in the training process (null: as the
      process had it; absent in older files); ``config.in_order`` (DataLoader in_order; absent:
      true); trials: ``produce_p50_ms``, ``produce_p99_ms`` (a batch's fetch + collate).
+  5  trials: ``views`` (null, or what the reports draw of that trial's run: ``timeline``,
+     ``processes`` and ``gpus`` as columns, ``flames`` as call trees per stage), kept on the
+     baseline's and the recommendation's trials and on trials with sampled stacks, so that a
+     report rendered again from the results file alone is the report the scan wrote. Versions 1-4
+     are still read (no views: ``dlprof report`` takes them from the per-trial dumps if present).
 
 A trial's own file (written by the trial process, read by the scan) is
 ``{"schema": "dlprof.trial", "schema_version": 1, "trial": {...}}``, the trial in the same form as
@@ -32,11 +37,11 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from dlprof.records import ResultsFileError
+from dlprof.records import ResultsFileError, check_schema
 
 SCAN_SCHEMA_NAME = "dlprof.scan"
-SCAN_SCHEMA_VERSION = 4
-READABLE_VERSIONS = (1, 2, 3, 4)
+SCAN_SCHEMA_VERSION = 5
+READABLE_VERSIONS = (1, 2, 3, 4, 5)
 TRIAL_SCHEMA_NAME = "dlprof.trial"
 TRIAL_SCHEMA_VERSION = 1
 
@@ -120,6 +125,17 @@ class LoaderSettings:
 
 
 @dataclass
+class RunViews:
+    """What the reports draw of one trial's run, kept in the results file: tables as columns
+    (column name, with its unit, -> values; see ``analysis.views``) and call trees."""
+
+    timeline: dict[str, list] = field(default_factory=dict)  # track, stage, start_ms, duration_ms
+    processes: dict[str, list] = field(default_factory=dict)  # t_s, process, cpu_pct, rss_mb
+    gpus: dict[str, list] = field(default_factory=dict)  # t_s, gpu, util_pct, mem_used_mb
+    flames: dict[str, dict] = field(default_factory=dict)  # stage -> {"name", "value", "children"}
+
+
+@dataclass
 class TrialResult:
     """One configuration measured in one child process."""
 
@@ -157,7 +173,7 @@ class TrialResult:
     dataset_kind: str = "map"
     stream_repeats: bool = False  # an IterableDataset gave every worker the same samples
     info: dict[str, Any] = field(default_factory=dict)  # baseline only: target facts, environment
-
+    views: RunViews | None = None  # what the reports draw of this run (see RunViews); None: not kept
 
     def to_dict(self) -> dict[str, Any]:
         """The one serialized form of a trial: its fields, the settings under ``config``."""
@@ -169,6 +185,8 @@ class TrialResult:
     def from_dict(cls, d: dict[str, Any]) -> "TrialResult":
         d = dict(d)
         d["settings"] = LoaderSettings(**d.pop("config"))
+        if d.get("views") is not None:
+            d["views"] = RunViews(**d["views"])
         return cls(**d)
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -186,11 +204,7 @@ class TrialResult:
 
     @classmethod
     def from_file_dict(cls, data: dict[str, Any]) -> "TrialResult":
-        if not isinstance(data, dict) or data.get("schema") != TRIAL_SCHEMA_NAME:
-            raise ResultsFileError("not a dlprof trial file (missing 'schema': 'dlprof.trial')")
-        if data.get("schema_version") != TRIAL_SCHEMA_VERSION:
-            raise ResultsFileError(f"trial file has schema version {data.get('schema_version')!r}; "
-                                   f"this dlprof reads version {TRIAL_SCHEMA_VERSION}")
+        check_schema(data, TRIAL_SCHEMA_NAME, (TRIAL_SCHEMA_VERSION,), "trial")
         try:
             return cls.from_dict(data["trial"])
         except (TypeError, KeyError, ValueError) as exc:
@@ -253,11 +267,7 @@ class ScanResult:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ScanResult":
-        if not isinstance(data, dict) or data.get("schema") != SCAN_SCHEMA_NAME:
-            raise ResultsFileError("not a dlprof scan results file (missing 'schema': 'dlprof.scan')")
-        if data.get("schema_version") not in READABLE_VERSIONS:
-            raise ResultsFileError(f"scan results have schema version {data.get('schema_version')!r}; "
-                                   f"this dlprof reads version {SCAN_SCHEMA_VERSION}")
+        check_schema(data, SCAN_SCHEMA_NAME, READABLE_VERSIONS, "scan results")
 
         try:
             trials = [TrialResult.from_dict(t) for t in data.get("trials", [])]

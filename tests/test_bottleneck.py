@@ -149,7 +149,7 @@ def test_step_contention_counts_workers_that_split_the_cores():
 
 
 def test_keep_says_whether_any_other_configuration_was_tried():
-    from dlprof.report.scan_text import speedup_line
+    from dlprof.report.model import speedup_line
 
     base = trial()
     alone = ScanResult(target="t.py", baseline=base, recommendation=base, speedup=1.0, trials=[base], complete=True)

@@ -124,3 +124,80 @@ def test_html_in_headless_chromium(scanned, tmp_path):
         assert driver.save_screenshot(os.path.join(shots, "test-report.png"))
     finally:
         driver.quit()
+
+
+def test_reports_render_again_from_the_results_file_alone(scanned, tmp_path):
+    """The results keep what the reports draw (timelines, CPU, flame trees): without the per-trial
+    dumps, `dlprof report` writes the same report.md, plots and report.html."""
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    (alone / "results.json").write_text((scanned / "results.json").read_text())
+    proc = subprocess.run([sys.executable, "-m", "dlprof", "report", str(alone / "results.json")],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    plots = sorted(p for p in os.listdir(scanned) if p.startswith("plot-"))
+    assert len(plots) >= 5  # throughput, loop stages, producer stages, timeline, CPU and memory
+    for name in ["report.md", "report.html"] + plots:
+        assert (alone / name).read_text() == (scanned / name).read_text(), name
+    assert not (alone / "trace.json").exists()  # a trace is the run itself: it needs the dump
+
+
+def _committed_scans() -> list[str]:
+    found = []
+    for root, _, files in os.walk(os.path.join(REPO, "reports")):
+        if "results.json" in files:
+            with open(os.path.join(root, "results.json"), encoding="utf-8") as fh:
+                if json.load(fh).get("schema") == "dlprof.scan":
+                    found.append(root)
+    return sorted(found)
+
+
+def test_every_committed_sample_scan_renders_again_as_the_scan_wrote_it(tmp_path):
+    from dlprof.report.build import load_scan, write_reports
+    from dlprof.report.model import scan_report
+    from dlprof.report.scan_text import ConsoleScanRenderer
+
+    folders = _committed_scans()
+    assert len(folders) >= 13, folders  # every recipe's scan (make bench-recipes)
+    for folder in folders:
+        name = os.path.relpath(folder, REPO)
+        result = load_scan(os.path.join(folder, "results.json"))
+        printed = os.path.join(folder, "scan.txt")  # what the terminal showed at the scan's end
+        if os.path.exists(printed):
+            with open(printed, encoding="utf-8") as fh:
+                assert ConsoleScanRenderer().render(scan_report(result, figures=False)) in fh.read(), name
+        if not os.path.exists(os.path.join(folder, "report.md")):
+            continue  # a summary only: results.json and scan.txt
+        out = tmp_path / name.replace(os.sep, "-")
+        write_reports(result, str(out), folder)
+        for f in sorted(os.listdir(out)):
+            with open(os.path.join(folder, f), encoding="utf-8") as fh:
+                assert (out / f).read_text() == fh.read(), f"{name}/{f}"
+
+
+def test_every_renderer_formats_one_model():
+    """One signature, ``render(model) -> str``, for every output format."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    import dlprof.report
+
+    renderers = []
+    for info in pkgutil.iter_modules(dlprof.report.__path__):
+        module = importlib.import_module(f"dlprof.report.{info.name}")
+        renderers += [c for _, c in inspect.getmembers(module, inspect.isclass)
+                      if c.__module__ == module.__name__ and hasattr(c, "render")]
+    assert len(renderers) >= 7, renderers
+    for cls in renderers:
+        params = list(inspect.signature(cls.render).parameters)
+        assert len(params) == 2 and params[0] == "self", (cls, params)
+
+
+def test_a_saved_scan_shows_as_its_html_report_in_a_notebook():
+    import dlprof
+
+    folder = os.path.join(REPO, "reports", "recipes", "image_folder")  # the complete sample
+    shown = dlprof.load(os.path.join(folder, "results.json"))
+    with open(os.path.join(folder, "report.html"), encoding="utf-8") as fh:
+        assert shown._repr_html_() == fh.read()

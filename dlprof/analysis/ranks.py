@@ -27,6 +27,7 @@ SPREAD_MADS = 3.0  # ... and 3 robust standard deviations of the other ranks' wa
 @dataclass
 class RankAnalysis:
     table: pd.DataFrame  # one row per rank
+    world_size: int = 0
     stragglers: list[int] = field(default_factory=list)
     evidence: list[str] = field(default_factory=list)
     recommendations: list[str] = field(default_factory=list)
@@ -74,7 +75,7 @@ def _mad(values: list[float]) -> float:
 
 def analyse_ranks(merged: dict) -> RankAnalysis:
     table = rank_table(merged)
-    result = RankAnalysis(table)
+    result = RankAnalysis(table, world_size=int(merged.get("world_size", len(table))))
     step = float(table["loop_ms"].median()) if len(table) else 0.0
     for row in table.itertuples(index=False):
         others = [w for r, w in zip(table["rank"], table["wait_ms"]) if r != row.rank]

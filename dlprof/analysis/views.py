@@ -72,3 +72,31 @@ def gpu_frame(run: ProfileRun) -> pd.DataFrame:
     rows = [{"t_s": (g.t_ns - origin) / 1e9, "gpu": g.index, "util_pct": g.util_pct,
              "mem_used_mb": g.mem_used_bytes / 2**20} for g in run.gpus]
     return pd.DataFrame(rows, columns=["t_s", "gpu", "util_pct", "mem_used_mb"])
+
+
+# -- what a results file keeps of a run, so that reports need no per-trial dump ------------
+
+DECIMALS = 3  # times kept to the microsecond (ms columns) or the millisecond (s columns)
+
+
+def to_columns(frame: pd.DataFrame) -> dict[str, list]:
+    """A table as column name -> values (floats rounded), the form a results file keeps."""
+    return {name: [round(v, DECIMALS) if isinstance(v, float) else v for v in frame[name].tolist()]
+            for name in frame.columns}
+
+
+def from_columns(columns: dict[str, list], names: list[str]) -> pd.DataFrame:
+    return pd.DataFrame({n: columns.get(n, []) for n in names}, columns=names)
+
+
+TIMELINE_COLUMNS = ["track", "stage", "start_ms", "duration_ms"]
+PROCESS_COLUMNS = ["t_s", "process", "cpu_pct", "rss_mb"]
+GPU_COLUMNS = ["t_s", "gpu", "util_pct", "mem_used_mb"]
+
+
+def pruned(tree: dict, total: int | None = None, share: float = 1e-3) -> dict:
+    """A call tree without the nodes under ``share`` of the root's samples: a flame graph 1,000
+    units wide leaves those out anyway (narrower than one unit), so it draws the same."""
+    total = tree["value"] if total is None else total
+    return {"name": tree["name"], "value": tree["value"],
+            "children": [pruned(c, total, share) for c in tree["children"] if c["value"] >= share * total]}

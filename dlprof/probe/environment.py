@@ -65,4 +65,7 @@ def collect_environment(device: str | None = None) -> dict:
 def _start_method() -> str | None:
     import multiprocessing
 
-    return multiprocessing.get_start_method(allow_none=True) or multiprocessing.get_context().get_start_method()
+    # get_context() would fix the default as the process's start method (a later
+    # set_start_method() then raises "context has already been set"): read it without setting it;
+    # the first of get_all_start_methods() is the default, as documented
+    return multiprocessing.get_start_method(allow_none=True) or multiprocessing.get_all_start_methods()[0]

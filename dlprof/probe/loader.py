@@ -7,6 +7,7 @@ only its ``dataset`` and ``collate_fn`` are swapped for the timing proxies of ``
 from __future__ import annotations
 
 import copy
+import weakref
 from time import perf_counter_ns
 from typing import Callable
 
@@ -60,13 +61,20 @@ class LoaderProbe:
     """Iterable over the user's batches; each ``iter()`` is one epoch, recorded."""
 
     def __init__(self, loader: DataLoader, device, on_epoch_start: Callable[[], None],
-                 batches: list[BatchRecord], epochs: list[EpochRecord]) -> None:
+                 batches: list[BatchRecord], epochs: list[EpochRecord], hold: bool = True,
+                 start: Callable = iter) -> None:
+        """``hold=False``: keep the user's loader weakly (``dlprof run`` hangs the probe on the
+        loader itself, which then ends with its workers when the program drops it). ``start``:
+        how an epoch's torch iterator is made from the copy (``dlprof run``: DataLoader's own
+        ``__iter__``, under a subclass's override that called it)."""
         if not isinstance(loader, DataLoader):
             raise TypeError(f"dlprof.profile expects a torch.utils.data.DataLoader, got {type(loader).__name__}")
-        self.loader = loader
+        self._loader = loader if hold else weakref.ref(loader)
+        self._start = start
         self._shadow = copy.copy(loader)  # copies __dict__; bypasses DataLoader.__setattr__ guards
         shadow = self._shadow.__dict__
         shadow["_iterator"] = None  # own persistent workers, not the user's
+        shadow["_dlprof_shadow"] = True  # iterated as a plain DataLoader, never profiled again
         sampler_key = "batch_sampler" if loader.batch_sampler is not None else "sampler"
         in_flight = loader.num_workers * (loader.prefetch_factor or 2)
         self._indices = IndexSamplerProxy(getattr(loader, sampler_key), loader.num_workers == 0, in_flight)
@@ -75,19 +83,31 @@ class LoaderProbe:
         pinned = bool(loader.pin_memory)
         self.mover = DeviceMover(device, non_blocking=pinned) if device is not None else None
         self._on_epoch_start = on_epoch_start
-        self._torch_iter = None  # the current epoch's torch iterator: its workers, for post-mortems
+        # the current epoch's torch iterator, weakly: its workers for post-mortems, yet the
+        # workers end when the loop drops the iterator (a ``break``), as with the bare loader
+        self._torch_iter = lambda: None
         self._batches = batches
         self._epochs = epochs
+
+    @property
+    def loader(self) -> DataLoader | None:
+        """The user's loader (None once a weakly held one is gone)."""
+        return self._loader() if isinstance(self._loader, weakref.ref) else self._loader
 
     def __len__(self) -> int:
         return len(self._shadow)
 
     def __iter__(self) -> "_EpochIterator":
+        # len(loader) of an IterableDataset arms torch's "length exceeded" warning on the loader
+        # it was called on: the user's, maybe after this copy was made
+        called = getattr(self.loader, "__dict__", {}).get("_IterableDataset_len_called")
+        if called is not None:
+            self._shadow.__dict__["_IterableDataset_len_called"] = called
         reused = self._shadow._iterator is not None
         self._on_epoch_start()
         start = perf_counter_ns()
-        it = iter(self._shadow)
-        self._torch_iter = it
+        it = self._start(self._shadow)
+        self._torch_iter = weakref.ref(it)
         ready = perf_counter_ns()
         record = EpochRecord(epoch=len(self._epochs), iter_start_ns=start, iter_ready_ns=ready,
                              first_batch_ns=0, end_ns=0, batches=0, workers_reused=reused,
@@ -100,12 +120,12 @@ class LoaderProbe:
         each None where unknown. The index is known when the main process fetches
         (num_workers=0); with workers only the batch is, the one the loop was waiting for."""
         position = self._epochs[-1].batches if self._epochs else 0
-        return failing_index() if self.loader.num_workers == 0 else None, self._indices.indices_of(position)
+        return failing_index() if self._shadow.num_workers == 0 else None, self._indices.indices_of(position)
 
     def dead_workers(self) -> list[tuple[int, int, int]]:
         """(worker id, pid, exit code) of the current iterator's workers that have exited; a
         negative exit code is the signal that killed the worker."""
-        workers = getattr(self._torch_iter, "_workers", None) or []
+        workers = getattr(self._torch_iter(), "_workers", None) or []
         dead = []
         for wid, proc in enumerate(workers):
             try:
@@ -154,7 +174,11 @@ class _EpochIterator:
             self._finish(asked, completed=True)
             raise
         except BaseException:
-            self._finish(perf_counter_ns(), completed=False)
+            # torch's iterator goes on after an exception (a loop that catches a bad batch gets
+            # the next one), and so does this one: the epoch is closed as it stands, and a later
+            # batch or the end of the epoch updates it
+            self._probe._end_epoch(self._epoch, perf_counter_ns(), completed=False)
+            self._last = None  # the time until the next ask is the handler's, not a step
             raise
         got = perf_counter_ns()
         epoch = self._epoch
@@ -177,6 +201,13 @@ class _EpochIterator:
         self._last = record
         self._last_handed_ns = perf_counter_ns()
         return batch
+
+    def __getattr__(self, name: str):
+        """Attributes of torch's iterator (``_workers``, ``_pin_memory_thread``, ...), as the bare
+        loader's iterator has them; only looked up when the attribute is not the wrapper's own."""
+        if name == "_it":  # not set yet (a failed __init__): no recursion
+            raise AttributeError(name)
+        return getattr(self._it, name)
 
     def _finish(self, end_ns: int, completed: bool) -> None:
         if not self._done:

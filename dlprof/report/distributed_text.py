@@ -5,8 +5,8 @@ from dlprof.analysis.ranks import RankAnalysis
 
 
 class DistributedMarkdownRenderer:
-    def render(self, a: RankAnalysis, world_size: int) -> str:
-        out = [f"# dlprof: distributed job, {world_size} ranks", ""]
+    def render(self, a: RankAnalysis) -> str:
+        out = [f"# dlprof: distributed job, {a.world_size} ranks", ""]
         if a.stragglers:
             out += [f"**Stragglers:** {', '.join(f'rank {r}' for r in a.stragglers)}", ""]
         else:

@@ -8,9 +8,8 @@ from __future__ import annotations
 import base64
 from html import escape
 
-from dlprof.analysis.recommend import changes, dataloader_call
-from dlprof.report.scan_text import headline, speedup_line
-from dlprof.scan_records import ScanResult
+from dlprof.report.model import ScanReport
+from dlprof.report.scan_text import HOTSPOTS_INTRO, TRIAL_HEAD, trial_cells
 
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1100px;
@@ -33,89 +32,71 @@ document.querySelectorAll('table.sortable th').forEach((th,i)=>th.addEventListen
 """
 
 
+def _img(svg: str, cls: str, alt: str) -> str:
+    """An <img> of a data: URI: self-contained, and nothing inside a plot can run."""
+    data = base64.b64encode(svg.encode("utf-8")).decode("ascii")
+    return f"<figure><img class='{cls}' alt='{escape(alt)}' src='data:image/svg+xml;base64,{data}'></figure>"
+
+
 class HtmlRenderer:
-    def render(self, r: ScanResult, figures: dict[str, str], flames: dict[int, dict[str, str]] | None = None) -> str:
-        """``figures``: section title -> inline SVG; ``flames``: trial number -> stage -> flame graph SVG."""
+    """report.html: one file, figures inline."""
+
+    def render(self, m: ScanReport) -> str:
         e = escape
-        b = r.bottleneck
-        parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>dlprof scan: {e(r.target)}</title>",
-                 f"<style>{_CSS}</style></head><body>", f"<h1>dlprof scan: <code>{e(r.target)}</code></h1>"]
-        if not r.complete:
+        parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>dlprof scan: {e(m.target)}</title>",
+                 f"<style>{_CSS}</style></head><body>", f"<h1>dlprof scan: <code>{e(m.target)}</code></h1>"]
+        if not m.complete:
             parts.append("<p class='verdict'><b>Incomplete scan</b>: results of the trials done so far.</p>")
-        parts.append(f"<p class='verdict {e(b.verdict) if b else ''}' id='verdict'>{e(headline(r))}</p>")
-        if b and b.evidence:
-            parts.append("<ul>" + "".join(f"<li>{e(x)}</li>" for x in b.evidence) + "</ul>")
-        if r.warnings:
-            parts.append("<h2>Warnings</h2><ul class='warn'>" + "".join(f"<li>{e(w)}</li>" for w in r.warnings) + "</ul>")
-        parts.append(f"<h2>Recommendation</h2><p>{e(speedup_line(r))}</p>")
-        if r.recommendation is not None:
-            parts.append(f"<pre id='recommendation'>{e(dataloader_call(r.recommendation.settings))}</pre>")
-        if r.baseline is not None:
-            parts.append(f"<p class='muted'>Baseline: <code>{e(dataloader_call(r.baseline.settings))}</code></p>")
-            if r.recommendation is not None:
-                diff = changes(r.baseline.settings, r.recommendation.settings)
-                parts.append(f"<p>Changes: {e(', '.join(diff) if diff else 'none')}</p>")
-        for title, svg in figures.items():
-            # an <img> of a data: URI: self-contained, and nothing inside a plot can run
-            data = base64.b64encode(svg.encode("utf-8")).decode("ascii")
-            parts.append(f"<h2>{e(title)}</h2><figure><img class='plot' alt='{e(title)}' "
-                         f"src='data:image/svg+xml;base64,{data}'></figure>")
-        parts.append(self._trials(r))
-        sampled = [(i, t) for i, t in enumerate(r.trials, 1) if t.hotspots or t.hotspots_note]
-        if sampled:
-            parts.append("<h2>Hotspots</h2><p class='muted'>Python stacks sampled by py-spy (up to 100 Hz a process) in the main "
-                         "process and the workers; % of the stage's samples (self: the function itself was running; "
-                         "total: it or what it called).</p>")
-            for i, t in sampled:
-                parts.append(f"<h3>Trial {i}: {e(t.purpose)} ({e(t.settings.label())})</h3>")
-                if t.hotspots_note:
-                    parts.append(f"<p class='warn'>{e(t.hotspots_note)}</p>")
-                if t.hotspots:
+        parts.append(f"<p class='verdict {e(m.verdict)}' id='verdict'>{e(m.headline)}</p>")
+        if m.evidence:
+            parts.append("<ul>" + "".join(f"<li>{e(x)}</li>" for x in m.evidence) + "</ul>")
+        if m.warnings:
+            parts.append("<h2>Warnings</h2><ul class='warn'>" + "".join(f"<li>{e(w)}</li>" for w in m.warnings) + "</ul>")
+        parts.append(f"<h2>Recommendation</h2><p>{e(m.speedup_line)}</p>")
+        if m.recommended_code is not None:
+            parts.append(f"<pre id='recommendation'>{e(m.recommended_code)}</pre>")
+        if m.baseline_code is not None:
+            parts.append(f"<p class='muted'>Baseline: <code>{e(m.baseline_code)}</code></p>")
+            if m.changes is not None:
+                parts.append(f"<p>Changes: {e(', '.join(m.changes) if m.changes else 'none')}</p>")
+        for f in m.figures:
+            parts.append(f"<h2>{e(f.title)}</h2>" + _img(f.svg, "plot", f.title))
+        parts.append(self._trials(m))
+        if m.hotspots:
+            parts.append(f"<h2>Hotspots</h2><p class='muted'>{e(HOTSPOTS_INTRO)}</p>")
+            for h in m.hotspots:
+                parts.append(f"<h3>Trial {h.number}: {e(h.purpose)} ({e(h.label)})</h3>")
+                if h.note:
+                    parts.append(f"<p class='warn'>{e(h.note)}</p>")
+                if h.rows:
                     parts.append("<table class='hotspots'><thead><tr><th class='l'>stage</th><th>samples</th>"
                                  "<th class='l'>by</th><th class='l'>function</th><th class='l'>where</th><th>%</th>"
                                  "</tr></thead><tbody>" + "".join(
-                                     f"<tr><td class='l'>{e(h['stage'])}</td><td>{h['stage_samples']}</td>"
-                                     f"<td class='l'>{e(h['rank_by'])}</td><td class='l'><code>{e(h['function'])}</code></td>"
-                                     f"<td class='l'>{e(h['location'])}</td><td>{h['pct']:.0f}</td></tr>"
-                                     for h in t.hotspots) + "</tbody></table>")
-                for stage, svg in (flames or {}).get(i, {}).items():
-                    data = base64.b64encode(svg.encode("utf-8")).decode("ascii")
-                    parts.append(f"<figure><img class='flame' alt='flame graph: {e(stage)}' "
-                                 f"src='data:image/svg+xml;base64,{data}'></figure>")
-        failed = [(i, t) for i, t in enumerate(r.trials, 1) if t.status != "ok"]
-        if failed:
+                                     f"<tr><td class='l'>{e(x['stage'])}</td><td>{x['stage_samples']}</td>"
+                                     f"<td class='l'>{e(x['rank_by'])}</td><td class='l'><code>{e(x['function'])}</code></td>"
+                                     f"<td class='l'>{e(x['location'])}</td><td>{x['pct']:.0f}</td></tr>"
+                                     for x in h.rows) + "</tbody></table>")
+                parts += [_img(f.svg, "flame", f"flame graph: {f.title}") for f in h.flames]
+        if m.failed:
             parts.append("<h2>Failed trials</h2>" + "".join(
-                f"<details id='failed-{i}'><summary>trial {i} ({e(t.settings.label())}): {e(t.status)}: {e(t.error)}"
-                "</summary>" + (f"<pre>{e(t.traceback)}</pre>" if t.traceback else "")
-                + (f"<p class='muted'>log: {e(t.log)}</p>" if t.log else "") + "</details>" for i, t in failed))
-        env = r.environment
+                f"<details id='failed-{f.number}'><summary>trial {f.number} ({e(f.label)}): {e(f.status)}: {e(f.error)}"
+                "</summary>" + (f"<pre>{e(f.traceback)}</pre>" if f.traceback else "")
+                + (f"<p class='muted'>log: {e(f.log)}</p>" if f.log else "") + "</details>" for f in m.failed))
         parts.append("<h2>Environment</h2><table><tbody>" + "".join(
-            f"<tr><td class='l'>{e(str(k))}</td><td class='l'>{e(str(v))}</td></tr>" for k, v in env.items()
+            f"<tr><td class='l'>{e(str(k))}</td><td class='l'>{e(str(v))}</td></tr>" for k, v in m.environment.items()
             if k != "argv") + "</tbody></table>")
-        if r.notes:
-            parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{e(n)}</li>" for n in r.notes) + "</ul>")
+        if m.notes:
+            parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{e(n)}</li>" for n in m.notes) + "</ul>")
         parts.append(f"<script>{_JS}</script></body></html>")
         return "\n".join(parts) + "\n"
 
-    def _trials(self, r: ScanResult) -> str:
+    def _trials(self, m: ScanReport) -> str:
         e = escape
-        head = ["#", "purpose", "num_workers", "batch_size", "prefetch", "persistent", "pin", "samples/s",
-                "± %", "wait %", "fetch ms", "collate ms", "step ms", "status"]
-        rows = []
-        for i, t in enumerate(r.trials, 1):
-            s, m = t.settings, t.stage_ms
-            cls = ("rec" if r.recommendation is not None and s == r.recommendation.settings else
-                   "base" if r.baseline is not None and s == r.baseline.settings else "")
-            if t.status == "ok":
-                nums = [f"{t.samples_per_s:,.0f}", f"{t.ci_pct:.1f}", f"{t.wait_pct:.0f}", f"{m.get('fetch', 0):.2f}",
-                        f"{m.get('collate', 0):.2f}", f"{m.get('step', 0):.2f}", "ok"]
-            else:
-                nums = ["", "", "", "", "", "", f"{t.status}: {t.error}"]
-            cells = [str(i), t.purpose, s.num_workers, s.batch_size, s.prefetch_factor, s.persistent_workers,
-                     s.pin_memory, *nums]
-            rows.append(f"<tr class='{cls}'>" + "".join(
-                f"<td class='{'l' if j in (1, 13) else ''}'>{e(str(c))}</td>" for j, c in enumerate(cells)) + "</tr>")
+        left = (1, 13)  # purpose and status: text, aligned left
+        rows = [f"<tr class='{row.role}'>" + "".join(
+            f"<td class='{'l' if j in left else ''}'>{e(c)}</td>" for j, c in enumerate(trial_cells(row))) + "</tr>"
+            for row in m.trials]
         return ("<h2>All trials</h2><p class='muted'>Click a column to sort. Green: recommended; amber: baseline.</p>"
                 "<table class='sortable' id='trials'><thead><tr>" +
-                "".join(f"<th class='{'l' if j in (1, 13) else ''}'>{e(h)}</th>" for j, h in enumerate(head)) +
+                "".join(f"<th class='{'l' if j in left else ''}'>{e(h)}</th>" for j, h in enumerate(TRIAL_HEAD)) +
                 "</tr></thead><tbody>" + "".join(rows) + "</tbody></table>")

@@ -1,91 +1,75 @@
-"""Scan results as Markdown (report.md) and as the terminal's closing summary."""
+"""A scan's report as Markdown (report.md) and as the terminal's closing summary."""
 from __future__ import annotations
 
-from dlprof.analysis.recommend import changes, dataloader_call
-from dlprof.scan_records import Purpose, ScanResult
+from dlprof.report.model import ScanReport
+
+TRIAL_HEAD = ("#", "purpose", "num_workers", "batch_size", "prefetch", "persistent", "pin", "samples/s",
+              "± %", "wait %", "fetch ms", "collate ms", "step ms", "status")
 
 
-def headline(r: ScanResult) -> str:
-    b = r.bottleneck
-    if b is None:
-        return "no diagnosis (the scan did not finish)"
-    stage = b.stage + (f" ({b.kind})" if b.kind else "")
-    return f"{b.verdict}, bottleneck: {stage}"
+def trial_cells(row) -> list[str]:
+    """A trial's row of the trials table, as text (Markdown and HTML show the same)."""
+    s, m = row.settings, row.stage_ms
+    if row.status == "ok":
+        nums = [f"{row.samples_per_s:,.0f}", f"{row.ci_pct:.1f}", f"{row.wait_pct:.0f}", f"{m.get('fetch', 0):.2f}",
+                f"{m.get('collate', 0):.2f}", f"{m.get('step', 0):.2f}", "ok"]
+    else:
+        nums = ["", "", "", "", "", "", f"{row.status}: {row.error}"]
+    return [str(row.number), row.purpose, str(s.num_workers), str(s.batch_size), str(s.prefetch_factor),
+            str(s.persistent_workers), str(s.pin_memory), *nums]
 
 
-def speedup_line(r: ScanResult) -> str:
-    if r.recommendation is None or r.speedup is None:
-        return "no recommendation: no configuration was measured successfully"
-    if r.speedup == 1.0 and r.recommendation is r.baseline:
-        searched = [t for t in r.trials if t.purpose.searched]
-        if not searched:
-            return ("keep the current configuration, untested: the budget ran out before any other "
-                    "configuration was tried (a larger --budget lets the scan search)")
-        return "keep the current configuration: no candidate was measurably faster"
-    rounds = ", ".join(f"{x:.2f}x" for x in r.speedup_samples)  # one ratio a pair of turns
-    interval = (f", 95% interval {r.speedup_ci[0]:.2f}-{r.speedup_ci[1]:.2f}x" if r.speedup_ci
-                else " (no interval: results of an older dlprof)")
-    return f"measured speedup {r.speedup:.2f}x{interval} over the baseline (side by side, pairs of turns: {rounds})"
+HOTSPOTS_INTRO = ("Python stacks sampled by py-spy (up to 100 Hz a process) in the main process and the workers; % of "
+                  "the stage's samples. Self: the function itself was running; total: it or what it called.")
 
 
 class MarkdownRenderer:
-    def render(self, r: ScanResult, figures: dict[str, str] | None = None) -> str:
-        """``figures``: title -> image file name, linked beside the report."""
-        out = [f"# dlprof scan: `{r.target}`", ""]
-        if not r.complete:
+    """report.md; its figures are linked by file name (written beside it)."""
+
+    def render(self, m: ScanReport) -> str:
+        out = [f"# dlprof scan: `{m.target}`", ""]
+        if not m.complete:
             out += ["> **Incomplete scan**: results of the trials done so far.", ""]
-        out += [f"**Verdict:** {headline(r)}", ""]
-        if r.bottleneck:
-            out += [f"- {e}" for e in r.bottleneck.evidence] + [""]
-        out += ["## Recommendation", "", speedup_line(r), ""]
-        if r.recommendation is not None:
-            out += ["```python", dataloader_call(r.recommendation.settings), "```", ""]
-            if r.baseline is not None:
-                diff = changes(r.baseline.settings, r.recommendation.settings)
-                out += [f"Changes from the baseline: {', '.join(diff) if diff else 'none'}.", ""]
-        if r.warnings:
-            out += ["## Warnings", ""] + [f"- {w}" for w in r.warnings] + [""]
-        for title, path in (figures or {}).items():
-            out += [f"### {title}", "", f"![{title}]({path})", ""]
-        out += ["## Trials", "",
-                "| # | purpose | num_workers | batch_size | prefetch | persistent | pin | samples/s | ± % | wait % | fetch ms | collate ms | step ms | status |",
-                "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-        for i, t in enumerate(r.trials, 1):
-            s, m = t.settings, t.stage_ms
-            if t.status == "ok":
-                nums = (f"{t.samples_per_s:,.0f} | {t.ci_pct:.1f} | {t.wait_pct:.0f} | {m.get('fetch', 0):.2f} | "
-                        f"{m.get('collate', 0):.2f} | {m.get('step', 0):.2f} | ok")
-            else:
-                nums = f"- | - | - | - | - | - | {t.status}: {_escape(t.error)}"
-            out.append(f"| {i} | {t.purpose} | {s.num_workers} | {s.batch_size} | {s.prefetch_factor} | "
-                       f"{s.persistent_workers} | {s.pin_memory} | {nums} |")
-        sampled = [(i, t) for i, t in enumerate(r.trials, 1) if t.hotspots or t.hotspots_note]
-        if sampled:
-            out += ["", "## Hotspots", "",
-                    "Python stacks sampled by py-spy (up to 100 Hz a process) in the main process and the workers; % of the "
-                    "stage's samples. Self: the function itself was running; total: it or what it called."]
-            for i, t in sampled:
-                out += ["", f"**Trial {i}** ({t.purpose}: {t.settings.label()})"]
-                if t.hotspots_note:
-                    out += ["", t.hotspots_note]
-                if t.hotspots:
+        out += [f"**Verdict:** {m.headline}", ""]
+        if m.verdict:
+            out += [f"- {e}" for e in m.evidence] + [""]
+        out += ["## Recommendation", "", m.speedup_line, ""]
+        if m.recommended_code is not None:
+            out += ["```python", m.recommended_code, "```", ""]
+            if m.changes is not None:
+                out += [f"Changes from the baseline: {', '.join(m.changes) if m.changes else 'none'}.", ""]
+        if m.warnings:
+            out += ["## Warnings", ""] + [f"- {w}" for w in m.warnings] + [""]
+        for f in m.figures:
+            out += [f"### {f.title}", "", f"![{f.title}]({f.file})", ""]
+        out += ["## Trials", "", "| " + " | ".join(TRIAL_HEAD) + " |", "|" + "---|" * len(TRIAL_HEAD)]
+        for row in m.trials:
+            cells = trial_cells(row)
+            if row.status != "ok":
+                cells = cells[:7] + ["-"] * 6 + [_escape(cells[13])]
+            out.append("| " + " | ".join(cells) + " |")
+        if m.hotspots:
+            out += ["", "## Hotspots", "", HOTSPOTS_INTRO]
+            for h in m.hotspots:
+                out += ["", f"**Trial {h.number}** ({h.purpose}: {h.label})"]
+                if h.note:
+                    out += ["", h.note]
+                if h.rows:
                     out += ["", "| stage | samples | by | function | where | % |", "|---|---|---|---|---|---|"]
-                    for h in t.hotspots:
-                        out.append(f"| {h['stage']} | {h['stage_samples']} | {h['rank_by']} | `{_escape(h['function'])}` | "
-                                   f"`{_escape(h['location'])}` | {h['pct']:.0f} |")
-        failed = [(i, t) for i, t in enumerate(r.trials, 1) if t.status != "ok"]
-        if failed:
+                    out += [f"| {x['stage']} | {x['stage_samples']} | {x['rank_by']} | `{_escape(x['function'])}` | "
+                            f"`{_escape(x['location'])}` | {x['pct']:.0f} |" for x in h.rows]
+        if m.failed:
             out += ["", "## Failed trials"]
-            for i, t in failed:
-                out += ["", f"**Trial {i}** ({t.settings.label()}): {t.status}: {t.error}" + (f" (log: `{t.log}`)" if t.log else "")]
-                if t.traceback:
-                    out += ["", "<details><summary>traceback</summary>", "", "```", t.traceback, "```", "", "</details>"]
-        env = r.environment
+            for f in m.failed:
+                out += ["", f"**Trial {f.number}** ({f.label}): {f.status}: {f.error}" + (f" (log: `{f.log}`)" if f.log else "")]
+                if f.traceback:
+                    out += ["", "<details><summary>traceback</summary>", "", "```", f.traceback, "```", "", "</details>"]
+        env = m.environment
         out += ["", "## Environment", "",
                 f"{env.get('available_cores')} cores available, Python {env.get('python')}, torch {env.get('torch')}, "
                 f"device {env.get('device') or 'none (no copy)'}, dlprof {env.get('dlprof')}."]
-        if r.notes:
-            out += ["", "## Notes", ""] + [f"- {n}" for n in r.notes]
+        if m.notes:
+            out += ["", "## Notes", ""] + [f"- {n}" for n in m.notes]
         return "\n".join(out) + "\n"
 
 
@@ -94,25 +78,14 @@ def _escape(text: str) -> str:
 
 
 class ConsoleScanRenderer:
-    def render(self, r: ScanResult) -> str:
-        lines = [f"verdict: {headline(r)}"]
-        if r.bottleneck:
-            lines += [f"  - {e}" for e in r.bottleneck.evidence]
-        for w in r.warnings:
-            lines.append(f"warning: {w}")
-        lines.append(speedup_line(r))
-        for t in r.trials:
-            label = (t.purpose if t.purpose in (Purpose.HOTSPOTS_BASELINE, Purpose.HOTSPOTS_RECOMMENDATION)
-                     else f"hotspots ({t.purpose})")
-            if t.hotspots:
-                tops = [h for h in t.hotspots if h["rank_by"] == "total"]
-                firsts = {}
-                for h in tops:
-                    firsts.setdefault(h["stage"], h)
-                lines.append(f"{label}: " + "; ".join(
-                    f"{stage}: {h['pct']:.0f}% {h['function']} ({h['location']})" for stage, h in firsts.items()))
-            elif t.hotspots_note:
-                lines.append(f"{label}: {t.hotspots_note}")
-        if r.recommendation is not None:
-            lines.append("recommended: " + dataloader_call(r.recommendation.settings))
+    """What the terminal shows at a scan's end (and ``dlprof summary results.json``)."""
+
+    def render(self, m: ScanReport) -> str:
+        lines = [f"verdict: {m.headline}"]
+        lines += [f"  - {e}" for e in m.evidence]
+        lines += [f"warning: {w}" for w in m.warnings]
+        lines.append(m.speedup_line)
+        lines += m.hotspot_lines
+        if m.recommended_code is not None:
+            lines.append("recommended: " + m.recommended_code)
         return "\n".join(lines) + "\n"

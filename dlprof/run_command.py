@@ -1,0 +1,116 @@
+"""``dlprof run``: a command run unchanged, with every DataLoader of its Python processes profiled.
+
+The command gets ``dlprof/bootstrap`` (a ``sitecustomize``) first on its PYTHONPATH and
+``DLPROF_RUN_OUT`` in its environment, both for that command only; its stdin, stdout, stderr and
+exit code are its own. Each Python process that iterates a DataLoader writes
+``process-<pid>.json`` into the output folder at exit; when the command ends they are merged into
+``results.json`` with report.md, report.html and trace.json (the training loader's run), and the
+per-loader summaries go to stderr. Ctrl-C reaches the command from the terminal and dlprof waits
+for it; SIGTERM sent to dlprof is passed to the command; what its processes wrote is merged
+either way, and dlprof ends as the command did (its exit code, or the same signal). No torch in
+this process.
+"""
+from __future__ import annotations
+
+import glob
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from dlprof.errors import DlprofError
+from dlprof.records import ResultsFileError
+from dlprof.run_records import RunResult, merge, ranks_merged
+
+BOOTSTRAP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bootstrap")
+PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def command_of(argv: list[str]) -> list[str]:
+    """``train.py ARGS`` runs as ``python train.py ARGS`` with this interpreter (like
+    ``python -m cProfile train.py``); anything else is run as given."""
+    if argv and argv[0].endswith(".py") and os.path.isfile(argv[0]):
+        return [sys.executable, *argv]
+    return list(argv)
+
+
+def default_out(command: list[str]) -> str:
+    script = next((os.path.splitext(os.path.basename(a))[0] for a in command if a.endswith(".py")),
+                  os.path.basename(command[0]) if command else "command")
+    return os.path.join("reports", f"run-{script}-{time.strftime('%Y%m%d-%H%M%S')}")
+
+
+def environment_for(out_dir: str) -> dict[str, str]:
+    env = dict(os.environ)
+    path = [BOOTSTRAP] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
+    env["PYTHONPATH"] = os.pathsep.join(path)
+    env["DLPROF_RUN_OUT"] = os.path.abspath(out_dir)
+    env["DLPROF_PACKAGE_ROOT"] = PACKAGE_ROOT  # the command's processes import this dlprof
+    return env
+
+
+def run(command: list[str], out_dir: str) -> tuple[int, RunResult]:
+    """Run ``command`` to its end; (its exit code, the merged profiles)."""
+    os.makedirs(out_dir, exist_ok=True)
+    for stale in glob.glob(os.path.join(out_dir, "process-*.json")):
+        os.unlink(stale)  # an earlier run's files are not this run's
+    try:
+        child = subprocess.Popen(command, env=environment_for(out_dir))
+    except OSError as exc:
+        raise DlprofError(f"cannot run {command[0]!r}: {exc.strerror or exc}") from None
+
+    def forward(signum, frame):
+        child.send_signal(signum)
+
+    # Ctrl-C reaches the command from the terminal itself (one process group): dlprof waits for
+    # it to end; SIGTERM sent to dlprof alone is passed on
+    previous = {signal.SIGINT: signal.signal(signal.SIGINT, signal.SIG_IGN),
+                signal.SIGTERM: signal.signal(signal.SIGTERM, forward)}
+    try:
+        code = child.wait()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    parts = []
+    for path in sorted(glob.glob(os.path.join(out_dir, "process-*.json"))):
+        try:
+            parts.append(RunResult.load(path))
+        except ResultsFileError as exc:  # a process killed while writing: the others still count
+            print(f"dlprof run: skipped {path}: {exc}", file=sys.stderr)
+            continue
+        os.unlink(path)  # merged into results.json
+    return code, merge(parts, command, code)
+
+
+def write_reports(result: RunResult, out_dir: str) -> list[str]:
+    from dlprof.report.run_report import RunHtmlRenderer, RunMarkdownRenderer, run_report
+    from dlprof.report.trace import TraceRenderer
+
+    model = run_report(result)
+    written = []
+    path = os.path.join(out_dir, "results.json")
+    result.save(path)
+    written.append(path)
+    for name, text in (("report.md", RunMarkdownRenderer().render(model)),
+                       ("report.html", RunHtmlRenderer().render(model))):
+        path = os.path.join(out_dir, name)
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        written.append(path)
+    merged = ranks_merged(result)
+    if merged is not None:  # a torchrun job: the ranks side by side, stragglers named
+        from dlprof.analysis.ranks import analyse_ranks
+        from dlprof.report.distributed_text import DistributedMarkdownRenderer
+
+        path = os.path.join(out_dir, "ranks.md")
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(DistributedMarkdownRenderer().render(analyse_ranks(merged)))
+        written.append(path)
+    top = result.headline()
+    if top is not None:
+        path = os.path.join(out_dir, "trace.json")
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(TraceRenderer().render(top.run))
+        written.append(path)
+    return written

@@ -1,0 +1,222 @@
+"""`dlprof run`: an unmodified program, its DataLoaders profiled; its output, exceptions and exit
+code its own. Real subprocesses and workers."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from tests.test_results_and_cli import REPO
+
+DLPROF = [sys.executable, "-m", "dlprof"]
+
+TWO_LOADERS = """
+    import sys
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    ds = TensorDataset(torch.arange(96.0))
+    train_loader = DataLoader(ds, batch_size=4, num_workers=2)
+    val_loader = DataLoader(ds, batch_size=32)
+    print("argv", sys.argv[1:])
+    for epoch in range(2):
+        total = sum(float(b[0].sum()) for b in train_loader)
+        print("epoch", epoch, total)
+        for b in val_loader:
+            pass
+"""
+
+
+def _script(tmp_path, text: str, name: str = "train.py") -> str:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return str(path)
+
+
+def _results(out) -> dict:
+    with open(os.path.join(out, "results.json"), encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def test_a_script_runs_unchanged_and_every_loader_is_profiled(tmp_path):
+    script = _script(tmp_path, TWO_LOADERS)
+    bare = subprocess.run([sys.executable, script, "--lr", "0.1"], capture_output=True, text=True, timeout=120)
+    out = tmp_path / "out"
+    run = subprocess.run(DLPROF + ["run", "--out", str(out), "--", sys.executable, script, "--lr", "0.1"],
+                         cwd=REPO, capture_output=True, text=True, timeout=180)
+    assert run.returncode == bare.returncode == 0, run.stderr
+    assert run.stdout == bare.stdout  # the program's own output, byte for byte
+    data = _results(out)
+    assert data["schema"] == "dlprof.run" and data["exit_code"] == 0
+    loaders = {x["name"]: x for x in data["loaders"]}
+    assert set(loaders) == {"train_loader", "val_loader"}
+    assert loaders["train_loader"]["site"].endswith("train.py:7")
+    train = loaders["train_loader"]["run"]
+    assert len(train["epochs"]) == 2 and len(train["batches"]) == 48  # one profile across epochs
+    assert {b["worker_id"] for b in train["batches"]} == {0, 1}
+    assert len(loaders["val_loader"]["run"]["batches"]) == 6
+    # the terminal's summary (stderr) names the training loader first
+    assert run.stderr.index("training loader (most batches): train_loader") < run.stderr.index("val_loader")
+    assert {"report.md", "report.html", "trace.json"} <= set(os.listdir(out))
+    assert not [f for f in os.listdir(out) if f.startswith("process-")]  # merged into results.json
+
+
+def test_a_script_given_alone_runs_with_its_arguments(tmp_path):
+    script = _script(tmp_path, TWO_LOADERS)
+    out = tmp_path / "out"
+    run = subprocess.run(DLPROF + ["run", "--out", str(out), script, "a", "--b"], cwd=REPO, capture_output=True,
+                         text=True, timeout=180)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines()[0] == "argv ['a', '--b']"
+    assert len(_results(out)["loaders"]) == 2
+
+
+def test_the_programs_exception_and_exit_code_are_its_own_and_results_are_kept(tmp_path):
+    script = _script(tmp_path, """
+        import torch
+        from torch.utils.data import DataLoader, TensorDataset
+
+        loader = DataLoader(TensorDataset(torch.arange(16.0)), batch_size=4)
+        for i, batch in enumerate(loader):
+            if i == 2:
+                raise RuntimeError("diverged at step 2")
+    """)
+    bare = subprocess.run([sys.executable, script], capture_output=True, text=True, timeout=120)
+    out = tmp_path / "out"
+    run = subprocess.run(DLPROF + ["run", "--out", str(out), "--", sys.executable, script], cwd=REPO,
+                         capture_output=True, text=True, timeout=180)
+    assert bare.returncode == run.returncode == 1
+    assert "RuntimeError: diverged at step 2" in run.stderr
+    # the traceback is the program's: its frames, not dlprof's
+    assert bare.stderr.strip() in run.stderr
+    data = _results(out)
+    assert data["exit_code"] == 1 and len(data["loaders"][0]["run"]["batches"]) == 3
+
+
+def test_sigterm_stops_the_command_and_keeps_what_was_measured(tmp_path):
+    script = _script(tmp_path, """
+        import time
+        import torch
+        from torch.utils.data import DataLoader, TensorDataset
+
+        loader = DataLoader(TensorDataset(torch.arange(64.0)), batch_size=4, num_workers=2)
+        while True:
+            for batch in loader:
+                time.sleep(0.01)
+            print("epoch", flush=True)
+    """)
+    out = tmp_path / "out"
+    proc = subprocess.Popen(DLPROF + ["run", "--out", str(out), "--", sys.executable, script], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == "epoch\n"  # a whole epoch measured
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGTERM, err  # the program died of the signal, as without dlprof
+    data = _results(out)
+    assert data["exit_code"] == -signal.SIGTERM
+    assert len(data["loaders"][0]["run"]["batches"]) >= 16
+
+
+def test_a_program_without_a_dataloader_and_a_missing_command(tmp_path):
+    script = _script(tmp_path, "import sys\nprint('hello')\nsys.exit(3)\n")
+    out = tmp_path / "out"
+    run = subprocess.run(DLPROF + ["run", "--out", str(out), script], cwd=REPO, capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 3 and run.stdout == "hello\n"
+    assert "0 DataLoader(s) profiled" in run.stderr and _results(out)["loaders"] == []
+    missing = subprocess.run(DLPROF + ["run", "--out", str(tmp_path / "none"), "--", "no-such-command-here"], cwd=REPO,
+                             capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 2
+    assert missing.stderr.strip().splitlines() == [
+        "dlprof: error: cannot run 'no-such-command-here': No such file or directory"]
+
+
+def test_the_stage_table_matches_dlprof_profile(tmp_path):
+    """recipes/mnist_mlp.py run as a plain script under `dlprof run`: its stdout as without
+    dlprof, and its fetch and step per batch as `dlprof profile` measures them (within 2x: the
+    two runs are separate processes on a shared machine)."""
+    recipe = os.path.join(REPO, "recipes", "mnist_mlp.py")
+    bare = subprocess.run([sys.executable, recipe], cwd=REPO, capture_output=True, text=True, timeout=300)
+    out = tmp_path / "run"
+    run = subprocess.run(DLPROF + ["run", "--out", str(out), recipe], cwd=REPO, capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == bare.stdout
+    prof_out = tmp_path / "profile"
+    subprocess.run(DLPROF + ["profile", recipe, "--epochs", "1", "--out", str(prof_out)], cwd=REPO, check=True,
+                   capture_output=True, timeout=300)
+    sys.path.insert(0, REPO)
+    from dlprof.analysis.stages import batch_frame
+    from dlprof.records import ProfileRun
+
+    ran = ProfileRun.from_dict(_results(out)["loaders"][0]["run"])
+    with open(prof_out / "results.json", encoding="utf-8") as fh:
+        profiled = ProfileRun.from_dict(json.load(fh))
+    a, b = batch_frame(ran), batch_frame(profiled)
+    assert len(a) == len(b) == 94
+    for stage in ("fetch_ms", "step_ms"):
+        ratio = a[stage].median() / b[stage].median()
+        assert 0.5 < ratio < 2.0, (stage, ratio)
+
+
+DDP_JOB = """
+    import os
+    import time
+
+    import torch
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+    from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+
+    class Records(Dataset):
+        def __len__(self):
+            return 512
+
+        def __getitem__(self, i):
+            slow = os.environ.get("SLOW_RANK") == os.environ["RANK"]
+            time.sleep(0.002 if slow else 0.0001)  # one rank's storage is slower
+            return torch.full((16,), float(i)), i % 2
+
+
+    dist.init_process_group("gloo")
+    data = Records()
+    train_loader = DataLoader(data, batch_size=16, sampler=DistributedSampler(data))
+    model = DistributedDataParallel(torch.nn.Linear(16, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    for x, y in train_loader:
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    dist.barrier()
+    dist.destroy_process_group()
+"""
+
+
+def run_torchrun_job(tmp_path, slow_rank: int) -> tuple[subprocess.CompletedProcess, str]:
+    """A 2-rank gloo job, unmodified, under `dlprof run -- torchrun ...`."""
+    script = _script(tmp_path, DDP_JOB, "ddp.py")
+    out = tmp_path / "out"
+    env = {**os.environ, "SLOW_RANK": str(slow_rank)}
+    proc = subprocess.run(DLPROF + ["run", "--out", str(out), "--", sys.executable, "-m", "torch.distributed.run",
+                                    "--standalone", "--nproc_per_node", "2", script],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
+    return proc, str(out)
+
+
+@pytest.mark.solo  # two ranks compared side by side: run alone
+def test_a_torchrun_job_names_the_slowed_rank(tmp_path):
+    proc, out = run_torchrun_job(tmp_path, slow_rank=1)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = _results(out)
+    assert sorted(x["rank"] for x in data["loaders"]) == [0, 1]  # each rank wrote its own file
+    assert "stragglers: rank 1" in proc.stderr
+    with open(os.path.join(out, "ranks.md"), encoding="utf-8") as fh:
+        ranks = fh.read()
+    assert "**Stragglers:** rank 1" in ranks and "BatchSampler(DistributedSampler)" in ranks

@@ -1,0 +1,134 @@
+"""A profiled loader behaves like the bare one in what PyTorch's own DataLoader tests check:
+iteration goes on after a caught exception, torch's iterator attributes are there, workers end
+when the loop drops the iterator, the IterableDataset length warning fires, and the start method
+stays free to set. Real workers throughout."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import time
+import warnings
+
+import pytest
+import torch
+from torch.utils.data import DataLoader, IterableDataset
+
+import dlprof
+from tests.pipelines import BusyDataset, FailingDataset
+from tests.test_results_and_cli import REPO
+
+
+def outcomes(iterable) -> list:
+    """Every batch, and each error caught, the loop going on after it (as a user's loop that skips
+    a corrupt batch does)."""
+    out = []
+    it = iter(iterable)
+    while True:
+        try:
+            batch = next(it)
+        except StopIteration:
+            return out
+        except KeyError as exc:
+            out.append(("KeyError", "sample 13 is corrupt" in str(exc)))
+            continue
+        out.append(batch.tolist())
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_iteration_goes_on_after_a_caught_exception(num_workers):
+    loader = DataLoader(FailingDataset(), batch_size=4, num_workers=num_workers)
+    bare = outcomes(loader)
+    prof = dlprof.profile(loader, sample_system=False)
+    profiled = outcomes(prof)
+    assert ("KeyError", True) in bare and len(bare) == 5  # batches 0-2, the error, batch 4
+    assert profiled == bare
+    epoch = prof.profiler.run.epochs[0]
+    assert epoch.completed and epoch.batches == 4  # the epoch ran to its end, one batch lost to the error
+
+
+def test_the_iterator_has_torchs_attributes():
+    loader = DataLoader(BusyDataset(16), batch_size=4, num_workers=2)
+    bare = iter(loader)
+    it = iter(dlprof.profile(loader, sample_system=False))
+    for name in ("_workers", "_num_workers", "_dataset_kind", "_sampler_iter", "_pin_memory"):
+        assert hasattr(it, name) == hasattr(bare, name), name
+    assert len(it._workers) == 2
+    with pytest.raises(AttributeError):
+        it.no_such_attribute
+    del bare, it
+
+
+def _workers_alive_after_break(iterable) -> tuple[int, float]:
+    """Leave a loop after the first batch: how many of its workers are alive 5 s later at most,
+    and the seconds until none is."""
+    it = iter(iterable)
+    next(it)
+    procs = list(it._workers)
+    del it  # the `for` loop's `break` drops its iterator the same way
+    began = time.monotonic()
+    while any(p.is_alive() for p in procs) and time.monotonic() - began < 5:
+        time.sleep(0.01)
+    return sum(p.is_alive() for p in procs), time.monotonic() - began
+
+
+def test_workers_end_when_the_loop_leaves_with_the_profile_still_held():
+    loader = DataLoader(BusyDataset(64), batch_size=4, num_workers=2)
+    bare_alive, bare_s = _workers_alive_after_break(loader)
+    prof = dlprof.profile(loader, sample_system=False)  # held, as `dlprof run` holds one per loader
+    alive, seconds = _workers_alive_after_break(prof)
+    assert bare_alive == 0 and alive == 0
+    assert seconds < max(2.0, 10 * bare_s)
+    assert prof.profiler.run.epochs[0].batches == 1
+
+
+class _LongerThanItsLength(IterableDataset):
+    def __len__(self) -> int:
+        return 4
+
+    def __iter__(self):
+        return iter(range(6))
+
+
+def _warned(iterable) -> bool:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        list(iterable)
+    return any("Length of IterableDataset" in str(w.message) for w in caught)
+
+
+def test_the_length_warning_of_an_iterable_dataset_fires_in_every_epoch():
+    loader = DataLoader(_LongerThanItsLength(), batch_size=None)
+    prof = dlprof.profile(loader, sample_system=False)  # made before len() is called
+    len(loader)  # arms torch's warning, on the user's loader
+    assert _warned(loader)
+    assert _warned(prof) and _warned(prof)  # one profile across epochs
+
+
+def test_the_start_method_can_still_be_set_after_a_profile():
+    code = textwrap.dedent("""
+        import multiprocessing, os, tempfile
+        import torch
+        from torch.utils.data import DataLoader, TensorDataset
+        import dlprof
+        prof = dlprof.profile(DataLoader(TensorDataset(torch.arange(8.0)), batch_size=4), sample_system=False)
+        list(prof)
+        prof.save(os.path.join(tempfile.mkdtemp(), "results.json"))
+        multiprocessing.set_start_method("spawn")
+        print(multiprocessing.get_start_method())
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "spawn"
+
+
+def test_notebooks_show_results_as_html(tmp_path):
+    loader = DataLoader(BusyDataset(32), batch_size=4, num_workers=2)
+    prof = dlprof.profile(loader, sample_system=False)
+    for _ in prof:
+        pass
+    html = prof._repr_html_()
+    assert html.startswith("<div class='dlprof'>") and "data:image/svg+xml;base64," in html
+    assert "fetch" in html and prof.result().analyse().verdict in html
+    prof.save(tmp_path / "results.json")
+    assert type(dlprof.load(tmp_path / "results.json")).__name__ == "ProfileResult"
