@@ -1,6 +1,6 @@
 """Training loops nobody here wrote: a Lightning `Trainer.fit` and a Hugging Face `Trainer.train`
 script, each profiled unmodified by `dlprof run`, and by dlprof's callbacks. Tiny models on CPU;
-each sample sleeps 2 ms (storage), so the loaders' fetch and the loop's wait are known."""
+each sample sleeps 5 ms (storage), so the loaders' fetch and the loop's wait are known."""
 from __future__ import annotations
 
 import json
@@ -24,7 +24,7 @@ DATA = """
         def __len__(self):
             return self.n
         def __getitem__(self, i):
-            time.sleep(0.002)  # a read from storage
+            time.sleep(0.005)  # a read from storage
             return {"x": torch.full((8,), float(i % 7)), "labels": i % 2}
 """
 
@@ -108,7 +108,7 @@ def _check_training_loader(data: dict, batches: int) -> dict:
     assert {b.worker_id for b in run.batches} == {0, 1}  # made in the two workers
     s = summarize(run)
     fetch = s.stages.set_index("stage").loc["fetch", "p50_ms"]
-    assert 16 * 2.0 * 0.9 <= fetch <= 16 * 2.0 * 4  # 16 samples of 2 ms a batch, in a worker
+    assert 16 * 5.0 * 0.9 <= fetch <= 16 * 5.0 * 4  # 16 samples of 5 ms a batch, in a worker
     assert s.verdict == "data-bound"  # the step is microseconds: the loop waits on the workers
     return top
 
