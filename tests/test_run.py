@@ -141,6 +141,7 @@ def test_a_program_without_a_dataloader_and_a_missing_command(tmp_path):
         "dlprof: error: cannot run 'no-such-command-here': No such file or directory"]
 
 
+@pytest.mark.solo  # two processes' timings compared: a test beside them would load one more
 def test_the_stage_table_matches_dlprof_profile(tmp_path):
     """recipes/mnist_mlp.py run as a plain script under `dlprof run`: its stdout as without
     dlprof, and its fetch and step per batch as `dlprof profile` measures them (within 2x: the

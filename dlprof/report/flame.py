@@ -5,6 +5,7 @@ rectangle has a <title> (function, location, samples, %) shown on hover.
 """
 from __future__ import annotations
 
+import zlib
 from html import escape
 
 WIDTH = 1000
@@ -24,7 +25,8 @@ def flame_svg(tree: dict, title: str) -> str:
         depth_max[0] = max(depth_max[0], depth)
         y = depth * ROW
         name, pct = node["name"], 100.0 * node["value"] / total
-        color = _PALETTE[hash(name.split(" (")[0]) % len(_PALETTE)] if depth else "#cccccc"
+        # a stable hash (not hash(), salted per process): the same report from the same results
+        color = _PALETTE[zlib.crc32(name.split(" (")[0].encode()) % len(_PALETTE)] if depth else "#cccccc"
         label = name.split(" (")[0]
         chars = int(width / 7)
         text = label if len(label) <= chars else (label[:chars - 1] + "…" if chars > 3 else "")
