@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup browser demo test bench-overhead bench-recommend bench-reliability bench-recipes bench-diagnosis bench-no-gain bench-threads bench-run-torchrun clean
+.PHONY: setup browser demo test bench-overhead bench-recommend bench-reliability bench-recipes bench-diagnosis bench-no-gain bench-threads bench-run-torchrun bench-torch-suite clean
 
 setup: $(STAMP)
 
@@ -62,6 +62,11 @@ bench-threads: setup
 # dlprof run of a 2-rank torchrun job, 10 times: no hang, the slowed rank named (about 3 minutes)
 bench-run-torchrun: setup
 	$(PY) benchmarks/run_torchrun.py --times 10 --out reports/benchmarks/run-torchrun.txt
+
+# PyTorch's DataLoader tests, bare and under dlprof run (FILE: a copy of pytorch's
+# test/test_dataloader.py; nothing is fetched; about 7 minutes)
+bench-torch-suite: setup
+	$(PY) benchmarks/torch_suite.py $(FILE) --out reports/benchmarks/torch-suite.txt
 
 # A quick scan of every recipe (the tests scan one recipe per class): reports/recipes/
 bench-recipes: setup
