@@ -208,13 +208,38 @@ def cmd_run(args) -> int:
 
 
 def cmd_report(args) -> int:
-    """Render the reports of a saved scan again (no torch needed)."""
+    """Render the reports of a saved scan or `dlprof run` again (no torch needed)."""
+    from dlprof.records import load_json
     from dlprof.report.build import load_scan, write_reports
+    from dlprof.run_records import RUN_SCHEMA_NAME
 
+    if os.path.isdir(args.results) or load_json(args.results).get("schema") == RUN_SCHEMA_NAME:
+        return _report_run(args)
     result = load_scan(args.results)
     results_dir = os.path.dirname(os.path.abspath(args.results))
     formats = ("md", "html") if args.format == "all" else (args.format,)
     for path in write_reports(result, args.out or results_dir, results_dir, formats):
+        print(path)
+    return 0
+
+
+def _report_run(args) -> int:
+    """A `dlprof run` folder: its results.json, or the processes' own files where the run was
+    stopped before it merged them (a torchrun job's ranks' report included)."""
+    import glob
+
+    from dlprof import run_command
+    from dlprof.run_records import RunResult, merge
+
+    folder = args.results if os.path.isdir(args.results) else os.path.dirname(os.path.abspath(args.results))
+    parts = sorted(glob.glob(os.path.join(folder, "process-*.json")))
+    if os.path.isdir(args.results) and parts:
+        loaded = [RunResult.load(p) for p in parts]
+        result = merge(loaded, loaded[0].command, None)
+    else:
+        result = RunResult.load(args.results if not os.path.isdir(args.results)
+                                else os.path.join(folder, "results.json"))
+    for path in run_command.write_reports(result, args.out or folder):
         print(path)
     return 0
 
@@ -307,7 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
     ru.add_argument("command_line", nargs=argparse.REMAINDER, metavar="COMMAND")
     ru.set_defaults(func=cmd_run)
 
-    rp = sub.add_parser("report", help="render report.html / report.md / trace.json from a scan's results.json")
+    rp = sub.add_parser("report", help="render report.html / report.md / trace.json from a scan's results.json, "
+                                       "or a dlprof run's results.json or folder")
     rp.add_argument("results")
     rp.add_argument("--format", choices=["html", "md", "all"], default="all")
     rp.add_argument("--out", default=None, help="output folder (default: beside the results file)")

@@ -225,3 +225,24 @@ def test_a_torchrun_job_names_the_slowed_rank(tmp_path):
     with open(os.path.join(out, "ranks.md"), encoding="utf-8") as fh:
         ranks = fh.read()
     assert "**Stragglers:** rank 1" in ranks and "BatchSampler(DistributedSampler)" in ranks
+
+
+def test_dlprof_report_renders_a_run_again_from_its_folder(tmp_path):
+    script = _script(tmp_path, TWO_LOADERS)
+    out = tmp_path / "out"
+    subprocess.run(DLPROF + ["run", "--out", str(out), script], cwd=REPO, check=True, capture_output=True,
+                   timeout=180)
+    before = {f: (out / f).read_text() for f in ("report.md", "report.html")}
+    for f in before:
+        (out / f).unlink()
+    again = subprocess.run(DLPROF + ["report", str(out)], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    for f, text in before.items():
+        assert (out / f).read_text() == text, f
+    # a run stopped before it merged: the processes' own files are merged by `dlprof report`
+    stopped = tmp_path / "stopped"
+    stopped.mkdir()
+    (stopped / "process-1.json").write_text((out / "results.json").read_text())
+    again = subprocess.run(DLPROF + ["report", str(stopped)], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert len(_results(stopped)["loaders"]) == 2 and (stopped / "report.html").exists()
