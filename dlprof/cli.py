@@ -189,14 +189,11 @@ def cmd_run(args) -> int:
         from dlprof.report.run_report import RunConsoleRenderer, run_report
 
         print(RunConsoleRenderer().render(run_report(result, figures=False)), end="", file=sys.stderr)
-    paths = run_command.write_reports(result, out)
-    merged = run_command.ranks_merged(result)
-    if merged is not None:
-        from dlprof.analysis.ranks import analyse_ranks
-
-        stragglers = analyse_ranks(merged).stragglers
-        print(f"dlprof run: {merged['world_size']} ranks; " + (
-            "stragglers: " + ", ".join(f"rank {r}" for r in stragglers) if stragglers else "no straggler")
+    ranks = run_command.ranks_of(result)
+    paths = run_command.write_reports(result, out, ranks)
+    if ranks is not None:
+        print(f"dlprof run: {ranks.world_size} ranks; " + (
+            "stragglers: " + ", ".join(f"rank {r}" for r in ranks.stragglers) if ranks.stragglers else "no straggler")
               + f" (details: {os.path.join(out, 'ranks.md')})", file=sys.stderr)
     print(f"dlprof run: {len(result.loaders)} DataLoader(s) profiled; results: {paths[0]}; reports: "
           + ", ".join(paths[1:]), file=sys.stderr, flush=True)
@@ -239,7 +236,7 @@ def _report_run(args) -> int:
     else:
         result = RunResult.load(args.results if not os.path.isdir(args.results)
                                 else os.path.join(folder, "results.json"))
-    for path in run_command.write_reports(result, args.out or folder):
+    for path in run_command.write_reports(result, args.out or folder, run_command.ranks_of(result)):
         print(path)
     return 0
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import time
 
 from dlprof.records import ProfileRun
@@ -36,13 +35,10 @@ def rank_facts(run: ProfileRun) -> dict:
     """What rank 0 needs to know about this rank beyond its records."""
     import torch.distributed as dist
 
-    from dlprof.probe.environment import available_cores
+    from dlprof.probe.environment import job_facts
 
-    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
-    return {"rank": dist.get_rank(), "world_size": dist.get_world_size(),
-            "local_rank": int(os.environ.get("LOCAL_RANK", "0") or 0), "local_world_size": local_world,
-            "host": socket.gethostname(), "cores": available_cores(), "backend": str(dist.get_backend()),
-            "sampler": run.loader.sampler if run.loader else None}
+    return job_facts(dist.get_rank(), dist.get_world_size(), str(dist.get_backend()),
+                     run.loader.sampler if run.loader else None)
 
 
 def gather_runs(run: ProfileRun) -> dict | None:

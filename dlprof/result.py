@@ -84,6 +84,8 @@ def load(path: str | os.PathLike):
     """Load a results file: a profile (written by ``save``) as a ProfileResult, a scan's
     results.json as ScanResults."""
     data = load_json(path)
-    if isinstance(data, dict) and data.get("schema") == "dlprof.scan":
+    from dlprof.scan_records import SCAN_SCHEMA_NAME
+
+    if isinstance(data, dict) and data.get("schema") == SCAN_SCHEMA_NAME:
         return ScanResults(path)
     return ProfileResult(ProfileRun.from_dict(data))

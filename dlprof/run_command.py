@@ -83,7 +83,19 @@ def run(command: list[str], out_dir: str) -> tuple[int, RunResult]:
     return code, merge(parts, command, code)
 
 
-def write_reports(result: RunResult, out_dir: str) -> list[str]:
+def ranks_of(result: RunResult):
+    """A torchrun job's ranks side by side (``analysis.ranks.RankAnalysis``), None outside one."""
+    merged = ranks_merged(result)
+    if merged is None:
+        return None
+    from dlprof.analysis.ranks import analyse_ranks
+
+    return analyse_ranks(merged)
+
+
+def write_reports(result: RunResult, out_dir: str, ranks=None) -> list[str]:
+    """results.json, report.md, report.html, trace.json (the training loader's run) and, with
+    ``ranks`` (``ranks_of(result)``), ranks.md naming the stragglers."""
     from dlprof.report.run_report import RunHtmlRenderer, RunMarkdownRenderer, run_report
     from dlprof.report.trace import TraceRenderer
 
@@ -98,14 +110,12 @@ def write_reports(result: RunResult, out_dir: str) -> list[str]:
         with open(path, "w", encoding="utf-8") as fh:
             fh.write(text)
         written.append(path)
-    merged = ranks_merged(result)
-    if merged is not None:  # a torchrun job: the ranks side by side, stragglers named
-        from dlprof.analysis.ranks import analyse_ranks
+    if ranks is not None:
         from dlprof.report.distributed_text import DistributedMarkdownRenderer
 
         path = os.path.join(out_dir, "ranks.md")
         with open(path, "w", encoding="utf-8") as fh:
-            fh.write(DistributedMarkdownRenderer().render(analyse_ranks(merged)))
+            fh.write(DistributedMarkdownRenderer().render(ranks))
         written.append(path)
     top = result.headline()
     if top is not None:

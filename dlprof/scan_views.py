@@ -14,8 +14,9 @@ from dlprof.scan_records import RunViews, ScanResult, TrialResult
 FLAME_STAGES = 3  # flame graphs for the stages with the most sampled stacks
 
 
-def _run_of(trial: TrialResult, results_dir: str) -> ProfileRun | None:
-    if not trial.profile:
+def run_of(trial: TrialResult | None, results_dir: str) -> ProfileRun | None:
+    """A trial's per-trial dump (its full profile run), None where it has none or it is gone."""
+    if trial is None or not trial.profile:
         return None
     try:
         return ProfileRun.from_dict(load_json(os.path.join(results_dir, trial.profile)))
@@ -39,7 +40,7 @@ def keep_views(result: ScanResult, results_dir: str) -> None:
             trial.views = None
         if trial.views is not None or not wanted:
             continue
-        run = _run_of(trial, results_dir)
+        run = run_of(trial, results_dir)
         if run is None:
             continue
         views = RunViews()

@@ -132,3 +132,17 @@ def test_notebooks_show_results_as_html(tmp_path):
     assert "fetch" in html and prof.result().analyse().verdict in html
     prof.save(tmp_path / "results.json")
     assert type(dlprof.load(tmp_path / "results.json")).__name__ == "ProfileResult"
+
+
+def test_an_epoch_left_by_an_exception_ends_when_it_was_raised():
+    prof = dlprof.profile(DataLoader(FailingDataset(), batch_size=4), sample_system=False)
+    it = iter(prof)
+    with pytest.raises(KeyError):
+        for _ in range(5):
+            next(it)
+    raised = time.perf_counter_ns()
+    time.sleep(0.3)  # the loop holds the iterator a while before dropping it
+    del it
+    epoch = prof.profiler.run.epochs[0]
+    assert not epoch.completed and epoch.batches == 3
+    assert epoch.end_ns <= raised  # not the time the iterator was dropped

@@ -23,7 +23,7 @@ import threading
 
 from torch.utils.data import DataLoader
 
-from dlprof.probe.environment import collect_environment
+from dlprof.probe.environment import collect_environment, job_facts
 from dlprof.probe.loader import LoaderProbe, describe_loader
 from dlprof.records import ProfileRun
 from dlprof.run_records import RunLoader, RunResult
@@ -103,18 +103,9 @@ def _rank() -> int | None:
 
 
 def _rank_facts(entry: RunLoader) -> dict:
-    """What the ranks' report needs (as ``dlprof.distributed.rank_facts``), from torchrun's
-    environment: at exit the process group may be gone."""
-    import socket
-
-    from dlprof.probe.environment import available_cores
-
-    env = os.environ
-    return {"rank": entry.rank, "world_size": int(env.get("WORLD_SIZE", "1") or 1),
-            "local_rank": int(env.get("LOCAL_RANK", "0") or 0),
-            "local_world_size": int(env.get("LOCAL_WORLD_SIZE", "1") or 1), "host": socket.gethostname(),
-            "cores": available_cores(), "backend": "unknown",
-            "sampler": entry.run.loader.sampler if entry.run.loader else None}
+    """The ranks' report's facts from torchrun's environment: at exit the process group may be gone."""
+    return job_facts(entry.rank, int(os.environ.get("WORLD_SIZE", "1") or 1), "unknown",
+                     entry.run.loader.sampler if entry.run.loader else None)
 
 
 def collect() -> RunResult:

@@ -69,3 +69,14 @@ def _start_method() -> str | None:
     # set_start_method() then raises "context has already been set"): read it without setting it;
     # the first of get_all_start_methods() is the default, as documented
     return multiprocessing.get_start_method(allow_none=True) or multiprocessing.get_all_start_methods()[0]
+
+
+def job_facts(rank: int, world_size: int, backend: str, sampler: str | None) -> dict:
+    """What the ranks' report needs to know of one rank beyond its records (the local rank and
+    how many share its host from torchrun's environment)."""
+    import socket
+
+    return {"rank": rank, "world_size": world_size,
+            "local_rank": int(os.environ.get("LOCAL_RANK", "0") or 0),
+            "local_world_size": int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1),
+            "host": socket.gethostname(), "cores": available_cores(), "backend": backend, "sampler": sampler}

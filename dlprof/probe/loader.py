@@ -146,7 +146,8 @@ class LoaderProbe:
 class _EpochIterator:
     """The hot path: one ``__next__`` per batch, kept to a few clock reads and one record."""
 
-    __slots__ = ("_probe", "_it", "_epoch", "_batches", "_mover", "_last", "_last_handed_ns", "_done")
+    __slots__ = ("_probe", "_it", "_epoch", "_batches", "_mover", "_last", "_last_handed_ns", "_done",
+                 "_raised_after")
 
     def __init__(self, probe: LoaderProbe, it, epoch: EpochRecord) -> None:
         self._probe = probe
@@ -157,6 +158,7 @@ class _EpochIterator:
         self._last: BatchRecord | None = None
         self._last_handed_ns = 0
         self._done = False
+        self._raised_after = -1  # the epoch's batch count when the last exception came through
 
     def __iter__(self):
         return self
@@ -179,6 +181,7 @@ class _EpochIterator:
             # batch or the end of the epoch updates it
             self._probe._end_epoch(self._epoch, perf_counter_ns(), completed=False)
             self._last = None  # the time until the next ask is the handler's, not a step
+            self._raised_after = self._epoch.batches
             raise
         got = perf_counter_ns()
         epoch = self._epoch
@@ -217,6 +220,9 @@ class _EpochIterator:
     def close(self) -> None:
         """The loop left early (``break``): close the epoch with the last step counted."""
         now = perf_counter_ns()
+        if self._raised_after == self._epoch.batches:  # left by the exception: the epoch ended then
+            self._done = True
+            return
         if self._last is not None and not self._done:
             self._last.step_ns = now - self._last_handed_ns
         self._finish(now, completed=False)

@@ -6,24 +6,15 @@ from __future__ import annotations
 
 import os
 
-from dlprof.records import ProfileRun, ResultsFileError, load_json
+from dlprof.records import load_json
 from dlprof.report.html import HtmlRenderer
 from dlprof.report.model import scan_report
 from dlprof.report.scan_text import MarkdownRenderer
 from dlprof.report.trace import TraceRenderer
-from dlprof.scan_records import ScanResult, TrialResult
-from dlprof.scan_views import keep_views
+from dlprof.scan_records import ScanResult
+from dlprof.scan_views import keep_views, run_of
 
 FORMATS = ("md", "html")
-
-
-def _profile_of(trial: TrialResult | None, results_dir: str) -> ProfileRun | None:
-    if trial is None or not trial.profile:
-        return None
-    try:
-        return ProfileRun.from_dict(load_json(os.path.join(results_dir, trial.profile)))
-    except ResultsFileError:  # a trial folder not copied along: no trace of it
-        return None
 
 
 def _write(path: str, text: str) -> str:
@@ -44,9 +35,9 @@ def write_reports(result: ScanResult, out_dir: str, results_dir: str, formats=FO
             _write(os.path.join(out_dir, f.file), f.svg)
         written.append(_write(os.path.join(out_dir, "report.md"), MarkdownRenderer().render(model)))
     rec, base = result.recommendation, result.baseline
-    traces = {"trace.json": _profile_of(rec, results_dir) or _profile_of(base, results_dir)}
+    traces = {"trace.json": run_of(rec, results_dir) or run_of(base, results_dir)}
     if rec is not base:  # kept: the same run, written once
-        traces["trace-baseline.json"] = _profile_of(base, results_dir)
+        traces["trace-baseline.json"] = run_of(base, results_dir)
     for name, run in traces.items():
         if run is not None:
             written.append(_write(os.path.join(out_dir, name), TraceRenderer().render(run)))

@@ -32,7 +32,7 @@ document.querySelectorAll('table.sortable th').forEach((th,i)=>th.addEventListen
 """
 
 
-def _img(svg: str, cls: str, alt: str) -> str:
+def svg_figure(svg: str, cls: str, alt: str) -> str:
     """An <img> of a data: URI: self-contained, and nothing inside a plot can run."""
     data = base64.b64encode(svg.encode("utf-8")).decode("ascii")
     return f"<figure><img class='{cls}' alt='{escape(alt)}' src='data:image/svg+xml;base64,{data}'></figure>"
@@ -60,7 +60,7 @@ class HtmlRenderer:
             if m.changes is not None:
                 parts.append(f"<p>Changes: {e(', '.join(m.changes) if m.changes else 'none')}</p>")
         for f in m.figures:
-            parts.append(f"<h2>{e(f.title)}</h2>" + _img(f.svg, "plot", f.title))
+            parts.append(f"<h2>{e(f.title)}</h2>" + svg_figure(f.svg, "plot", f.title))
         parts.append(self._trials(m))
         if m.hotspots:
             parts.append(f"<h2>Hotspots</h2><p class='muted'>{e(HOTSPOTS_INTRO)}</p>")
@@ -76,7 +76,7 @@ class HtmlRenderer:
                                      f"<td class='l'>{e(x['rank_by'])}</td><td class='l'><code>{e(x['function'])}</code></td>"
                                      f"<td class='l'>{e(x['location'])}</td><td>{x['pct']:.0f}</td></tr>"
                                      for x in h.rows) + "</tbody></table>")
-                parts += [_img(f.svg, "flame", f"flame graph: {f.title}") for f in h.flames]
+                parts += [svg_figure(f.svg, "flame", f"flame graph: {f.title}") for f in h.flames]
         if m.failed:
             parts.append("<h2>Failed trials</h2>" + "".join(
                 f"<details id='failed-{f.number}'><summary>trial {f.number} ({e(f.label)}): {e(f.status)}: {e(f.error)}"

@@ -2,13 +2,13 @@
 (``_repr_html_``): the verdict, the summary table and the timeline of the first batches."""
 from __future__ import annotations
 
-import base64
 from dataclasses import dataclass
 from html import escape
 
 from dlprof.analysis.stages import Summary, summarize
 from dlprof.records import ProfileRun
 from dlprof.report.console import ConsoleRenderer
+from dlprof.report.html import svg_figure
 
 
 @dataclass
@@ -18,12 +18,15 @@ class ProfileView:
     timeline_svg: str  # "" with no batch
 
 
-def profile_view(run: ProfileRun) -> ProfileView:
-    from dlprof.analysis.views import timeline_frame
-    from dlprof.report import plots
-
+def profile_view(run: ProfileRun, figures: bool = True, title: str = "per worker and loop") -> ProfileView:
+    """``figures=False``: no timeline (the terminal draws none)."""
     summary = summarize(run)
-    svg = plots.timeline(timeline_frame(run), "per worker and loop") if run.batches else ""
+    svg = ""
+    if figures and run.batches:
+        from dlprof.analysis.views import timeline_frame
+        from dlprof.report import plots
+
+        svg = plots.timeline(timeline_frame(run), title)
     return ProfileView(summary, ConsoleRenderer().render(summary), svg)
 
 
@@ -32,6 +35,5 @@ class ProfileHtmlRenderer:
         parts = [f"<div class='dlprof'><p><b>{escape(v.summary.verdict)}</b>: {escape(v.summary.reason)}</p>",
                  f"<pre>{escape(v.text)}</pre>"]
         if v.timeline_svg:
-            data = base64.b64encode(v.timeline_svg.encode("utf-8")).decode("ascii")
-            parts.append(f"<img alt='timeline' style='max-width:100%' src='data:image/svg+xml;base64,{data}'>")
+            parts.append(svg_figure(v.timeline_svg, "plot", "timeline"))
         return "".join(parts) + "</div>"

@@ -5,22 +5,18 @@ summary, report.md and report.html, each ``render(model) -> str``. No torch.
 """
 from __future__ import annotations
 
-import base64
 from dataclasses import dataclass
 from html import escape
 
-from dlprof.analysis.stages import Summary, summarize
-from dlprof.report.console import ConsoleRenderer
+from dlprof.report.profile_html import ProfileHtmlRenderer, ProfileView, profile_view
 from dlprof.run_records import RunLoader, RunResult
 
 
 @dataclass
 class LoaderSection:
-    title: str  # "train_loader (train.py:42), pid 123"
+    title: str  # "train_loader (train.py:42; pid 123)"
     headline: bool  # the loader with the most batches: the training loader
-    summary: Summary
-    text: str  # the profile's own summary table (ConsoleRenderer)
-    timeline_svg: str  # "" when not drawn
+    view: ProfileView  # its profile: verdict, summary table, timeline
 
 
 @dataclass
@@ -38,16 +34,8 @@ def _title(x: RunLoader) -> str:
 def run_report(result: RunResult, figures: bool = True) -> RunReport:
     top = result.headline()
     ordered = ([top] if top else []) + [x for x in result.loaders if x is not top]
-    sections = []
-    for x in ordered:
-        summary = summarize(x.run)
-        svg = ""
-        if figures and x.run.batches:
-            from dlprof.analysis.views import timeline_frame
-            from dlprof.report import plots
-
-            svg = plots.timeline(timeline_frame(x.run), f"{x.name}: per worker and loop")
-        sections.append(LoaderSection(_title(x), x is top, summary, ConsoleRenderer().render(summary), svg))
+    sections = [LoaderSection(_title(x), x is top, profile_view(x.run, figures, f"{x.name}: per worker and loop"))
+                for x in ordered]
     return RunReport(" ".join(result.command), result.exit_code, sections)
 
 
@@ -64,7 +52,7 @@ class RunConsoleRenderer:
         out = []
         for s in m.sections:
             out.append(f"== {_role(s)}: {s.title}")
-            out.append(s.text.rstrip("\n"))
+            out.append(s.view.text.rstrip("\n"))
         return "\n".join(out) + "\n"
 
 
@@ -75,7 +63,8 @@ class RunMarkdownRenderer:
             out += ["The program iterated no DataLoader."]
         for s in m.sections:
             out += [f"## {_role(s)}: {s.title}", "",
-                    f"**{s.summary.verdict}**: {s.summary.reason}", "", "```", s.text.rstrip("\n"), "```", ""]
+                    f"**{s.view.summary.verdict}**: {s.view.summary.reason}", "", "```", s.view.text.rstrip("\n"),
+                    "```", ""]
         return "\n".join(out).rstrip("\n") + "\n"
 
 
@@ -90,10 +79,6 @@ class RunHtmlRenderer:
         if not m.sections:
             parts.append("<p>The program iterated no DataLoader.</p>")
         for i, s in enumerate(m.sections):
-            parts.append(f"<h2 id='loader-{i}'>{e(_role(s))}: {e(s.title)}</h2>"
-                         f"<p><b>{e(s.summary.verdict)}</b>: {e(s.summary.reason)}</p><pre>{e(s.text)}</pre>")
-            if s.timeline_svg:
-                data = base64.b64encode(s.timeline_svg.encode("utf-8")).decode("ascii")
-                parts.append(f"<figure><img alt='timeline: {e(s.title)}' src='data:image/svg+xml;base64,{data}'></figure>")
+            parts.append(f"<h2 id='loader-{i}'>{e(_role(s))}: {e(s.title)}</h2>" + ProfileHtmlRenderer().render(s.view))
         parts.append("</body></html>")
         return "\n".join(parts) + "\n"
