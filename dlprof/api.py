@@ -5,6 +5,7 @@ import os
 import tempfile
 import weakref
 
+from dlprof.probe.device import sync_note, synchronize
 from dlprof.probe.environment import collect_environment
 from dlprof.probe.loader import LoaderProbe, describe_loader
 from dlprof.probe.stacks import StackSampler, stack_rate_hz
@@ -38,15 +39,19 @@ class Profiler:
                          if sample_system else None)
         self._closed = False
         self._loader = None
+        self._device_sync = False
+        self._notes: list[str] = []  # the profiler's own, beside the sampler's
         if self._sampler is not None:
             # stops the sampler process when this profiler is collected or Python exits
             self._finalizer = weakref.finalize(self, self._sampler.stop)
 
-    def wrap(self, loader, device=None) -> "ProfiledLoader":
+    def wrap(self, loader, device=None, device_sync: bool = False) -> "ProfiledLoader":
         if self._loader is not None and loader is not self._loader:
             raise ValueError("a Profiler records one DataLoader; create another Profiler for this one")
         device = None if device is None else str(device)
-        probe = LoaderProbe(loader, device, self._start_sampler, self.run.batches, self.run.epochs)
+        self._device_sync = device_sync
+        probe = LoaderProbe(loader, device, self._start_sampler, self.run.batches, self.run.epochs,
+                            sync=synchronize if device_sync else None)
         self._loader = loader
         self.run.loader = describe_loader(loader, device)
         self.run.environment = collect_environment(device)
@@ -75,7 +80,7 @@ class Profiler:
                     self.run.stacks_raw = fh.read()
                 os.unlink(stacks.output)
             if stacks.problem:
-                self.run.notes.append(f"no hotspots: {stacks.problem}")
+                self._notes.append(f"no hotspots: {stacks.problem}")
         out = os.environ.get("DLPROF_OUT")
         if out and not self._saved_to_env:  # torchrun jobs: every rank closes, rank 0 writes
             self._saved_to_env = True
@@ -93,7 +98,9 @@ class Profiler:
         if self._sampler is not None:
             self.run.processes = list(self._sampler.process_samples)
             self.run.gpus = list(self._sampler.gpu_samples)
-            self.run.notes = list(self._sampler.notes)
+        sync = sync_note(self._device_sync)
+        self.run.notes = (list(self._sampler.notes) if self._sampler is not None else []) + self._notes + (
+            [sync] if sync else [])
         return ProfileResult(self.run)
 
     def summary(self, file=None) -> None:
@@ -183,12 +190,18 @@ def _save_merged(run: ProfileRun, path: str) -> None:
         fh.write(DistributedMarkdownRenderer().render(analyse_ranks(merged)))
 
 
-def profile(loader, device=None, sample_system: bool = True, sample_stacks: bool = False) -> ProfiledLoader:
+def profile(loader, device=None, sample_system: bool = True, sample_stacks: bool = False,
+            device_sync: bool = False) -> ProfiledLoader:
     """Wrap ``loader`` so that iterating it records every stage of every batch.
 
     ``device``: where to move each batch before handing it over (``"cuda"``, ``"cpu"``...);
     None leaves batches where the DataLoader put them and records no transfer.
     ``sample_stacks``: also sample Python stacks with py-spy for ``result().hotspots()``
     (stops at ``close()``).
+    ``device_sync``: wait for the GPU's queued work each time the loop asks for a batch
+    (``torch.cuda.synchronize()``, only in a process that uses CUDA), so the step's time includes
+    its GPU work and the wait is time the GPU had none; it costs the overlap of the step's GPU
+    work with the loop's next ask, so it is off by default.
     """
-    return Profiler(sample_system=sample_system, sample_stacks=sample_stacks).wrap(loader, device=device)
+    return Profiler(sample_system=sample_system, sample_stacks=sample_stacks).wrap(
+        loader, device=device, device_sync=device_sync)

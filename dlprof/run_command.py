@@ -7,8 +7,10 @@ exit code are its own. Each Python process that iterates a DataLoader writes
 ``results.json`` with report.md, report.html and trace.json (the training loader's run), and the
 per-loader summaries go to stderr. Ctrl-C reaches the command from the terminal and dlprof waits
 for it; SIGTERM sent to dlprof is passed to the command; what its processes wrote is merged
-either way, and dlprof ends as the command did (its exit code, or the same signal). No torch in
-this process.
+either way, and dlprof ends as the command did (its exit code, or the same signal). With
+``stacks``, py-spy samples the command's process and all its children from here (an ancestor may
+read them where ptrace is restricted to descendants) until the command ends. No torch in this
+process.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import sys
 import time
 
 from dlprof.errors import DlprofError
+from dlprof.probe.stacks import StackSampler
 from dlprof.records import ResultsFileError
 from dlprof.run_records import RunResult, merge, ranks_merged
 
@@ -41,24 +44,30 @@ def default_out(command: list[str]) -> str:
     return os.path.join("reports", f"run-{script}-{time.strftime('%Y%m%d-%H%M%S')}")
 
 
-def environment_for(out_dir: str) -> dict[str, str]:
+def environment_for(out_dir: str, device_sync: bool = False) -> dict[str, str]:
     env = dict(os.environ)
     path = [BOOTSTRAP] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
     env["PYTHONPATH"] = os.pathsep.join(path)
     env["DLPROF_RUN_OUT"] = os.path.abspath(out_dir)
     env["DLPROF_PACKAGE_ROOT"] = PACKAGE_ROOT  # the command's processes import this dlprof
+    if device_sync:
+        env["DLPROF_RUN_DEVICE_SYNC"] = "1"  # dlprof.probe.autowrap.SYNC_ENV (no torch imported here)
     return env
 
 
-def run(command: list[str], out_dir: str) -> tuple[int, RunResult]:
+def run(command: list[str], out_dir: str, stacks: bool = False, device_sync: bool = False) -> tuple[int, RunResult]:
     """Run ``command`` to its end; (its exit code, the merged profiles)."""
     os.makedirs(out_dir, exist_ok=True)
     for stale in glob.glob(os.path.join(out_dir, "process-*.json")):
         os.unlink(stale)  # an earlier run's files are not this run's
     try:
-        child = subprocess.Popen(command, env=environment_for(out_dir))
+        child = subprocess.Popen(command, env=environment_for(out_dir, device_sync))
     except OSError as exc:
         raise DlprofError(f"cannot run {command[0]!r}: {exc.strerror or exc}") from None
+    sampler = None
+    if stacks:
+        sampler = StackSampler(os.path.join(out_dir, "stacks.txt"))  # py-spy's default rate, 100 Hz
+        sampler.start(child.pid)
 
     def forward(signum, frame):
         child.send_signal(signum)
@@ -72,6 +81,8 @@ def run(command: list[str], out_dir: str) -> tuple[int, RunResult]:
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+        if sampler is not None:
+            sampler.stop()  # py-spy ends with the command; this waits for its file
     parts = []
     for path in sorted(glob.glob(os.path.join(out_dir, "process-*.json"))):
         try:
@@ -80,7 +91,21 @@ def run(command: list[str], out_dir: str) -> tuple[int, RunResult]:
             print(f"dlprof run: skipped {path}: {exc}", file=sys.stderr)
             continue
         os.unlink(path)  # merged into results.json
-    return code, merge(parts, command, code)
+    result = merge(parts, command, code)
+    result.device_sync = device_sync
+    if sampler is not None:
+        result.stacks_raw, result.stacks_note = _read_stacks(sampler)
+    return code, result
+
+
+def _read_stacks(sampler: StackSampler) -> tuple[str, str]:
+    """(py-spy's raw stacks, "") or ("", why there are none); the file is in results.json after."""
+    raw = ""
+    if os.path.exists(sampler.output):
+        with open(sampler.output, encoding="utf-8", errors="replace") as fh:
+            raw = fh.read()
+        os.unlink(sampler.output)
+    return raw, ("" if raw else sampler.problem or "py-spy recorded no stack")
 
 
 def ranks_of(result: RunResult):

@@ -8,6 +8,9 @@ Schema history of ``dlprof.run`` files (each process of the job writes one,
      ``dlprof.profile`` results object, every epoch of that DataLoader object), ``facts`` (in a
      torchrun job: what the ranks' report needs, as in ``dlprof.distributed``: rank, world_size,
      local_rank, local_world_size, host, cores, backend, sampler).
+  2  ``stacks_raw``: py-spy's raw stacks of the whole command (``dlprof run --stacks``, sampled
+     from outside, its processes and their children), "" otherwise; ``stacks_note``: why there
+     are none where they were asked for; ``device_sync`` (``--device-sync``).
 """
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ from typing import Any
 from dlprof.records import ProfileRun, ResultsFileError, check_schema, load_json, save_json
 
 RUN_SCHEMA_NAME = "dlprof.run"
-RUN_SCHEMA_VERSION = 1
+RUN_SCHEMA_VERSION = 2
 
 
 @dataclass
@@ -49,6 +52,9 @@ class RunResult:
     command: list[str]
     loaders: list[RunLoader] = field(default_factory=list)
     exit_code: int | None = None
+    stacks_raw: str = ""
+    stacks_note: str = ""
+    device_sync: bool = False
 
     def headline(self) -> RunLoader | None:
         """The training loader: the one with the most batches (validation and test run fewer)."""
@@ -56,14 +62,17 @@ class RunResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema": RUN_SCHEMA_NAME, "schema_version": RUN_SCHEMA_VERSION, "command": list(self.command),
-                "exit_code": self.exit_code, "loaders": [x.to_dict() for x in self.loaders]}
+                "exit_code": self.exit_code, "loaders": [x.to_dict() for x in self.loaders],
+                "stacks_raw": self.stacks_raw, "stacks_note": self.stacks_note, "device_sync": self.device_sync}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "RunResult":
-        check_schema(data, RUN_SCHEMA_NAME, (RUN_SCHEMA_VERSION,), "run results")
+        check_schema(data, RUN_SCHEMA_NAME, (1, RUN_SCHEMA_VERSION), "run results")
         try:
             return cls(command=list(data["command"]), exit_code=data.get("exit_code"),
-                       loaders=[RunLoader.from_dict(x) for x in data["loaders"]])
+                       loaders=[RunLoader.from_dict(x) for x in data["loaders"]],
+                       stacks_raw=str(data.get("stacks_raw", "")), stacks_note=str(data.get("stacks_note", "")),
+                       device_sync=bool(data.get("device_sync", False)))
         except (TypeError, KeyError, ValueError) as exc:
             raise ResultsFileError(f"malformed run results file: {exc}") from None
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 
-from dlprof.analysis.hotspots import stage_tree
+from dlprof.analysis.hotspots import busiest_stages, stage_tree
 from dlprof.analysis.views import gpu_frame, process_frame, pruned, timeline_frame, to_columns
 from dlprof.records import ProfileRun, ResultsFileError, load_json
 from dlprof.scan_records import RunViews, ScanResult, TrialResult
@@ -26,8 +26,7 @@ def run_of(trial: TrialResult | None, results_dir: str) -> ProfileRun | None:
 
 def flame_stages(trial: TrialResult) -> list[str]:
     """The stages with the most sampled stacks, most first."""
-    ranked = sorted({(h["stage_samples"], h["stage"]) for h in trial.hotspots}, reverse=True)
-    return [stage for _, stage in ranked[:FLAME_STAGES]]
+    return busiest_stages(trial.hotspots, FLAME_STAGES)
 
 
 def keep_views(result: ScanResult, results_dir: str) -> None:

@@ -42,3 +42,28 @@ def test_pin_thread_cost_is_measured():
     # the wait on the pin thread is part of the loop's wait for the batch
     assert (df["pin_wait_ms"] <= df["wait_ms"] + 1e-6).all()
     assert any(n.startswith("pin-memory thread:") for n in prof.result().analyse().notes)
+
+
+def test_device_sync_puts_the_steps_gpu_work_in_the_step():
+    """A step that queues GPU work returns at once; with device_sync the work ends before the next
+    ask is timed, so the step's time holds it (and the batches are the same)."""
+    weight = torch.randn(4096, 4096, device="cuda")
+
+    def steps(device_sync):
+        loader = DataLoader(TensorDataset(torch.arange(40)), batch_size=4)
+        prof = dlprof.profile(loader, device_sync=device_sync)
+        seen = []
+        for (batch,) in prof:
+            seen += batch.tolist()
+            x = weight
+            for _ in range(20):  # ~3 GFLOP a matmul: milliseconds of queued work
+                x = x @ weight
+        torch.cuda.synchronize()
+        df = prof.to_dataframe()
+        return seen, df["step_ms"].iloc[1:-1].median(), prof.result().run.notes
+
+    bare_seen, bare_step, _ = steps(False)
+    sync_seen, sync_step, notes = steps(True)
+    assert bare_seen == sync_seen == list(range(40))
+    assert sync_step > 3 * bare_step
+    assert any("includes the GPU work" in n for n in notes)

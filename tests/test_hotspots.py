@@ -6,7 +6,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 import dlprof
-from dlprof.analysis.hotspots import hotspots, stage_tree
+from dlprof.analysis.hotspots import hotspots, parse_raw, process_stacks, stage_tree
 from dlprof.probe.stacks import find_py_spy
 
 
@@ -32,6 +32,27 @@ class Planted(Dataset):
     def __getitem__(self, i):
         planted_hot_decode(i)
         return torch.tensor([float(i)])
+
+
+def test_a_job_sampled_from_its_launcher_is_read_one_process_at_a_time():
+    """dlprof run --stacks samples the command (a shell whose command line holds ';', torchrun);
+    each process that iterated a loader is read with its workers, as if sampled alone."""
+    raw = "\n".join([
+        'process 1:"sh -c python t.py; exit 0";process 2:"python t.py";<module> (t.py:1);step (t.py:9) 30',
+        'process 1:"sh -c python t.py; exit 0";process 2:"python t.py";process 3:"python t.py";'
+        '_worker_loop (torch/utils/data/_utils/worker.py:374);fetch (torch/utils/data/_utils/fetch.py:52);'
+        'load (t.py:4) 70',
+        'process 1:"sh -c python t.py; exit 0";process 5:"python other.py";<module> (other.py:1) 99',
+        'process 1:"sh -c python t.py; exit 0" 4',
+    ])
+    mine = process_stacks(raw, 2)
+    assert parse_raw(mine) == [(['process 2:"python t.py"'], ["<module> (t.py:1)", "step (t.py:9)"], 30),
+                               (['process 2:"python t.py"', 'process 3:"python t.py"'],
+                                ["_worker_loop (torch/utils/data/_utils/worker.py:374)",
+                                 "fetch (torch/utils/data/_utils/fetch.py:52)", "load (t.py:4)"], 70)]
+    table = hotspots(mine)
+    assert dict(zip(table.stage, table.stage_samples)) == {"fetch": 70, "step": 30}
+    assert process_stacks(raw, 7) == ""
 
 
 @pytest.mark.skipif(find_py_spy() is None, reason="py-spy is not installed")

@@ -12,6 +12,8 @@ import time
 
 import pytest
 
+from dlprof.analysis.hotspots import hotspots, process_stacks
+from dlprof.probe.stacks import find_py_spy
 from tests.test_results_and_cli import REPO
 
 DLPROF = [sys.executable, "-m", "dlprof"]
@@ -246,3 +248,82 @@ def test_dlprof_report_renders_a_run_again_from_its_folder(tmp_path):
     again = subprocess.run(DLPROF + ["report", str(stopped)], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0, again.stderr
     assert len(_results(stopped)["loaders"]) == 2 and (stopped / "report.html").exists()
+
+
+PLANTED = """
+    import time
+    import torch
+    from torch.utils.data import DataLoader, Dataset
+
+    def planted_decode(i):
+        end = time.perf_counter() + 0.004
+        while time.perf_counter() < end:  # pure Python: py-spy sees this frame
+            pass
+        return torch.tensor([float(i)])
+
+    def planted_step(batch):
+        end = time.perf_counter() + 0.006
+        while time.perf_counter() < end:
+            pass
+
+    class Planted(Dataset):
+        def __len__(self):
+            return 240
+
+        def __getitem__(self, i):
+            return planted_decode(i)
+
+    train_loader = DataLoader(Planted(), batch_size=8, num_workers=2)
+    for epoch in range(2):
+        for batch in train_loader:
+            planted_step(batch)
+    print("done")
+"""
+
+
+@pytest.mark.skipif(find_py_spy() is None, reason="py-spy is not installed")
+def test_stacks_name_the_planted_functions_of_the_workers_and_the_step(tmp_path):
+    """--stacks: py-spy samples the command and its workers from dlprof run; the report gives the
+    hotspots by stage of the process that iterated the loader (workers included)."""
+    script = _script(tmp_path, PLANTED)
+    out = tmp_path / "out"
+    proc = subprocess.run(DLPROF + ["run", "--stacks", "--out", str(out), script], capture_output=True, text=True,
+                          cwd=REPO, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout == "done\n"
+    data = _results(out)
+    assert data["schema_version"] == 2 and data["stacks_raw"] and not data["stacks_note"]
+    assert not (out / "stacks.txt").exists()  # kept in results.json
+    pid = data["loaders"][0]["pid"]
+    table = hotspots(process_stacks(data["stacks_raw"], pid))
+    top = {stage: table[(table.stage == stage) & (table.rank_by == "self")].function.iloc[0]
+           for stage in ("fetch", "step")}
+    assert top == {"fetch": "planted_decode", "step": "planted_step"}
+    assert "import" in set(table.stage)  # the program's start-up is not its step
+    assert f"hotspots (pid {pid}: train_loader): fetch: " in proc.stderr and "planted_decode" in proc.stderr
+    md = (out / "report.md").read_text()
+    assert "## Hotspots" in md and "`planted_decode`" in md
+    html = (out / "report.html").read_text()
+    assert "<table class='hotspots'>" in html and html.count("class='flame'") >= 2
+
+
+def test_a_run_without_stacks_has_none_and_a_shell_command_is_sampled_through_its_children(tmp_path):
+    """Without --stacks the report has no hotspots section. With it, a command that is not Python
+    (a shell whose command line holds ';') is sampled through its Python children."""
+    script = _script(tmp_path, TWO_LOADERS)
+    out = tmp_path / "plain"
+    proc = subprocess.run(DLPROF + ["run", "--out", str(out), script], capture_output=True, text=True, cwd=REPO,
+                          timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Hotspots" not in (out / "report.md").read_text() and "hotspots" not in proc.stderr
+    if find_py_spy() is None:
+        return
+    out = tmp_path / "shell"
+    proc = subprocess.run(DLPROF + ["run", "--stacks", "--out", str(out), "--", "sh", "-c",
+                                    f"{sys.executable} {script}; exit 0"],
+                          capture_output=True, text=True, cwd=REPO, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    data = _results(out)
+    assert len(data["loaders"]) == 2 and data["stacks_raw"]
+    pid = data["loaders"][0]["pid"]
+    assert f"hotspots (pid {pid}: train_loader, val_loader): " in proc.stderr

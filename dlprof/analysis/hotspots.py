@@ -4,11 +4,13 @@ Each sampled stack is given to a stage by the frames dlprof and the DataLoader p
 dlprof's collate proxy it is ``collate``; under the DataLoader fetcher (in a worker, or in the
 main process with num_workers=0) ``fetch``; in the pin-memory thread ``pin``; elsewhere in the
 training loop's ``next()`` it is ``wait`` (the main process's own share: unpickling batches);
-any other stack of the main process is ``step``. Stacks of dlprof's sampler process and of
-loading the target are left out.
+any other stack of the main process is ``step``, but for ``import`` (a program run by ``dlprof
+run`` is sampled from its start). Stacks of dlprof's sampler process and of loading the target
+are left out.
 """
 from __future__ import annotations
 
+import re
 from collections import Counter, defaultdict
 
 import pandas as pd
@@ -19,17 +21,42 @@ _PLUMBING = ("torch/utils/data/", "multiprocessing/", "dlprof/", "threading.py",
 TOP = 5
 
 
+# a process frame: its command line is quoted, unescaped, and may hold ';' (sh -c "a; b"): it ends
+# at the quote before the next process frame, the first Python frame ('func (file:line)') or the end
+_PROCESS = re.compile(r'process (\d+):".*?"(?=;process \d+:"|;[^;"]* \(|$)')
+
+
+def _split_line(line: str) -> tuple[list[str], list[str], int] | None:
+    """(process frames, Python frames root first, count) of one line of py-spy's raw format."""
+    head, _, count = line.rpartition(" ")
+    if not head or not count.isdigit():
+        return None
+    procs, pos = [], 0
+    while head.startswith("process ", pos):
+        match = _PROCESS.match(head, pos)
+        if match is None:
+            break
+        procs.append(match.group(0))
+        pos = match.end() + 1
+    return procs, (head[pos:].split(";") if pos < len(head) else []), int(count)
+
+
 def parse_raw(text: str) -> list[tuple[list[str], list[str], int]]:
     """(process frames, Python frames root first, count) per line of py-spy's raw format."""
-    stacks = []
-    for line in text.splitlines():
-        head, _, count = line.rpartition(" ")
-        if not head or not count.isdigit():
-            continue
-        frames = head.split(";")
-        procs = [f for f in frames if f.startswith("process ")]
-        stacks.append((procs, [f for f in frames if not f.startswith("process ")], int(count)))
-    return stacks
+    return [x for x in map(_split_line, text.splitlines()) if x is not None]
+
+
+def process_stacks(text: str, pid: int) -> str:
+    """The stacks of process ``pid`` and its descendants (its DataLoader workers), in py-spy's
+    raw format with the process frames above ``pid`` dropped: a job sampled from its launcher
+    (``dlprof run --stacks``: torchrun, its ranks, their workers) read as one profiled process."""
+    out = []
+    for procs, frames, count in parse_raw(text):
+        for i, frame in enumerate(procs):
+            if int(_PROCESS.match(frame).group(1)) == pid:
+                out.append(";".join(procs[i:] + frames) + f" {count}")
+                break
+    return "\n".join(out) + ("\n" if out else "")
 
 
 def stage_of(procs: list[str], frames: list[str]) -> str | None:
@@ -46,6 +73,8 @@ def stage_of(procs: list[str], frames: list[str]) -> str | None:
         return "worker other"  # a worker outside fetch and collate: receiving indices, sending batches
     if "_EpochIterator.__next__" in joined:
         return "wait"
+    if "importlib._bootstrap" in joined:
+        return "import"  # a program's imports (dlprof run samples it from its start): not its step
     return "step"
 
 
@@ -117,6 +146,12 @@ def hotspots(text: str, top: int = TOP) -> pd.DataFrame:
                 rows.append({"stage": stage, "stage_samples": samples, "rank_by": rank_by, "function": name,
                              "location": where, "pct": 100.0 * n / samples})
     return pd.DataFrame(rows, columns=["stage", "stage_samples", "rank_by", "function", "location", "pct"])
+
+
+def busiest_stages(rows: list[dict], n: int) -> list[str]:
+    """The ``n`` stages of ``hotspots`` rows with the most sampled stacks, most first."""
+    ranked = sorted({(h["stage_samples"], h["stage"]) for h in rows}, reverse=True)
+    return [stage for _, stage in ranked[:n]]
 
 
 def stage_tree(text: str, stage: str) -> dict:

@@ -23,12 +23,14 @@ import threading
 
 from torch.utils.data import DataLoader
 
+from dlprof.probe.device import sync_note, synchronize
 from dlprof.probe.environment import collect_environment, job_facts
 from dlprof.probe.loader import LoaderProbe, describe_loader
 from dlprof.records import ProfileRun
 from dlprof.run_records import RunLoader, RunResult
 
 OUT_ENV = "DLPROF_RUN_OUT"
+SYNC_ENV = "DLPROF_RUN_DEVICE_SYNC"  # "1": dlprof run --device-sync
 _ORIGINAL_INIT = DataLoader.__init__
 _ORIGINAL_ITER = DataLoader.__iter__
 _registry: list[RunLoader] = []
@@ -88,13 +90,18 @@ def _iter(self):
 
 def _new_probe(loader: DataLoader) -> LoaderProbe:
     run = ProfileRun()
-    probe = LoaderProbe(loader, None, lambda: None, run.batches, run.epochs, hold=False, start=_ORIGINAL_ITER)
+    probe = LoaderProbe(loader, None, lambda: None, run.batches, run.epochs, hold=False, start=_ORIGINAL_ITER,
+                        sync=synchronize if _device_sync() else None)
     run.loader = describe_loader(loader, None)
     # a loader made before the patch (a callback installed at the start of training) has no site
     name, site = loader.__dict__.get("_dlprof_site") or (f"DataLoader({type(loader.dataset).__name__})", "?")
     with _lock:
         _registry.append(RunLoader(name=name, site=site, pid=os.getpid(), rank=_rank(), run=run))
     return probe
+
+
+def _device_sync() -> bool:
+    return os.environ.get(SYNC_ENV) == "1"
 
 
 def _rank() -> int | None:
@@ -113,8 +120,10 @@ def collect() -> RunResult:
     with _lock:
         loaders = list(_registry)
     environment = collect_environment(None) if loaders else {}
+    sync = sync_note(_device_sync())
     for entry in loaders:
         entry.run.environment = environment
+        entry.run.notes = [sync] if sync else []
         if entry.rank is not None:
             entry.facts = _rank_facts(entry)
     return RunResult(command=list(sys.argv), loaders=loaders)

@@ -65,3 +65,20 @@ class DeviceMover:
             end.synchronize()
             record.transfer_ns = int(start.elapsed_time(end) * 1e6)  # ms -> ns
         self._pending.clear()
+
+
+def synchronize() -> None:
+    """Wait for the work queued on the current CUDA device (``--device-sync``). A process that
+    has not used CUDA is left alone: synchronizing would create a CUDA context on device 0."""
+    if torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
+def sync_note(asked: bool) -> str | None:
+    """What the profile says of ``--device-sync`` (None when it was not asked for)."""
+    if not asked:
+        return None
+    if torch.cuda.is_initialized():
+        return ("device sync: each step's time includes the GPU work it queued (torch.cuda.synchronize "
+                "before each next()), so the wait is time the GPU had no work")
+    return "device sync asked for, but this process used no CUDA device: nothing was synchronized"

@@ -62,7 +62,7 @@ class LoaderProbe:
 
     def __init__(self, loader: DataLoader, device, on_epoch_start: Callable[[], None],
                  batches: list[BatchRecord], epochs: list[EpochRecord], hold: bool = True,
-                 start: Callable = iter) -> None:
+                 start: Callable = iter, sync: Callable[[], None] | None = None) -> None:
         """``hold=False``: keep the user's loader weakly (``dlprof run`` hangs the probe on the
         loader itself, which then ends with its workers when the program drops it). ``start``:
         how an epoch's torch iterator is made from the copy (``dlprof run``: DataLoader's own
@@ -83,6 +83,7 @@ class LoaderProbe:
         pinned = bool(loader.pin_memory)
         self.mover = DeviceMover(device, non_blocking=pinned) if device is not None else None
         self._on_epoch_start = on_epoch_start
+        self.sync = sync
         # the current epoch's torch iterator, weakly: its workers for post-mortems, yet the
         # workers end when the loop drops the iterator (a ``break``), as with the bare loader
         self._torch_iter = lambda: None
@@ -113,7 +114,7 @@ class LoaderProbe:
                              first_batch_ns=0, end_ns=0, batches=0, workers_reused=reused,
                              completed=False)
         self._epochs.append(record)
-        return _EpochIterator(self, it, record)
+        return (_EpochIterator if self.sync is None else _SyncedEpochIterator)(self, it, record)
 
     def failed_batch(self) -> tuple[object, object]:
         """After the loader raised: (the dataset index that failed, the indices of its batch),
@@ -231,3 +232,14 @@ class _EpochIterator:
         # A ``for`` loop that breaks drops the iterator without calling close().
         if not self._done:
             self.close()
+
+
+class _SyncedEpochIterator(_EpochIterator):
+    """With ``sync``: the device's queued work ends before the ask is timed (a class of its own,
+    so the default hot path has no test for it)."""
+
+    __slots__ = ()
+
+    def __next__(self):
+        self._probe.sync()
+        return _EpochIterator.__next__(self)

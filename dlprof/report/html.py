@@ -38,6 +38,16 @@ def svg_figure(svg: str, cls: str, alt: str) -> str:
     return f"<figure><img class='{cls}' alt='{escape(alt)}' src='data:image/svg+xml;base64,{data}'></figure>"
 
 
+def hotspot_table_html(rows: list[dict]) -> str:
+    """``analysis.hotspots`` rows as an HTML table."""
+    e = escape
+    return ("<table class='hotspots'><thead><tr><th class='l'>stage</th><th>samples</th><th class='l'>by</th>"
+            "<th class='l'>function</th><th class='l'>where</th><th>%</th></tr></thead><tbody>" + "".join(
+                f"<tr><td class='l'>{e(x['stage'])}</td><td>{x['stage_samples']}</td><td class='l'>{e(x['rank_by'])}"
+                f"</td><td class='l'><code>{e(x['function'])}</code></td><td class='l'>{e(x['location'])}</td>"
+                f"<td>{x['pct']:.0f}</td></tr>" for x in rows) + "</tbody></table>")
+
+
 class HtmlRenderer:
     """report.html: one file, figures inline."""
 
@@ -69,13 +79,7 @@ class HtmlRenderer:
                 if h.note:
                     parts.append(f"<p class='warn'>{e(h.note)}</p>")
                 if h.rows:
-                    parts.append("<table class='hotspots'><thead><tr><th class='l'>stage</th><th>samples</th>"
-                                 "<th class='l'>by</th><th class='l'>function</th><th class='l'>where</th><th>%</th>"
-                                 "</tr></thead><tbody>" + "".join(
-                                     f"<tr><td class='l'>{e(x['stage'])}</td><td>{x['stage_samples']}</td>"
-                                     f"<td class='l'>{e(x['rank_by'])}</td><td class='l'><code>{e(x['function'])}</code></td>"
-                                     f"<td class='l'>{e(x['location'])}</td><td>{x['pct']:.0f}</td></tr>"
-                                     for x in h.rows) + "</tbody></table>")
+                    parts.append(hotspot_table_html(h.rows))
                 parts += [svg_figure(f.svg, "flame", f"flame graph: {f.title}") for f in h.flames]
         if m.failed:
             parts.append("<h2>Failed trials</h2>" + "".join(

@@ -100,16 +100,20 @@ def speedup_line(r: ScanResult) -> str:
     return f"measured speedup {r.speedup:.2f}x{interval} over the baseline (side by side, pairs of turns: {rounds})"
 
 
+def hotspot_line(rows: list[dict]) -> str:
+    """Each stage's first function by total time: 'fetch: 62% decode (data.py:10); ...'."""
+    firsts: dict[str, dict] = {}
+    for h in rows:
+        if h["rank_by"] == "total":
+            firsts.setdefault(h["stage"], h)
+    return "; ".join(f"{stage}: {h['pct']:.0f}% {h['function']} ({h['location']})" for stage, h in firsts.items())
+
+
 def _hotspot_line(t: TrialResult) -> str | None:
     label = (t.purpose if t.purpose in (Purpose.HOTSPOTS_BASELINE, Purpose.HOTSPOTS_RECOMMENDATION)
              else f"hotspots ({t.purpose})")
     if t.hotspots:
-        firsts: dict[str, dict] = {}
-        for h in t.hotspots:
-            if h["rank_by"] == "total":
-                firsts.setdefault(h["stage"], h)
-        return f"{label}: " + "; ".join(
-            f"{stage}: {h['pct']:.0f}% {h['function']} ({h['location']})" for stage, h in firsts.items())
+        return f"{label}: {hotspot_line(t.hotspots)}"
     if t.hotspots_note:
         return f"{label}: {t.hotspots_note}"
     return None

@@ -8,8 +8,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from html import escape
 
+from dlprof.analysis.hotspots import busiest_stages, hotspots, process_stacks, stage_tree
+from dlprof.report.html import hotspot_table_html, svg_figure
+from dlprof.report.model import hotspot_line
 from dlprof.report.profile_html import ProfileHtmlRenderer, ProfileView, profile_view
+from dlprof.report.scan_text import HOTSPOTS_INTRO, hotspot_table_md
 from dlprof.run_records import RunLoader, RunResult
+
+FLAME_STAGES = 3  # flame graphs of a process's stages with the most sampled stacks
 
 
 @dataclass
@@ -20,10 +26,41 @@ class LoaderSection:
 
 
 @dataclass
+class ProcessHotspots:
+    """``dlprof run --stacks``: where one process's time went (its workers' included)."""
+    title: str  # "pid 123 (rank 0): train_loader, val_loader"
+    rows: list[dict]  # analysis.hotspots rows
+    flames: list[tuple[str, str]]  # (stage, SVG) of the busiest stages; none in the terminal
+
+
+@dataclass
 class RunReport:
     command: str
     exit_code: int | None
     sections: list[LoaderSection]
+    hotspots: list[ProcessHotspots]
+    stacks_note: str  # why --stacks gave none
+
+
+def _hotspots(result: RunResult, figures: bool) -> list[ProcessHotspots]:
+    """One entry a process that iterated a DataLoader: its stacks and its workers', by stage."""
+    if not result.stacks_raw:
+        return []
+    from dlprof.report.flame import flame_svg
+
+    out = []
+    pids = list(dict.fromkeys(x.pid for x in result.loaders))
+    for pid in pids:
+        raw = process_stacks(result.stacks_raw, pid)
+        rows = hotspots(raw).to_dict("records")
+        if not rows:
+            continue
+        loaders = [x for x in result.loaders if x.pid == pid]
+        rank = f"rank {loaders[0].rank}, " if loaders[0].rank is not None else ""
+        flames = [(stage, flame_svg(stage_tree(raw, stage), f"pid {pid}: {stage}"))
+                  for stage in busiest_stages(rows, FLAME_STAGES)] if figures else []
+        out.append(ProcessHotspots(f"{rank}pid {pid}: " + ", ".join(x.name for x in loaders), rows, flames))
+    return out
 
 
 def _title(x: RunLoader) -> str:
@@ -36,7 +73,8 @@ def run_report(result: RunResult, figures: bool = True) -> RunReport:
     ordered = ([top] if top else []) + [x for x in result.loaders if x is not top]
     sections = [LoaderSection(_title(x), x is top, profile_view(x.run, figures, f"{x.name}: per worker and loop"))
                 for x in ordered]
-    return RunReport(" ".join(result.command), result.exit_code, sections)
+    return RunReport(" ".join(result.command), result.exit_code, sections, _hotspots(result, figures),
+                     result.stacks_note)
 
 
 def _role(s: LoaderSection) -> str:
@@ -53,6 +91,9 @@ class RunConsoleRenderer:
         for s in m.sections:
             out.append(f"== {_role(s)}: {s.title}")
             out.append(s.view.text.rstrip("\n"))
+        out += [f"hotspots ({h.title}): {hotspot_line(h.rows)}" for h in m.hotspots]
+        if m.stacks_note:
+            out.append(f"no hotspots: {m.stacks_note}")
         return "\n".join(out) + "\n"
 
 
@@ -65,6 +106,10 @@ class RunMarkdownRenderer:
             out += [f"## {_role(s)}: {s.title}", "",
                     f"**{s.view.summary.verdict}**: {s.view.summary.reason}", "", "```", s.view.text.rstrip("\n"),
                     "```", ""]
+        if m.hotspots or m.stacks_note:
+            out += ["## Hotspots", "", HOTSPOTS_INTRO, ""] + ([f"No hotspots: {m.stacks_note}", ""] if m.stacks_note else [])
+        for h in m.hotspots:
+            out += [f"**{h.title}**", ""] + hotspot_table_md(h.rows) + [""]
         return "\n".join(out).rstrip("\n") + "\n"
 
 
@@ -80,5 +125,11 @@ class RunHtmlRenderer:
             parts.append("<p>The program iterated no DataLoader.</p>")
         for i, s in enumerate(m.sections):
             parts.append(f"<h2 id='loader-{i}'>{e(_role(s))}: {e(s.title)}</h2>" + ProfileHtmlRenderer().render(s.view))
+        if m.hotspots or m.stacks_note:
+            parts.append(f"<h2 id='hotspots'>Hotspots</h2><p>{e(HOTSPOTS_INTRO)}</p>"
+                         + (f"<p>No hotspots: {e(m.stacks_note)}</p>" if m.stacks_note else ""))
+        for h in m.hotspots:
+            parts.append(f"<h3>{e(h.title)}</h3>" + hotspot_table_html(h.rows)
+                         + "".join(svg_figure(svg, "flame", f"flame graph: {stage}") for stage, svg in h.flames))
         parts.append("</body></html>")
         return "\n".join(parts) + "\n"

@@ -23,6 +23,13 @@ HOTSPOTS_INTRO = ("Python stacks sampled by py-spy (up to 100 Hz a process) in t
                   "the stage's samples. Self: the function itself was running; total: it or what it called.")
 
 
+def hotspot_table_md(rows: list[dict]) -> list[str]:
+    """``analysis.hotspots`` rows as a Markdown table, a line each."""
+    return (["| stage | samples | by | function | where | % |", "|---|---|---|---|---|---|"]
+            + [f"| {x['stage']} | {x['stage_samples']} | {x['rank_by']} | `{_escape(x['function'])}` | "
+               f"`{_escape(x['location'])}` | {x['pct']:.0f} |" for x in rows])
+
+
 class MarkdownRenderer:
     """report.md; its figures are linked by file name (written beside it)."""
 
@@ -55,9 +62,7 @@ class MarkdownRenderer:
                 if h.note:
                     out += ["", h.note]
                 if h.rows:
-                    out += ["", "| stage | samples | by | function | where | % |", "|---|---|---|---|---|---|"]
-                    out += [f"| {x['stage']} | {x['stage_samples']} | {x['rank_by']} | `{_escape(x['function'])}` | "
-                            f"`{_escape(x['location'])}` | {x['pct']:.0f} |" for x in h.rows]
+                    out += [""] + hotspot_table_md(h.rows)
         if m.failed:
             out += ["", "## Failed trials"]
             for f in m.failed:
