@@ -7,10 +7,11 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["profile", "Profiler", "ProfiledLoader", "ProfileResult", "load", "__version__"]
+__all__ = ["profile", "autotune", "Profiler", "ProfiledLoader", "ProfileResult", "load", "__version__"]
 
 _LAZY = {
     "profile": "dlprof.api",
+    "autotune": "dlprof.tuned",
     "Profiler": "dlprof.api",
     "ProfiledLoader": "dlprof.api",
     "ProfileResult": "dlprof.result",

@@ -12,7 +12,8 @@ Schema history (bump ``SCHEMA_VERSION`` and add a line on every incompatible cha
   2  ``stacks_raw``: py-spy's raw stacks of the run (``sample_stacks=True``), "" otherwise;
      ``processes[].pss_bytes`` (read with the USS).
   3  ``batches[].pin_cpu_ns``: CPU time of the pin-memory thread on the batch (0 without one).
-     Version 1 and 2 files are still read.
+  4  ``tuning``: what ``dlprof.autotune`` did (its windows, what it settled on, the side-by-side
+     speedup; ``sweep.online.tuning_to_dict``), null otherwise. Versions 1 to 3 are still read.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 SCHEMA_NAME = "dlprof.profile"
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 MAIN_PROCESS = -1  # worker_id of batches produced in the main process (num_workers=0)
 
@@ -121,6 +122,7 @@ class ProfileRun:
     gpus: list[GpuSample] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     stacks_raw: str = ""  # py-spy --format raw, main process and workers (analysis.hotspots)
+    tuning: dict[str, Any] | None = None  # dlprof.autotune's windows and decision (sweep.online)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -134,6 +136,7 @@ class ProfileRun:
             "gpus": [dataclasses.asdict(g) for g in self.gpus],
             "notes": list(self.notes),
             "stacks_raw": self.stacks_raw,
+            "tuning": self.tuning,
         }
 
     @classmethod
@@ -141,7 +144,7 @@ class ProfileRun:
         if not isinstance(data, dict) or data.get("schema") != SCHEMA_NAME:
             raise ResultsFileError("not a dlprof profile results file (missing 'schema': 'dlprof.profile')")
         version = data.get("schema_version")
-        if version not in (1, 2, SCHEMA_VERSION):
+        if version not in (1, 2, 3, SCHEMA_VERSION):
             raise ResultsFileError(
                 f"results file has schema version {version!r}; this dlprof reads version {SCHEMA_VERSION}"
             )
@@ -155,6 +158,7 @@ class ProfileRun:
                 gpus=[GpuSample(**g) for g in data.get("gpus", [])],
                 notes=list(data.get("notes", [])),
                 stacks_raw=str(data.get("stacks_raw", "")),
+                tuning=data.get("tuning"),
             )
         except TypeError as exc:  # unknown or missing field in a record
             raise ResultsFileError(f"malformed results file: {exc}") from None

@@ -1,0 +1,141 @@
+"""One DataLoader served by successive configurations within an epoch, every batch exactly once
+and in the loader's order (``dlprof.autotune``).
+
+A map-style epoch's batches of indices are drawn once, from the user's own (batch) sampler, into
+an ``IndexStream``. Each configuration is a copy of the user's loader with other settings whose
+sampler is a ``_TapSampler``: every torch iterator made from it pulls the next batches of the
+shared stream through a ``_Tap``. A switch closes the old iterator's tap (torch then sees its
+sampler end: it delivers the batches it has in flight and stops) and the next configuration's
+iterator continues from the next batch; the loop gets the old batches first, so the sequence is
+the untuned loader's. An iterator that fails gives the batches it took and did not deliver back
+to the front of the stream, so another configuration delivers them.
+
+torch draws a seed from the random generator for every iterator it makes; the extra iterators of
+a switch are made with the generators' states restored after, so the draws of the epochs that
+follow (a RandomSampler's shuffle) are the untuned loader's.
+"""
+from __future__ import annotations
+
+import copy
+from collections import deque
+from typing import Iterator
+
+import torch
+from torch.utils.data import DataLoader
+
+from dlprof.scan_records import LoaderSettings
+
+DEFAULT_PREFETCH = 2  # torch's default with workers
+
+
+class IndexStream:
+    """The batches of indices of one epoch, handed out once each, in order."""
+
+    def __init__(self, index_sampler) -> None:
+        self._source: Iterator = iter(index_sampler)
+        self._back: deque = deque()  # handed out, not delivered, given back: served first
+        self.ended = False
+
+    def pull(self):
+        if self._back:
+            return self._back.popleft()
+        try:
+            return next(self._source)
+        except StopIteration:
+            self.ended = True
+            raise
+
+    def give_back(self, items) -> None:
+        self._back.extendleft(reversed(list(items)))
+
+    def empty(self) -> bool:
+        """Nothing left to hand out (known only once the source has ended)."""
+        return self.ended and not self._back
+
+
+class _Tap:
+    """What one torch iterator draws its batches of indices from, until it is closed."""
+
+    __slots__ = ("stream", "taken", "closed")
+
+    def __init__(self, stream: IndexStream) -> None:
+        self.stream = stream
+        self.taken: deque = deque()  # handed to the iterator, not delivered to the loop yet
+        self.closed = False
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self.closed:
+            raise StopIteration
+        item = self.stream.pull()
+        self.taken.append(item)
+        return item
+
+
+class _TapSampler:
+    """A configuration's sampler: ``open(stream)`` before a torch iterator is made or reset
+    gives it a new tap, which its ``iter()`` returns (torch calls it then, or with num_workers=0
+    at the first batch)."""
+
+    def __init__(self, length: int) -> None:
+        self._length = length
+        self.tap: _Tap | None = None
+
+    def __len__(self) -> int:
+        return self._length
+
+    def open(self, stream: IndexStream) -> _Tap:
+        self.tap = _Tap(stream)
+        return self.tap
+
+    def __iter__(self):
+        return self.tap
+
+
+def configured(loader: DataLoader, s: LoaderSettings, timeout_s: float | None) -> tuple[DataLoader, _TapSampler]:
+    """A copy of ``loader`` (its dataset, collate_fn, worker_init_fn, generator, start method)
+    with the settings ``s``, drawing its batches from a tap sampler. ``timeout_s``: with workers,
+    a batch that takes longer raises (an explored configuration that hangs is left)."""
+    key = "batch_sampler" if loader.batch_sampler is not None else "sampler"
+    taps = _TapSampler(len(getattr(loader, key)))
+    c = copy.copy(loader)  # copies __dict__, past DataLoader.__setattr__'s guards
+    d = c.__dict__
+    d[key] = taps
+    d["_iterator"] = None
+    d["num_workers"] = s.num_workers
+    d["prefetch_factor"] = (s.prefetch_factor or DEFAULT_PREFETCH) if s.num_workers else None
+    d["persistent_workers"] = bool(s.persistent_workers and s.num_workers)
+    d["pin_memory"] = s.pin_memory
+    if s.num_workers and timeout_s:
+        d["timeout"] = min(loader.timeout, timeout_s) if loader.timeout else timeout_s
+    return c, taps
+
+
+class RandomState:
+    """The random generators a new torch iterator draws from: saved, then put back."""
+
+    def __init__(self, loader: DataLoader) -> None:
+        self._generator = loader.generator
+        self._cpu = torch.get_rng_state()
+        self._own = self._generator.get_state() if self._generator is not None else None
+
+    def restore(self) -> None:
+        torch.set_rng_state(self._cpu)
+        if self._own is not None:
+            self._generator.set_state(self._own)
+
+
+def draw_iterator_seed(loader: DataLoader) -> None:
+    """What torch draws when the user's loader makes an iterator (its workers' base seed), drawn
+    here so the draws that follow are the untuned loader's (torch/utils/data/dataloader.py,
+    ``_BaseDataLoaderIter.__init__``)."""
+    torch.empty((), dtype=torch.int64).random_(generator=loader.generator)
+
+
+def shut_down(torch_iterator) -> None:
+    """End an iterator's workers now (one left for another configuration, or one that failed)."""
+    stop = getattr(torch_iterator, "_shutdown_workers", None)
+    if stop is not None:
+        stop()

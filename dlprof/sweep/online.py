@@ -1,0 +1,209 @@
+"""Online tuning's decisions (``dlprof.autotune``): which configuration the next window of the
+running job uses, when a window has measured enough, and what to settle on. Pure: no torch, no
+process; fed TrialResults of windows, so every rule is tested from records alone.
+
+The search is the scan's own (``policy.search``), fed windows instead of trials. Then, as the
+scan verifies its recommendation side by side, the best candidate and the user's configuration
+take turns in windows; it is kept only when the pairs' whole 95% interval is above 1 + MIN_GAIN
+(``rules.measurably_faster``). Otherwise, or when anything is left undecided when the budget
+ends, the user's configuration is kept.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from dlprof.analysis.thresholds import BALANCED_PCT
+from dlprof.analysis.throughput import paired_ratio
+from dlprof.scan_records import LoaderSettings, TrialResult
+from dlprof.sweep.paired import MIN_PAIRS
+from dlprof.sweep.policy import Search, SearchSpace, SearchState, search
+from dlprof.sweep.rules import measurably_faster, side_by_side_decided
+
+# A window measures until its rate's 95% interval is within this share (the scan's trials use
+# the same), between MIN_WINDOW_S and MAX_WINDOW_S of steady batches: at least a second, so a
+# window spans many batches of a fast loop; at most five, so one slower configuration costs the
+# job at most five seconds at its rate.
+REL_CI = 0.04
+MIN_WINDOW_S = 1.0
+MAX_WINDOW_S = 5.0
+MIN_WINDOW_BATCHES = 8  # a block estimate of the interval needs several batches
+# pairs of turns in the side-by-side check, at most (the scan's bound)
+MAX_PAIRS = 6
+
+
+@dataclass
+class Window:
+    """One stretch of the job in one configuration, as the results keep it."""
+
+    settings: LoaderSettings
+    purpose: str  # "baseline", the policy's purpose, "side by side: baseline|candidate"
+    reason: str
+    start_ns: int = 0
+    end_ns: int = 0
+    batches: int = 0  # measured (after the warm-up)
+    samples_per_s: float = 0.0
+    ci_pct: float = 0.0
+    wait_pct: float = 0.0
+    outcome: str = ""  # what the tuner concluded from it (or the failure)
+
+
+@dataclass
+class Tuning:
+    """What the tuner did: its windows, what it settled on and the measured speedup."""
+
+    baseline: LoaderSettings
+    windows: list[Window] = field(default_factory=list)
+    settled: LoaderSettings | None = None
+    reason: str = ""
+    speedup: tuple[float, float, float] | None = None  # (ratio, low, high) of the side-by-side pairs
+    pairs: list[tuple[float, float]] = field(default_factory=list)  # (baseline, candidate) samples/s
+    failed: list[str] = field(default_factory=list)  # configurations left after a failure
+
+
+def window_done(seconds: float, batches: int, ci_pct: float) -> bool:
+    """Has a window measured enough? ``seconds`` and ``batches`` after its warm-up."""
+    if batches < MIN_WINDOW_BATCHES:
+        return False
+    if seconds >= MAX_WINDOW_S:
+        return True
+    return seconds >= MIN_WINDOW_S and ci_pct <= 100 * REL_CI
+
+
+def nothing_to_gain(t: TrialResult) -> bool:
+    """The loop waits under BALANCED_PCT of its time, the whole interval included: no loader
+    setting can make it faster by more than that share, under the smallest gain worth a change."""
+    return t.wait_pct + (t.wait_ci_pct if t.wait_ci_pct is not None else t.wait_pct) < BALANCED_PCT
+
+
+class Tuner:
+    """Proposes the next window's configuration from the windows measured so far.
+
+    ``next_settings(window)`` is sent each finished window (None for the first call) and returns
+    the configuration of the next window, or None once settled (``tuning.settled``).
+    ``failed(settings, error)`` when a configuration failed: it is never proposed again and the
+    next window goes back to the best configuration that worked."""
+
+    def __init__(self, space: SearchSpace, baseline: LoaderSettings, budget_s: float) -> None:
+        self.space = space
+        self.budget_s = budget_s
+        self.spent_s = 0.0
+        self.tuning = Tuning(baseline=baseline)
+        self.state = SearchState()
+        self._search: Search | None = None
+        self._proposal = None
+        self._candidate: LoaderSettings | None = None
+        self._turns: list[TrialResult] = []  # side by side, alternating: candidate, baseline, ...
+
+    # -- the conversation ------------------------------------------------------------------
+
+    def first(self) -> LoaderSettings:
+        return self.tuning.baseline
+
+    def done(self, seconds: float, batches: int, ci_pct: float) -> bool:
+        """Has the current window measured enough (``window_done``)?"""
+        return window_done(seconds, batches, ci_pct)
+
+    def next_settings(self, measured: TrialResult, window: Window) -> LoaderSettings | None:
+        self.tuning.windows.append(window)
+        self.spent_s += window.end_ns / 1e9 - window.start_ns / 1e9
+        if self.tuning.settled is not None:
+            return None
+        if self._search is None:  # the baseline's window
+            self.state.add(measured)
+            self._baseline_trial = measured
+            if nothing_to_gain(measured):
+                return self._settle(self.tuning.baseline, f"the loop waits {measured.wait_pct:.1f}% of its time: "
+                                    f"under {BALANCED_PCT:.0f}%, no loader setting can gain more")
+            self._search = search(self.space, self.state, measured)
+            return self._propose(None)
+        if self._candidate is not None:
+            return self._side_by_side(measured, window)
+        self.state.add(measured)
+        window.outcome = f"{measured.samples_per_s:,.0f} samples/s"
+        return self._propose(measured)
+
+    def failed(self, settings: LoaderSettings, error: str, window: Window) -> LoaderSettings | None:
+        window.outcome = f"failed: {error}"
+        self.tuning.windows.append(window)
+        self.tuning.failed.append(f"{settings.label()}: {error}")
+        self.state.add(TrialResult(settings=settings, status="error", error=error))
+        if self._candidate is not None:  # the candidate failed side by side: keep the user's
+            return self._settle(self.tuning.baseline, f"the candidate failed: {error}")
+        if self.tuning.settled is not None or self._search is None:
+            return None
+        try:  # the search goes on from what worked; the failed key is never proposed again
+            return self._propose(TrialResult(settings=settings, status="error", error=error))
+        except StopIteration:
+            return self._verify_or_settle()
+
+    # -- inside -----------------------------------------------------------------------------
+
+    def _propose(self, measured: TrialResult | None) -> LoaderSettings | None:
+        while self.spent_s < self.budget_s:
+            try:
+                p = next(self._search) if measured is None and self._proposal is None else self._search.send(measured)
+            except StopIteration:
+                break
+            self._proposal = p
+            if p.settings.key() in self.state.seen or self._unsupported(p.settings):
+                measured = self.state.seen.get(p.settings.key()) or TrialResult(settings=p.settings, status="error",
+                                                                                error="not tunable online")
+                continue
+            self._pending = p
+            return p.settings
+        return self._verify_or_settle()
+
+    def _unsupported(self, s: LoaderSettings) -> bool:
+        """Settings that would change the batches the loop sees (their size or order) or the
+        step's own process (its threads): an online tuner only moves what the loader does."""
+        base = self.tuning.baseline
+        return s.batch_size != base.batch_size or s.in_order != base.in_order or s.num_threads != base.num_threads
+
+    def proposal(self):
+        """(purpose, reason) of the configuration just proposed."""
+        p = getattr(self, "_pending", None)
+        return (p.purpose, p.reason) if p is not None else ("baseline", "the configuration as the user wrote it")
+
+    def _verify_or_settle(self) -> LoaderSettings | None:
+        best = self.state.best()
+        base = self.tuning.baseline
+        if best is None or best.settings.key() == base.key():
+            return self._settle(base, "no configuration was faster than the user's")
+        self._candidate = best.settings
+        self._pending = None
+        self._turns = []
+        return self._candidate
+
+    def _side_by_side(self, measured: TrialResult, window: Window) -> LoaderSettings | None:
+        self._turns.append(measured)
+        window.purpose = "side by side: " + ("candidate" if len(self._turns) % 2 else "baseline")
+        window.outcome = f"{measured.samples_per_s:,.0f} samples/s"
+        if len(self._turns) % 2:  # the candidate's turn ended: the baseline's next
+            return self.tuning.baseline
+        pairs = [(self._turns[i + 1].samples_per_s, self._turns[i].samples_per_s)
+                 for i in range(0, len(self._turns) - 1, 2)]
+        self.tuning.pairs = pairs
+        ratio = paired_ratio(pairs)
+        self.tuning.speedup = ratio
+        decided = len(pairs) >= MIN_PAIRS and side_by_side_decided(ratio)
+        if decided or len(pairs) >= MAX_PAIRS or self.spent_s >= self.budget_s:
+            if len(pairs) >= MIN_PAIRS and measurably_faster(ratio):
+                return self._settle(self._candidate, f"{ratio[0]:.2f}x the user's configuration side by side "
+                                    f"(95% interval {ratio[1]:.2f}-{ratio[2]:.2f}x, {len(pairs)} pairs)")
+            return self._settle(self.tuning.baseline, f"the best candidate was not measurably faster side by side "
+                                f"({ratio[0]:.2f}x, 95% interval {ratio[1]:.2f}-{ratio[2]:.2f}x, {len(pairs)} pairs)")
+        return self._candidate
+
+    def _settle(self, settings: LoaderSettings, reason: str) -> None:
+        self.tuning.settled = settings
+        self.tuning.reason = reason
+        return None
+
+
+def tuning_to_dict(t: Tuning) -> dict:
+    """The plain form kept in the results (``ProfileRun.tuning``)."""
+    d = dataclasses.asdict(t)
+    d["speedup"] = list(t.speedup) if t.speedup else None
+    d["pairs"] = [list(p) for p in t.pairs]
+    return d

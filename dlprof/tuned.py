@@ -1,0 +1,300 @@
+"""``dlprof.autotune(loader)``: the running job is the experiment. The loop gets exactly the
+batches ``loader`` would give, in its order, while the first part of training moves between
+DataLoader configurations for measured windows (``sweep.online`` decides, ``probe.switching``
+switches at batch boundaries), then settles on the fastest, kept only when it beat the user's
+configuration side by side beyond noise.
+
+Map-style datasets only switch mid-epoch (their index stream is shared by the configurations);
+an iterable dataset's samples depend on the worker count, so it is left as the user made it.
+"""
+from __future__ import annotations
+
+import math
+import re
+import sys
+import warnings
+from time import perf_counter_ns
+
+from torch.utils.data import DataLoader
+
+from dlprof.analysis.recommend import dataloader_call
+from dlprof.analysis.throughput import rate_and_ci
+from dlprof.analysis.trial import trial_stats
+from dlprof.api import Profiler
+from dlprof.probe.environment import available_cores, shm_free_bytes
+from dlprof.probe.loader import LoaderProbe, describe_loader
+from dlprof.probe.switching import IndexStream, RandomState, configured, draw_iterator_seed, shut_down
+from dlprof.records import ProfileRun
+from dlprof.result import ProfileResult
+from dlprof.sweep.loaders import settings_of
+from dlprof.sweep.online import MAX_WINDOW_S, MIN_WINDOW_BATCHES, Tuner, Window, tuning_to_dict
+from dlprof.sweep.policy import SearchSpace
+from dlprof.sweep.trial import warmup_batches
+
+DEFAULT_BUDGET_S = 60.0
+_PIDS = re.compile(r"pid(?:\(s\))? (\d+(?:, \d+)*)")  # torch's "DataLoader worker (pid(s) 123, 456) ..."
+# An explored configuration whose next batch takes this long has hung (the user's own loader
+# gets no limit): past any worker start-up (spawned workers import torch: seconds) on a busy machine.
+HANG_S = 60.0
+
+
+class _Config:
+    """One configuration: a copy of the user's loader drawing from tap samplers, and its probe
+    (recording into the tuned loader's run)."""
+
+    def __init__(self, loader: DataLoader, settings, run: ProfileRun, timeout_s: float | None) -> None:
+        self.settings = settings
+        self.loader, self.taps = configured(loader, settings, timeout_s)
+        self.probe = LoaderProbe(self.loader, None, lambda: None, run.batches, run.epochs)
+
+    def open(self, stream: IndexStream, user_loader: DataLoader):
+        """A torch iterator on ``stream``'s next batches; it draws nothing from the random
+        generators (their state is put back)."""
+        tap = self.taps.open(stream)
+        state = RandomState(user_loader)
+        try:
+            with warnings.catch_warnings():  # torch's "more workers than cores" advice: exploring
+                warnings.filterwarnings("ignore", message=".*worker processes in total.*")
+                it = iter(self.probe)
+        finally:
+            state.restore()
+        return _Segment(self, it, tap)
+
+    def release(self) -> None:
+        """Persistent workers of a configuration left behind end now."""
+        shadow = self.probe._shadow
+        if shadow._iterator is not None:
+            shut_down(shadow._iterator)
+            shadow.__dict__["_iterator"] = None
+
+
+class _Segment:
+    __slots__ = ("config", "it", "tap")
+
+    def __init__(self, config: _Config, it, tap) -> None:
+        self.config = config
+        self.it = it
+        self.tap = tap
+
+
+class AutotunedLoader:
+    """Iterate it exactly like the DataLoader it wraps; ``result()`` has the windows, the
+    switches and what it settled on (also in ``summary()`` and the HTML report)."""
+
+    def __init__(self, loader: DataLoader, budget_s: float = DEFAULT_BUDGET_S, sample_system: bool = True,
+                 tuner: Tuner | None = None) -> None:
+        """``tuner``: the decisions (tests drive the switching with a scripted one)."""
+        if not isinstance(loader, DataLoader):
+            raise TypeError(f"dlprof.autotune expects a torch.utils.data.DataLoader, got {type(loader).__name__}")
+        if not budget_s > 0:
+            raise ValueError(f"budget must be a positive number of seconds, got {budget_s!r}")
+        self.loader = loader
+        self.profiler = Profiler(sample_system=sample_system)
+        self.run = self.profiler.run
+        self.run.loader = describe_loader(loader, None)
+        self.profiler.wrap(loader)  # environment, the system sampler
+        self.tunable = loader._dataset_kind == 0  # _DatasetKind.Map: a shared index stream
+        cores = available_cores()
+        space = SearchSpace(cores=cores, max_workers=max(16, 4 * cores), window_s=MAX_WINDOW_S,
+                            shm_free_bytes=shm_free_bytes())
+        self.tuner = tuner or Tuner(space, settings_of(loader), budget_s)
+        if not self.tunable:
+            self.tuner._settle(self.tuner.tuning.baseline, "an iterable dataset: its samples depend on the "
+                               "worker count, so the configuration is left as it is")
+        self.current = self.tuner.first()
+        self._configs: dict[tuple, _Config] = {}
+        self._epochs = 0
+        self._printed = False
+
+    def _config(self, settings) -> _Config:
+        key = settings.key()
+        if key not in self._configs:
+            known = key in (self.tuner.tuning.baseline.key(),)
+            self._configs[key] = _Config(self.loader, settings, self.run, None if known else HANG_S)
+        return self._configs[key]
+
+    def fallback(self):
+        """Where a failure goes back to: what the tuner settled on, else the user's configuration."""
+        return self.tuner.tuning.settled or self.tuner.tuning.baseline
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        if not self.tunable:
+            return iter(self._config(self.current).probe)
+        return _TunedEpoch(self)
+
+    def result(self) -> ProfileResult:
+        result = self.profiler.result()
+        result.run.tuning = tuning_to_dict(self.tuner.tuning)
+        return result
+
+    def summary(self, file=None) -> None:
+        self.result().summary(file)
+
+    def close(self) -> None:
+        for c in self._configs.values():
+            c.release()
+        self.profiler.close()
+
+    # -- windows ------------------------------------------------------------------------------
+
+    def start_window(self) -> None:
+        purpose, reason = self.tuner.proposal()
+        self.window = Window(self.current, purpose, reason)
+        self.window_first = len(self.run.batches) + warmup_batches(self.current)
+        self._next_check = MIN_WINDOW_BATCHES
+
+    def window_check(self) -> bool:
+        """After a batch of the current configuration: has its window measured enough? The
+        interval is computed after 8 batches, then each time the window grew by an eighth
+        (linear work over a window, however many batches it holds)."""
+        n = len(self.run.batches) - self.window_first
+        if n < self._next_check:
+            return False
+        self._next_check = n + max(4, n // 8)
+        window = self.run.batches[self.window_first:]
+        seconds = (window[-1].wait_end_ns - window[0].wait_end_ns) / 1e9
+        _, ci = rate_and_ci([b.wait_end_ns for b in window], [b.samples for b in window], [b.epoch for b in window])
+        return self.tuner.done(seconds, n, ci if math.isfinite(ci) else 100.0)
+
+    def end_window(self):
+        """The window's figures; the configuration the tuner wants next (None: settled)."""
+        batches = self.run.batches[self.window_first:]
+        run = ProfileRun(loader=self.run.loader, batches=batches,
+                         epochs=[e for e in self.run.epochs if e.epoch in {b.epoch for b in batches}],
+                         processes=self.profiler._sampler.process_samples if self.profiler._sampler else [])
+        measured = trial_stats(run, self.current, 0)
+        w = self.window
+        w.start_ns, w.end_ns = batches[0].wait_end_ns, batches[-1].wait_end_ns
+        w.batches, w.samples_per_s, w.ci_pct, w.wait_pct = (measured.batches, measured.samples_per_s,
+                                                             measured.ci_pct, measured.wait_pct)
+        if not w.purpose or w.purpose == "baseline":
+            w.outcome = "the user's configuration"
+        return self.tuner.next_settings(measured, w)
+
+    def announce(self) -> None:
+        """Once, when settled: what to put in the code, to stderr."""
+        if self._printed:
+            return
+        self._printed = True
+        t = self.tuner.tuning
+        if t.settled is not None and t.settled.key() != t.baseline.key():
+            print(f"dlprof.autotune: {self.settled_call()}  # {t.reason}", file=sys.stderr, flush=True)
+        else:
+            print(f"dlprof.autotune: keeping the DataLoader as it is: {t.reason}", file=sys.stderr, flush=True)
+
+    def settled_call(self) -> str:
+        tuning = self.tuner.tuning
+        return dataloader_call(tuning.settled) if tuning.settled else ""
+
+
+class _TunedEpoch:
+    """One epoch: the segments of its configurations, oldest first (a switched-from one drains)."""
+
+    def __init__(self, owner: AutotunedLoader) -> None:
+        self.o = owner
+        loader = owner.loader
+        # the seed the user's loader draws for a new iterator (none when its kept workers are reused)
+        if not (loader.persistent_workers and loader.num_workers > 0 and owner._epochs > 0):
+            draw_iterator_seed(loader)
+        owner._epochs += 1
+        self.stream = IndexStream(loader._index_sampler)
+        try:  # the sampler's own draws happen now, outside the restored iterators
+            self.stream.give_back([self.stream.pull()])
+        except StopIteration:
+            pass
+        self.segments = [owner._config(owner.current).open(self.stream, loader)]
+        if owner.tuner.tuning.settled is None and not hasattr(owner, "window"):
+            owner.start_window()
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        o = self.o
+        while True:
+            seg = self.segments[0]
+            try:
+                batch = next(seg.it)
+            except StopIteration:
+                self.segments.pop(0)
+                if seg.config.settings.key() != o.current.key():
+                    seg.config.release()  # kept workers of a configuration left behind
+                if self.segments:
+                    continue
+                if not self.stream.empty():  # the current one was cut off, nothing opened after
+                    self.segments.append(o._config(o.current).open(self.stream, o.loader))
+                    continue
+                raise
+            except Exception as exc:
+                culprit = self._culprit(seg, exc)
+                if culprit.config.settings.key() == o.fallback().key():
+                    if culprit is seg:
+                        seg.tap.taken.popleft()  # consumed, as torch's iterator goes on past it
+                    raise
+                self._failed(culprit, exc)
+                continue
+            seg.tap.taken.popleft()
+            if len(self.segments) == 1 and o.tuner.tuning.settled is None and o.window_check():
+                self._switch(o.end_window())
+            return batch
+
+    def _switch(self, settings) -> None:
+        o = self.o
+        if settings is None:  # settled
+            settings = o.tuner.tuning.settled
+            o.announce()
+        if settings.key() == o.current.key():
+            if o.tuner.tuning.settled is None:
+                o.start_window()
+            return
+        old = self.segments[-1]
+        old.tap.closed = True  # torch delivers what it has in flight, then ends (see __next__)
+        o.current = settings
+        if not self.stream.empty():
+            self.segments.append(o._config(settings).open(self.stream, o.loader))
+        if o.tuner.tuning.settled is None:
+            o.start_window()
+
+    def _culprit(self, seg: _Segment, exc: Exception) -> _Segment:
+        """The segment whose worker died: torch reports a worker's death in whichever of the
+        process's iterators the main thread is in (its SIGCHLD handler), by pid."""
+        pids = {int(p) for group in _PIDS.findall(str(exc)) for p in group.split(", ")}
+        if pids:
+            for s in self.segments:
+                if pids & {w.pid for w in (getattr(s.it, "_workers", None) or [])}:
+                    return s
+        return seg
+
+    def _failed(self, seg: _Segment, exc: Exception) -> None:
+        """An explored configuration failed: its batches not delivered, and those of any segment
+        after it, go back to the stream; the fallback configuration delivers them."""
+        o = self.o
+        i = self.segments.index(seg)
+        lost = []
+        for s in self.segments[i:]:
+            s.tap.closed = True
+            lost.extend(s.tap.taken)
+            s.tap.taken.clear()
+            shut_down(s.it._it)
+            s.config.release()
+        del self.segments[i:]
+        self.stream.give_back(lost)
+        window = getattr(o, "window", None) or Window(seg.config.settings, "explore", "")
+        window.start_ns = window.end_ns = perf_counter_ns()
+        nxt = o.tuner.failed(seg.config.settings, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+                             window)
+        o.current = nxt or o.fallback()
+        self.segments.append(o._config(o.current).open(self.stream, o.loader))
+        if o.tuner.tuning.settled is None:
+            o.start_window()
+
+
+def autotune(loader: DataLoader, budget: float = DEFAULT_BUDGET_S, sample_system: bool = True) -> AutotunedLoader:
+    """Iterate ``loader`` tuned online: the same batches in the same order, epoch after epoch,
+    while up to ``budget`` seconds of the first part of training try other DataLoader settings
+    in measured windows; then it settles on the fastest (kept only when it beat ``loader``'s own
+    settings side by side beyond noise) and prints the ``DataLoader(...)`` call once."""
+    return AutotunedLoader(loader, budget_s=budget, sample_system=sample_system)

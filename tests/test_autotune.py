@@ -1,0 +1,169 @@
+"""dlprof.autotune: configurations switched mid-epoch, every batch exactly once and in the
+untuned loader's order; faults in an explored configuration fall back without losing or
+repeating a batch. Real DataLoaders, real worker processes."""
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+import torch
+from torch.utils.data import DataLoader, Dataset, get_worker_info
+
+import dlprof
+from dlprof.tuned import AutotunedLoader
+from dlprof.scan_records import LoaderSettings
+from dlprof.sweep.online import Tuner, Window
+from dlprof.sweep.policy import SearchSpace
+
+
+class Indexed(Dataset):
+    """Sample i is i: the loop's batches say which indices it got."""
+
+    def __init__(self, n=400, fail_at=None, kill_with_workers=None, kill_at=None):
+        self.n = n
+        self.fail_at = fail_at
+        self.kill_with_workers = kill_with_workers
+        self.kill_at = kill_at
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        if i == self.fail_at:
+            raise ValueError(f"corrupt sample {i}")
+        info = get_worker_info()
+        if info is not None and info.num_workers == self.kill_with_workers and i == self.kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)  # a worker dies mid-window (OOM killer, Bus error)
+        return torch.tensor([i])
+
+
+def S(workers, prefetch=2, persistent=False, batch_size=8):
+    return LoaderSettings(num_workers=workers, pin_memory=False, prefetch_factor=prefetch if workers else None,
+                          persistent_workers=persistent and workers > 0, batch_size=batch_size)
+
+
+class Scripted(Tuner):
+    """Switches every ``every`` measured batches through ``plan``, then settles on its last."""
+
+    def __init__(self, baseline, plan, every=3):
+        super().__init__(SearchSpace(cores=2, max_workers=4, window_s=1.0), baseline, budget_s=1e9)
+        self.plan = list(plan)
+        self.every = every
+
+    def done(self, seconds, batches, ci_pct):
+        return batches >= self.every
+
+    def next_settings(self, measured, window: Window):
+        self.tuning.windows.append(window)
+        if not self.plan:
+            return self._settle(window.settings, "scripted")
+        return self.plan.pop(0)
+
+    def failed(self, settings, error, window):
+        window.outcome = f"failed: {error}"
+        self.tuning.windows.append(window)
+        self.tuning.failed.append(f"{settings.label()}: {error}")
+        self.plan = [p for p in self.plan if p.key() != settings.key()]
+        return self.tuning.baseline
+
+
+def _epochs(iterable, epochs):
+    """Per epoch: the indices in the order the loop got them, and the errors where it got them."""
+    out = []
+    for _ in range(epochs):
+        seen = []
+        it = iter(iterable)
+        while True:
+            try:
+                (batch,) = [next(it)]
+            except StopIteration:
+                break
+            except ValueError as exc:  # the loop catches a bad batch and goes on, as torch allows
+                seen.append(next(line for line in str(exc).splitlines()[::-1] if "corrupt sample" in line))
+                continue
+            seen.extend(batch.flatten().tolist())
+        out.append(seen)
+    return out
+
+
+def _loader(ds, **kw):
+    return DataLoader(ds, batch_size=8, shuffle=True, **kw)
+
+
+PLANS = {
+    "0 -> 2 -> 3 persistent -> 0": (S(0), [S(2), S(3, 4, True), S(0)]),
+    "2 -> 0 -> 2 persistent -> 1": (S(2), [S(0), S(2, 2, True), S(1, 3)]),
+    "2 persistent -> 3 -> 2 persistent": (S(2, 2, True), [S(3), S(2, 2, True), S(1)]),
+}
+
+
+@pytest.mark.parametrize("name", list(PLANS))
+def test_switches_mid_epoch_give_the_untuned_batches_in_order(name):
+    baseline, plan = PLANS[name]
+    kw = dict(num_workers=baseline.num_workers, persistent_workers=baseline.persistent_workers)
+    torch.manual_seed(0)
+    bare = _epochs(_loader(Indexed(), **kw), 3)
+    torch.manual_seed(0)
+    tuned = AutotunedLoader(_loader(Indexed(), **kw), sample_system=False, tuner=Scripted(baseline, plan))
+    got = _epochs(tuned, 3)
+    tuned.close()
+    assert got == bare  # three shuffled epochs: every index once, in the untuned order
+    assert sorted(got[0]) == list(range(400)) and got[0] != got[1]
+    windows = tuned.tuner.tuning.windows
+    assert [w.settings for w in windows[:len(plan) + 1]] == [baseline] + plan  # every configuration served
+    assert tuned.tuner.tuning.settled == plan[-1]
+
+
+def test_a_worker_killed_in_an_explored_configuration_loses_and_repeats_no_batch():
+    kill = dict(kill_with_workers=3, kill_at=None)
+    torch.manual_seed(1)
+    order = [i for b in _loader(Indexed()) for i in b.flatten().tolist()]
+    kill["kill_at"] = order[8 * 33 + 3]  # batch 33: mid-epoch, inside the 3-worker window (batches ~26-41)
+    torch.manual_seed(1)
+    bare = _epochs(_loader(Indexed(**kill), num_workers=2), 2)  # the user's loader never has 3 workers
+    torch.manual_seed(1)
+    tuned = AutotunedLoader(_loader(Indexed(**kill), num_workers=2), sample_system=False,
+                            tuner=Scripted(S(2), [S(1), S(3), S(1, 4)], every=6))
+    got = _epochs(tuned, 2)
+    tuned.close()
+    assert got == bare
+    tuning = tuned.tuner.tuning
+    assert any("num_workers=3" in f for f in tuning.failed)
+    assert any(w.outcome.startswith("failed:") and w.settings.num_workers == 3 for w in tuning.windows)
+
+
+def test_a_dataset_error_reaches_the_loop_once_where_the_untuned_loader_raises_it():
+    """A bad sample fails in every configuration: the explored one gives its batch back, the
+    user's configuration fails on it too, and that error reaches the loop, once, in its place;
+    iteration goes on, as torch's does."""
+    torch.manual_seed(2)
+    order = [i for b in _loader(Indexed()) for i in b.flatten().tolist()]
+    bad = order[150]
+    torch.manual_seed(2)
+    bare = _epochs(_loader(Indexed(fail_at=bad), num_workers=2), 2)
+    assert sum(f"corrupt sample {bad}" in str(x) for x in bare[0]) == 1
+    torch.manual_seed(2)
+    tuned = AutotunedLoader(_loader(Indexed(fail_at=bad), num_workers=2), sample_system=False,
+                            tuner=Scripted(S(2), [S(3), S(1), S(3, 4)], every=4))
+    got = _epochs(tuned, 2)
+    tuned.close()
+    assert got == bare
+
+
+def test_the_real_tuner_on_a_loader_that_waits_on_nothing_keeps_it(capsys):
+    """A loop that does not wait for data: the user's configuration, kept after one window."""
+    loader = DataLoader(Indexed(160), batch_size=4)
+
+    def step():  # a GPU-style step: the host waits on the device, 50 ms a batch
+        time.sleep(0.05)
+    tuned = dlprof.autotune(loader, budget=20, sample_system=False)
+    for _ in range(2):
+        for _batch in tuned:
+            step()
+    tuning = tuned.tuner.tuning
+    tuned.close()
+    assert tuning.settled == tuning.baseline and len(tuning.windows) == 1
+    assert "keeping the DataLoader as it is" in capsys.readouterr().err
+    assert tuned.result().run.tuning["settled"]["num_workers"] == 0
