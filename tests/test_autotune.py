@@ -167,3 +167,44 @@ def test_the_real_tuner_on_a_loader_that_waits_on_nothing_keeps_it(capsys):
     assert tuning.settled == tuning.baseline and len(tuning.windows) == 1
     assert "keeping the DataLoader as it is" in capsys.readouterr().err
     assert tuned.result().run.tuning["settled"]["num_workers"] == 0
+
+
+class Slow(Dataset):
+    """Each sample waits ``delay`` s (storage): workers overlap the waits. The indices do not
+    depend on it: ``delay=0`` gives the untuned order fast."""
+
+    def __init__(self, delay=0.003):
+        self.delay = delay
+
+    def __len__(self):
+        return 512
+
+    def __getitem__(self, i):
+        if self.delay:
+            time.sleep(self.delay)
+        return torch.tensor([i])
+
+
+def test_the_real_tuner_explores_then_settles_and_says_so(tmp_path, capsys):
+    """A data-bound loader: the tuner measures windows of other settings and settles; whatever it
+    settles on, the batches are the untuned loader's, and the result, the summary and the HTML
+    report show the windows and the decision."""
+    torch.manual_seed(3)
+    tuned = dlprof.autotune(DataLoader(Slow(), batch_size=8, shuffle=True), budget=15)
+    got = []
+    while tuned.tuner.tuning.settled is None and len(got) < 200:  # about 0.15 s an epoch once tuned
+        got += _epochs(tuned, 1)
+    got += _epochs(tuned, 2)  # and after it settled
+    tuned.close()
+    torch.manual_seed(3)
+    assert got == _epochs(DataLoader(Slow(delay=0), batch_size=8, shuffle=True), len(got))
+    tuning = tuned.result().run.tuning
+    assert tuning["settled"] is not None and len(tuning["windows"]) >= 2
+    assert tuning["windows"][0]["samples_per_s"] > 0 and tuning["windows"][1]["settings"]["num_workers"] > 0
+    text = tuned.result().format_summary()
+    assert "autotune: " in text and "configuration; purpose: outcome" in text
+    assert "dlprof.autotune: " in capsys.readouterr().err  # printed once, when settled
+    tuned.result().save(tmp_path / "results.json")
+    again = dlprof.load(tmp_path / "results.json")
+    assert again.run.tuning == tuning
+    assert "autotune windows" in again._repr_html_()

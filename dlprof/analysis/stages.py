@@ -121,6 +121,7 @@ class Summary:
     workers_reused: list[bool]
     batches_per_worker: dict[int, int]
     notes: list[str] = field(default_factory=list)
+    tuning: dict | None = None  # dlprof.autotune's windows and decision (analysis.tuning reads it)
 
 
 def summarize(run: ProfileRun) -> Summary:
@@ -152,7 +153,7 @@ def summarize(run: ProfileRun) -> Summary:
         stages=stage_table(frame), wait_pct=wait_pct, wait_ci_pct=wait_ci, verdict=verdict, reason=reason,
         samples_per_s=samples_per_s, startup_ms=startup,
         workers_reused=[e.workers_reused for e in run.epochs], batches_per_worker=per_worker,
-        notes=notes,
+        notes=notes, tuning=run.tuning,
     )
 
 

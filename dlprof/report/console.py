@@ -32,4 +32,26 @@ class ConsoleRenderer:
         lines.append(f"  wait share {summary.wait_pct:.1f}% -> {summary.verdict}: {summary.reason}")
         for note in summary.notes:
             lines.append(f"  note: {note}")
+        if summary.tuning:
+            lines += [""] + tuning_lines(summary.tuning)
         return "\n".join(lines) + "\n"
+
+
+def tuning_lines(tuning: dict) -> list[str]:
+    """dlprof.autotune's decision and its windows (the batches above are all configurations')."""
+    from dlprof.analysis.recommend import dataloader_call
+    from dlprof.analysis.tuning import decision_line, settings, windows_frame
+
+    lines = [f"  {decision_line(tuning)}"]
+    frame = windows_frame(tuning)
+    if not frame.empty:
+        lines.append(f"  {'from s':>8}{'to s':>8}  {'samples/s':>11}{'+/- %':>7}{'wait %':>8}  configuration; purpose: outcome")
+        for w in frame.itertuples(index=False):
+            lines.append(f"  {w.start_s:>8.1f}{w.end_s:>8.1f}  {w.samples_per_s:>11,.0f}{w.ci_pct:>7.1f}{w.wait_pct:>8.0f}"
+                         f"  {w.configuration}; {w.purpose}: {w.outcome}")
+    settled, base = settings(tuning.get("settled")), settings(tuning.get("baseline"))
+    if settled is not None and base is not None and settled.key() != base.key():
+        lines.append(f"  put in the code: {dataloader_call(settled)}")
+    for failure in tuning.get("failed") or []:
+        lines.append(f"  left after a failure: {failure}")
+    return lines

@@ -91,6 +91,25 @@ def timeline(spans: pd.DataFrame, title: str) -> str:
     return _svg(fig)
 
 
+def tuning_windows(windows: pd.DataFrame, title: str) -> str:
+    """dlprof.autotune's windows: each one's rate over its span, a colour per configuration."""
+    fig, ax = plt.subplots(figsize=(9, 3.2))
+    palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    configs = list(dict.fromkeys(windows["configuration"]))
+    for w in windows.itertuples(index=False):
+        colour = palette[configs.index(w.configuration) % len(palette)]
+        ax.plot([w.start_s, w.end_s], [w.samples_per_s] * 2, color=colour, linewidth=4, solid_capstyle="butt",
+                label=w.configuration)
+    ax.set_xlabel("s since the first window")
+    ax.set_ylabel("samples/s")
+    ax.set_ylim(bottom=0)
+    ax.set_title(title)
+    handles, names = ax.get_legend_handles_labels()
+    unique = dict(zip(names, handles))
+    ax.legend(unique.values(), unique.keys(), fontsize=6, loc="lower right")
+    return _svg(fig)
+
+
 def processes(samples: pd.DataFrame, title: str) -> str:
     fig, (cpu, mem) = plt.subplots(1, 2, figsize=(9, 3))
     for name, group in samples.groupby("process"):

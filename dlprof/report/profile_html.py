@@ -16,6 +16,7 @@ class ProfileView:
     summary: Summary
     text: str  # the console summary
     timeline_svg: str  # "" with no batch
+    tuning_svg: str = ""  # dlprof.autotune's windows ("" when not tuned)
 
 
 def profile_view(run: ProfileRun, figures: bool = True, title: str = "per worker and loop") -> ProfileView:
@@ -27,7 +28,13 @@ def profile_view(run: ProfileRun, figures: bool = True, title: str = "per worker
         from dlprof.report import plots
 
         svg = plots.timeline(timeline_frame(run), title)
-    return ProfileView(summary, ConsoleRenderer().render(summary), svg)
+    tuning_svg = ""
+    if figures and run.tuning and run.tuning.get("windows"):
+        from dlprof.analysis.tuning import windows_frame
+        from dlprof.report import plots
+
+        tuning_svg = plots.tuning_windows(windows_frame(run.tuning), "autotune: each window's rate")
+    return ProfileView(summary, ConsoleRenderer().render(summary), svg, tuning_svg)
 
 
 class ProfileHtmlRenderer:
@@ -36,4 +43,6 @@ class ProfileHtmlRenderer:
                  f"<pre>{escape(v.text)}</pre>"]
         if v.timeline_svg:
             parts.append(svg_figure(v.timeline_svg, "plot", "timeline"))
+        if v.tuning_svg:
+            parts.append(svg_figure(v.tuning_svg, "plot", "autotune windows"))
         return "".join(parts) + "</div>"
