@@ -78,6 +78,7 @@ def cmd_scan(args) -> int:
     if args.target.endswith(".py") and not os.path.isfile(args.target):  # before importing torch
         raise DlprofError(f"target file not found: {args.target}")
     from dlprof.probe.environment import available_cores
+    from dlprof.progress import progress_for
     from dlprof.report.model import scan_report
     from dlprof.report.scan_text import ConsoleScanRenderer
     from dlprof.scan_records import ScanResult
@@ -101,10 +102,12 @@ def cmd_scan(args) -> int:
                     quick=args.quick, max_workers_from_cli=args.max_workers is not None,
                     trial_timeout_s=args.trial_timeout, hotspots=not args.no_hotspots,
                     allow_reorder=args.allow_reorder, started_at=_process_started_at(), finish_reserve_s=FINISH_RESERVE_S)
-    scan = Scan(plan, result, lambda line: print(line, file=sys.stderr, flush=True))
+    # a bar under the lines on a terminal, the lines alone in a pipe or a log; its clock is the
+    # budget's, as Scan counts it (a resumed scan has spent some already)
+    progress = progress_for(sys.stderr, plan.budget_s, plan.started_at - result.elapsed_s)
+    scan = Scan(plan, result, progress)
     resumed = f"; resuming after {len(result.trials)} trials" if args.resume else ""
-    print(f"dlprof scan {args.target}: budget {plan.budget_s:.0f} s, {cores} cores; results in {out}/{resumed}",
-          file=sys.stderr, flush=True)
+    progress(f"dlprof scan {args.target}: budget {plan.budget_s:.0f} s, {cores} cores; results in {out}/{resumed}")
     interrupted = False
     signal.signal(signal.SIGTERM, _interrupt)  # stop like Ctrl-C: kill the trial, keep the results
     try:
@@ -114,6 +117,7 @@ def cmd_scan(args) -> int:
         result.notes.append("interrupted: these are the trials finished before the interruption "
                             "(continue with the same command and --resume)")
     finally:
+        progress.close()  # the bar gone before the summary (and before an error's message)
         if result.trials:
             from dlprof.report.build import write_reports  # matplotlib: only once there is a report
             from dlprof.scan_views import keep_views

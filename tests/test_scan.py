@@ -70,6 +70,7 @@ def test_io_bound_scan_recommends_more_workers_than_cores_and_verifies_it(tmp_pa
     report = (tmp_path / "out" / "report.md").read_text()
     assert "data-bound" in report and "num_workers=" in report and "measured speedup" in report
     assert "recommended: DataLoader(" in proc.stdout and "trial 1" in proc.stderr
+    assert "\x1b[" not in proc.stderr  # stderr is a pipe: plain lines, no progress bar
 
 
 FAILS_IN_WORKERS = """
