@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup browser demo test bench-overhead bench-recommend bench-reliability bench-recipes bench-diagnosis bench-no-gain bench-threads bench-run-torchrun bench-torch-suite clean
+.PHONY: setup browser demo test bench-overhead bench-recommend bench-reliability bench-recipes bench-diagnosis bench-no-gain bench-threads bench-run-torchrun bench-torch-suite bench-autotune clean
 
 setup: $(STAMP)
 
@@ -50,6 +50,11 @@ bench-recommend: setup
 # 50 random planted pipelines of five classes, diagnosed (seed from the clock; about 25 minutes)
 bench-diagnosis: setup
 	$(PY) benchmarks/diagnosis.py --out reports/diagnosis
+
+# dlprof.autotune against each recipe as written and the grid's best (bench-recommend's results):
+# six recipes, a 40 s run each way and the quality rounds (about 15 minutes)
+bench-autotune: setup
+	$(PY) benchmarks/autotune.py --seconds 40 --out reports/benchmarks/autotune.txt
 
 # Two pipelines that nothing can speed up, scanned 10 times each: every scan must say "keep"
 bench-no-gain: setup

@@ -1,8 +1,9 @@
-"""Overhead of dlprof.profile and of `dlprof run`: the same loader iterated bare, profiled, and
-as `dlprof run` instruments a program (DataLoader patched: one probe per loader object, no system
-sampler), in turn.
+"""Overhead of dlprof.profile, of `dlprof run` and of dlprof.autotune: the same loader iterated
+bare, profiled, as `dlprof run` instruments a program (DataLoader patched: one probe per loader
+object, no system sampler), and through dlprof.autotune once settled (its per-batch path: the
+shared index stream and the configuration's probe), in turn.
 
-Runs A B C A B C ... (bare, profiled, run) so drift of the machine hits all alike, and prints per
+Runs A B C D A B C D ... (bare, profiled, run, tuned) so drift of the machine hits all alike, and prints per
 case and mode the throughput ratio to bare (median of the per-round ratios, with its IQR) and the CPU
 ratio (CPU time per sample of the main process and the workers, bare/profiled), which is
 steadier than throughput when workers and the main process share too few cores.
@@ -35,6 +36,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import dlprof  # noqa: E402
 from dlprof.probe import autowrap  # noqa: E402
 from dlprof.probe.stacks import StackSampler  # noqa: E402
+from dlprof.tuned import AutotunedLoader  # noqa: E402
 from dlprof.probe.environment import available_cores  # noqa: E402
 
 
@@ -55,7 +57,7 @@ class WorkDataset(Dataset):
 
 # name, seconds of work per sample, samples per run (about a second of loading), goal
 CASES = [("1ms", 1e-3, 64 * 16, 0.99), ("20us", 20e-6, 64 * 1000, 0.95)]
-MODES = ("bare", "profile", "run")  # each round runs them in this order
+MODES = ("bare", "profile", "run", "tuned")  # each round runs them in this order
 BATCH_SIZE = 64
 
 
@@ -88,6 +90,9 @@ def one_run(loader, mode: str) -> tuple[float, float]:
     if profiled:
         iterable = dlprof.profile(loader, sample_stacks=STACKS)
         _wait_for_first_tick(iterable)
+    elif mode == "tuned":  # dlprof.autotune once settled (on the loader's own settings): its per-batch path
+        iterable = AutotunedLoader(loader, sample_system=False)
+        iterable.tuner.settle(iterable.tuner.tuning.baseline, "the overhead benchmark")
     elif mode == "run":
         autowrap.install(at_exit=False)
         if STACKS:  # dlprof run --stacks: py-spy on the program from outside, from its start
@@ -101,7 +106,7 @@ def one_run(loader, mode: str) -> tuple[float, float]:
         samples += len(batch)
     elapsed = time.perf_counter() - start
     cpu = _cpu_s() - cpu0
-    if profiled:
+    if profiled or mode == "tuned":
         iterable.close()
     if mode == "run":
         autowrap.uninstall()
@@ -155,7 +160,7 @@ def main() -> int:
         else "# profiled runs: dlprof.profile defaults (no stack sampling)",
         f"# machine: {platform.platform()}, python {platform.python_version()}, torch {torch.__version__}, "
         f"{available_cores()} cores available",
-        f"# {args.pairs} rounds (bare, profile, run) per case after one warm-up round; ratios are medians of "
+        f"# {args.pairs} rounds (bare, profile, run, tuned) per case after one warm-up round; ratios are medians of "
         "per-round ratios to bare",
         "",
         f"{'case':<8}{'workers':>8}{'mode':>9}{'bare samples/s':>16}{'profiled samples/s':>20}"

@@ -188,7 +188,8 @@ def cmd_run(args) -> int:
         raise DlprofError("nothing to run: give a command, e.g. dlprof run -- python train.py, or a script")
     command = run_command.command_of(command)
     out = args.out or run_command.default_out(command)
-    code, result = run_command.run(command, out, stacks=args.stacks, device_sync=args.device_sync)
+    code, result = run_command.run(command, out, stacks=args.stacks, device_sync=args.device_sync,
+                                   autotune=args.autotune, autotune_s=args.autotune_budget)
     if result.loaders:
         from dlprof.report.run_report import RunConsoleRenderer, run_report
 
@@ -328,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     sc.set_defaults(func=cmd_scan)
 
     ru = sub.add_parser("run", help="run a command or script unchanged, profiling every DataLoader it iterates",
-                        usage="dlprof run [--out DIR] [--stacks] [--device-sync] -- COMMAND [ARGS...]  |  "
+                        usage="dlprof run [--out DIR] [--stacks] [--device-sync] [--autotune] -- COMMAND [ARGS...]  |  "
                               "dlprof run SCRIPT.py [ARGS...]")
     ru.add_argument("--out", default=None, help="output folder (default: reports/run-<script>-<time>)")
     ru.add_argument("--stacks", action="store_true",
@@ -337,6 +338,11 @@ def build_parser() -> argparse.ArgumentParser:
     ru.add_argument("--device-sync", action="store_true",
                     help="wait for the GPU's queued work when the loop asks for a batch, so the step's time "
                          "includes its GPU work (changes the program's timing: off by default)")
+    ru.add_argument("--autotune", action="store_true",
+                    help="tune the training loaders (map-style, shuffled) online: the same batches in the same "
+                         "order, other num_workers/prefetch_factor/persistent_workers tried in measured windows")
+    ru.add_argument("--autotune-budget", type=_positive_float, default=None,
+                    help="seconds of exploring per tuned loader (default: dlprof.autotune's)")
     ru.add_argument("command_line", nargs=argparse.REMAINDER, metavar="COMMAND")
     ru.set_defaults(func=cmd_run)
 

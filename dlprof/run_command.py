@@ -44,7 +44,8 @@ def default_out(command: list[str]) -> str:
     return os.path.join("reports", f"run-{script}-{time.strftime('%Y%m%d-%H%M%S')}")
 
 
-def environment_for(out_dir: str, device_sync: bool = False) -> dict[str, str]:
+def environment_for(out_dir: str, device_sync: bool = False, autotune: bool = False,
+                    autotune_s: float | None = None) -> dict[str, str]:
     env = dict(os.environ)
     path = [BOOTSTRAP] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
     env["PYTHONPATH"] = os.pathsep.join(path)
@@ -52,16 +53,19 @@ def environment_for(out_dir: str, device_sync: bool = False) -> dict[str, str]:
     env["DLPROF_PACKAGE_ROOT"] = PACKAGE_ROOT  # the command's processes import this dlprof
     if device_sync:
         env["DLPROF_RUN_DEVICE_SYNC"] = "1"  # dlprof.probe.autowrap.SYNC_ENV (no torch imported here)
+    if autotune:  # autowrap.AUTOTUNE_ENV: seconds of exploring, or "default"
+        env["DLPROF_RUN_AUTOTUNE"] = repr(float(autotune_s)) if autotune_s else "default"
     return env
 
 
-def run(command: list[str], out_dir: str, stacks: bool = False, device_sync: bool = False) -> tuple[int, RunResult]:
+def run(command: list[str], out_dir: str, stacks: bool = False, device_sync: bool = False,
+        autotune: bool = False, autotune_s: float | None = None) -> tuple[int, RunResult]:
     """Run ``command`` to its end; (its exit code, the merged profiles)."""
     os.makedirs(out_dir, exist_ok=True)
     for stale in glob.glob(os.path.join(out_dir, "process-*.json")):
         os.unlink(stale)  # an earlier run's files are not this run's
     try:
-        child = subprocess.Popen(command, env=environment_for(out_dir, device_sync))
+        child = subprocess.Popen(command, env=environment_for(out_dir, device_sync, autotune, autotune_s))
     except OSError as exc:
         raise DlprofError(f"cannot run {command[0]!r}: {exc.strerror or exc}") from None
     sampler = None

@@ -9,6 +9,7 @@ an iterable dataset's samples depend on the worker count, so it is left as the u
 """
 from __future__ import annotations
 
+import copy
 import math
 import re
 import sys
@@ -88,18 +89,22 @@ class AutotunedLoader:
             raise TypeError(f"dlprof.autotune expects a torch.utils.data.DataLoader, got {type(loader).__name__}")
         if not budget_s > 0:
             raise ValueError(f"budget must be a positive number of seconds, got {budget_s!r}")
-        self.loader = loader
+        # a copy: it shares the dataset, samplers, collate_fn and generator, not the user's
+        # iterator, and keeps no hold on the user's loader (dlprof run hangs this on it)
+        self.loader = copy.copy(loader)
+        self.loader.__dict__["_iterator"] = None
+        self.loader.__dict__["_dlprof_shadow"] = True  # under dlprof run: iterated as a plain DataLoader
         self.profiler = Profiler(sample_system=sample_system)
         self.run = self.profiler.run
         self.run.loader = describe_loader(loader, None)
-        self.profiler.wrap(loader)  # environment, the system sampler
+        self.profiler.wrap(self.loader)  # environment, the system sampler
         self.tunable = loader._dataset_kind == 0  # _DatasetKind.Map: a shared index stream
         cores = available_cores()
         space = SearchSpace(cores=cores, max_workers=max(16, 4 * cores), window_s=MAX_WINDOW_S,
                             shm_free_bytes=shm_free_bytes())
         self.tuner = tuner or Tuner(space, settings_of(loader), budget_s)
         if not self.tunable:
-            self.tuner._settle(self.tuner.tuning.baseline, "an iterable dataset: its samples depend on the "
+            self.tuner.settle(self.tuner.tuning.baseline, "an iterable dataset: its samples depend on the "
                                "worker count, so the configuration is left as it is")
         self.current = self.tuner.first()
         self._configs: dict[tuple, _Config] = {}

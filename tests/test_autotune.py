@@ -58,7 +58,7 @@ class Scripted(Tuner):
     def next_settings(self, measured, window: Window):
         self.tuning.windows.append(window)
         if not self.plan:
-            return self._settle(window.settings, "scripted")
+            return self.settle(window.settings, "scripted")
         return self.plan.pop(0)
 
     def failed(self, settings, error, window):

@@ -327,3 +327,43 @@ def test_a_run_without_stacks_has_none_and_a_shell_command_is_sampled_through_it
     assert len(data["loaders"]) == 2 and data["stacks_raw"]
     pid = data["loaders"][0]["pid"]
     assert f"hotspots (pid {pid}: train_loader, val_loader): " in proc.stderr
+
+
+TUNABLE = """
+    import time
+    import torch
+    from torch.utils.data import DataLoader, Dataset
+
+    class Storage(Dataset):
+        def __len__(self):
+            return 256
+
+        def __getitem__(self, i):
+            time.sleep(0.002)
+            return torch.tensor([i])
+
+    torch.manual_seed(0)
+    train_loader = DataLoader(Storage(), batch_size=8, shuffle=True)
+    val_loader = DataLoader(Storage(), batch_size=64)
+    for epoch in range(8):
+        order = [int(i) for b in train_loader for i in b.flatten()]
+        print("epoch", epoch, sorted(order) == list(range(256)), hash(tuple(order)) % 10**8)
+        print("val", sum(int(b.sum()) for b in val_loader))
+"""
+
+
+def test_autotune_tunes_the_shuffled_loader_and_changes_no_output(tmp_path):
+    """dlprof run --autotune: the training loader (it shuffles) is tuned online, the validation
+    loader only profiled; the program prints each epoch's order: the same as without dlprof."""
+    script = _script(tmp_path, TUNABLE)
+    bare = subprocess.run([sys.executable, script], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONHASHSEED": "0"})
+    out = tmp_path / "out"
+    run = subprocess.run(DLPROF + ["run", "--autotune", "--autotune-budget", "5", "--out", str(out), script],
+                         capture_output=True, text=True, cwd=REPO, timeout=240, env={**os.environ, "PYTHONHASHSEED": "0"})
+    assert bare.returncode == run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout == bare.stdout
+    loaders = {x["name"]: x for x in _results(out)["loaders"]}
+    assert loaders["train_loader"]["run"]["tuning"]["windows"]  # measured windows
+    assert loaders["val_loader"]["run"]["tuning"] is None
+    assert "autotune: " in (out / "report.md").read_text()

@@ -21,7 +21,7 @@ import signal
 import sys
 import threading
 
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, RandomSampler
 
 from dlprof.probe.device import sync_note, synchronize
 from dlprof.probe.environment import collect_environment, job_facts
@@ -31,9 +31,11 @@ from dlprof.run_records import RunLoader, RunResult
 
 OUT_ENV = "DLPROF_RUN_OUT"
 SYNC_ENV = "DLPROF_RUN_DEVICE_SYNC"  # "1": dlprof run --device-sync
+AUTOTUNE_ENV = "DLPROF_RUN_AUTOTUNE"  # dlprof run --autotune: seconds of exploring, or "default"
 _ORIGINAL_INIT = DataLoader.__init__
 _ORIGINAL_ITER = DataLoader.__iter__
 _registry: list[RunLoader] = []
+_tuned: list = []  # (RunLoader, dlprof.tuned.AutotunedLoader) of dlprof run --autotune
 _lock = threading.Lock()
 _SKIP = (os.sep + os.path.join("torch", "utils", "data") + os.sep, os.sep + "dlprof" + os.sep)
 _ASSIGNED = re.compile(r"^\s*(?:self\.)?([A-Za-z_][\w.]*)\s*[:=][^=]")
@@ -82,10 +84,35 @@ def _iter(self):
     if d.get("_dlprof_shadow"):  # a probe's own copy: a plain DataLoader
         return _ORIGINAL_ITER(self)
     probe = d.get("_dlprof_probe")
-    if probe is None or probe.loader is not self:  # first epoch, or a copy carrying another's probe
-        probe = _new_probe(self)
+    if probe is None or d.get("_dlprof_owner") != id(self):  # first epoch, or a copy carrying another's
+        probe = _new_tuned(self) if _tunes(self) else _new_probe(self)
         d["_dlprof_probe"] = probe
+        d["_dlprof_owner"] = id(self)  # a copy of the loader carries its __dict__: not its probe
     return iter(probe)
+
+
+def _tunes(loader: DataLoader) -> bool:
+    """dlprof run --autotune tunes training loaders: a plain DataLoader over a map-style dataset
+    that shuffles (training loaders shuffle, evaluation ones do not; Lightning warns otherwise).
+    A subclass (accelerate's DataLoaderShard) has logic of its own in ``__iter__``: left alone."""
+    if not os.environ.get(AUTOTUNE_ENV) or type(loader) is not DataLoader or loader._dataset_kind != 0:
+        return False
+    sampler = loader.batch_sampler.sampler if loader.batch_sampler is not None and hasattr(
+        loader.batch_sampler, "sampler") else loader.sampler
+    return isinstance(sampler, RandomSampler) or bool(getattr(sampler, "shuffle", False))
+
+
+def _new_tuned(loader: DataLoader):
+    from dlprof.tuned import DEFAULT_BUDGET_S, AutotunedLoader
+
+    budget = os.environ[AUTOTUNE_ENV]
+    tuned = AutotunedLoader(loader, budget_s=DEFAULT_BUDGET_S if budget == "default" else float(budget))
+    name, site = loader.__dict__.get("_dlprof_site") or (f"DataLoader({type(loader.dataset).__name__})", "?")
+    entry = RunLoader(name=name, site=site, pid=os.getpid(), rank=_rank(), run=tuned.run)
+    with _lock:
+        _registry.append(entry)
+        _tuned.append((entry, tuned))
+    return tuned
 
 
 def _new_probe(loader: DataLoader) -> LoaderProbe:
@@ -119,6 +146,10 @@ def collect() -> RunResult:
     """What this process has profiled so far (every loader iterated since ``install()``)."""
     with _lock:
         loaders = list(_registry)
+        tuned = list(_tuned)
+    for entry, t in tuned:
+        t.close()  # its windows and decision into its run; the sampler stopped
+        entry.run = t.result().run
     environment = collect_environment(None) if loaders else {}
     sync = sync_note(_device_sync())
     for entry in loaders:

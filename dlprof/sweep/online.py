@@ -113,7 +113,7 @@ class Tuner:
             self.state.add(measured)
             self._baseline_trial = measured
             if nothing_to_gain(measured):
-                return self._settle(self.tuning.baseline, f"the loop waits {measured.wait_pct:.1f}% of its time: "
+                return self.settle(self.tuning.baseline, f"the loop waits {measured.wait_pct:.1f}% of its time: "
                                     f"under {BALANCED_PCT:.0f}%, no loader setting can gain more")
             self._search = search(self.space, self.state, measured)
             return self._propose(None)
@@ -129,7 +129,7 @@ class Tuner:
         self.tuning.failed.append(f"{settings.label()}: {error}")
         self.state.add(TrialResult(settings=settings, status="error", error=error))
         if self._candidate is not None:  # the candidate failed side by side: keep the user's
-            return self._settle(self.tuning.baseline, f"the candidate failed: {error}")
+            return self.settle(self.tuning.baseline, f"the candidate failed: {error}")
         if self.tuning.settled is not None or self._search is None:
             return None
         try:  # the search goes on from what worked; the failed key is never proposed again
@@ -139,8 +139,14 @@ class Tuner:
 
     # -- inside -----------------------------------------------------------------------------
 
+    def _reserve_s(self) -> float:
+        """Time kept for the side-by-side check: MIN_PAIRS pairs of windows as long as the
+        windows so far, so that exploring does not leave its winner unverified."""
+        windows = self.tuning.windows
+        return 2 * MIN_PAIRS * self.spent_s / len(windows) if windows else 0.0
+
     def _propose(self, measured: TrialResult | None) -> LoaderSettings | None:
-        while self.spent_s < self.budget_s:
+        while self.spent_s + self._reserve_s() < self.budget_s:
             try:
                 p = next(self._search) if measured is None and self._proposal is None else self._search.send(measured)
             except StopIteration:
@@ -169,7 +175,7 @@ class Tuner:
         best = self.state.best()
         base = self.tuning.baseline
         if best is None or best.settings.key() == base.key():
-            return self._settle(base, "no configuration was faster than the user's")
+            return self.settle(base, "no configuration was faster than the user's")
         self._candidate = best.settings
         self._pending = None
         self._turns = []
@@ -187,15 +193,16 @@ class Tuner:
         ratio = paired_ratio(pairs)
         self.tuning.speedup = ratio
         decided = len(pairs) >= MIN_PAIRS and side_by_side_decided(ratio)
-        if decided or len(pairs) >= MAX_PAIRS or self.spent_s >= self.budget_s:
+        # at least MIN_PAIRS pairs, past the budget if need be (their time was kept for them)
+        if decided or len(pairs) >= MAX_PAIRS or (self.spent_s >= self.budget_s and len(pairs) >= MIN_PAIRS):
             if len(pairs) >= MIN_PAIRS and measurably_faster(ratio):
-                return self._settle(self._candidate, f"{ratio[0]:.2f}x the user's configuration side by side "
+                return self.settle(self._candidate, f"{ratio[0]:.2f}x the user's configuration side by side "
                                     f"(95% interval {ratio[1]:.2f}-{ratio[2]:.2f}x, {len(pairs)} pairs)")
-            return self._settle(self.tuning.baseline, f"the best candidate was not measurably faster side by side "
+            return self.settle(self.tuning.baseline, f"the best candidate was not measurably faster side by side "
                                 f"({ratio[0]:.2f}x, 95% interval {ratio[1]:.2f}-{ratio[2]:.2f}x, {len(pairs)} pairs)")
         return self._candidate
 
-    def _settle(self, settings: LoaderSettings, reason: str) -> None:
+    def settle(self, settings: LoaderSettings, reason: str) -> None:
         self.tuning.settled = settings
         self.tuning.reason = reason
         return None

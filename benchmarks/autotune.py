@@ -1,0 +1,140 @@
+"""Online tuning against the user's configuration and the grid's best (`make bench-autotune`).
+
+    python benchmarks/autotune.py [--seconds 40] [--rounds 3] [--final-seconds 4] [--out FILE]
+        [recipes/x.py ...]
+
+Per recipe, each run in a child forked from a process with torch imported (as benchmarks/
+recommend.py runs its grid):
+1. baseline: the recipe's loader as written and its train_step, epoch after epoch until
+   --seconds have passed; its epoch count E and wall time (worker start-ups included).
+2. autotuned: the same E epochs through ``dlprof.autotune(loader)`` (default budget); its wall
+   time and what it settled on. ratio = autotuned / baseline wall time (goal: <= 1.00; on a
+   compute-bound recipe the tuner's cost, goal under 1.03).
+3. quality: the settled configuration and the grid's best (from reports/benchmarks/recommend.txt,
+   the exhaustive grid of `make bench-recommend`) measured by recommend.py's plain loop in
+   --rounds interleaved rounds of --final-seconds; quality = settled / grid best (median of the
+   per-round ratios; goal >= 0.90).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from recommend import _count, forked  # noqa: E402
+
+from dlprof.probe.environment import available_cores  # noqa: E402
+from dlprof.sweep.trial import preload_torch  # noqa: E402
+
+GRID = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "reports", "benchmarks", "recommend.txt")
+RECIPES = ("slow_storage", "image_folder", "mnist_mlp", "heavy_tail", "startup_cost", "compute_bound")
+
+
+def timed_run(spec: str, plan: dict, seconds: float) -> dict:
+    """In a forked child: ``plan["epochs"]`` epochs (0: until ``seconds`` pass) of the recipe's
+    loop, through dlprof.autotune when ``plan["tune"]``; the wall time, worker start-ups included."""
+    import dlprof
+    from dlprof.sweep.target import load_target
+
+    target = load_target(spec)
+    loader = dlprof.autotune(target.loader) if plan["tune"] else target.loader
+    step = target.train_step
+    epochs = samples = 0
+    start = time.perf_counter()
+    while (epochs < plan["epochs"]) if plan["epochs"] else (time.perf_counter() - start < seconds):
+        for batch in loader:
+            if step is not None:
+                step(batch)
+            samples += _count(batch)
+        epochs += 1
+    wall = time.perf_counter() - start
+    out = {"epochs": epochs, "wall_s": wall, "samples": samples}
+    if plan["tune"]:
+        t = loader.tuner.tuning
+        loader.close()
+        out.update(settled=vars(t.settled) if t.settled else None, reason=t.reason, windows=len(t.windows),
+                   speedup=list(t.speedup) if t.speedup else None)
+    return out
+
+
+def grid_best() -> dict[str, dict]:
+    """Recipe -> the grid's best configuration, from the committed bench-recommend results."""
+    best = {}
+    with open(GRID, encoding="utf-8") as fh:
+        for line in fh:
+            m = re.match(r"(\S+\.py)\s.*\|\s*\((\d+), (\w+), (\w+), (\d+)\)\s*\|", line)
+            if m:
+                w, p, keep, bs = m.group(2, 3, 4, 5)
+                best[m.group(1)] = {"num_workers": int(w), "prefetch_factor": None if p == "None" else int(p),
+                                    "persistent_workers": keep == "True", "batch_size": int(bs), "pin_memory": False}
+    return best
+
+
+def one_recipe(recipe: str, args, best: dict) -> dict:
+    base = forked(recipe, {"epochs": 0, "tune": False}, args.seconds, loop=timed_run)
+    tuned = forked(recipe, {"epochs": base["epochs"], "tune": True}, base["wall_s"] * 3, loop=timed_run)
+    row = {"recipe": os.path.basename(recipe), "epochs": base["epochs"], "base_s": base["wall_s"],
+           "tuned_s": tuned.get("wall_s", 0.0), "settled": tuned.get("settled"), "reason": tuned.get("reason", "failed"),
+           "windows": tuned.get("windows", 0), "speedup": tuned.get("speedup")}
+    grid = best.get(row["recipe"])
+    settled = tuned.get("settled")
+    if grid and settled:
+        ratios = []
+        for _ in range(args.rounds):
+            a = forked(recipe, settled, args.final_seconds)["samples_per_s"]
+            b = forked(recipe, grid, args.final_seconds)["samples_per_s"]
+            if b > 0:
+                ratios.append(a / b)
+        row["quality"] = statistics.median(ratios) if ratios else 0.0
+    row["grid"] = grid
+    return row
+
+
+def _key(c: dict | None) -> str:
+    return "-" if not c else f"({c['num_workers']}, {c['prefetch_factor']}, {c['persistent_workers']}, {c['batch_size']})"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("recipes", nargs="*")
+    parser.add_argument("--seconds", type=float, default=40.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--final-seconds", type=float, default=4.0)
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    recipes = args.recipes or [f"recipes/{r}.py" for r in RECIPES]
+    preload_torch()
+    best = grid_best()
+    lines = ["# dlprof.autotune: a run of the baseline's epochs, autotuned, against the same run as written",
+             f"# command: python benchmarks/autotune.py --seconds {args.seconds:g} --rounds {args.rounds} "
+             f"--final-seconds {args.final_seconds:g} " + " ".join(args.recipes),
+             f"# machine: {platform.platform()}, python {platform.python_version()}, {available_cores()} cores available",
+             "# ratio = autotuned wall s / baseline wall s (same epochs; goal <= 1.00, a compute-bound recipe < 1.03); "
+             "quality = settled / grid best (plain loop, median of interleaved rounds; goal >= 0.90)",
+             "",
+             f"{'recipe':<20}{'epochs':>7}{'base s':>8}{'tuned s':>8}{'ratio':>7}{'quality':>8}  settled | grid best; decision"]
+    for recipe in recipes:
+        print(f"{recipe} ...", file=sys.stderr, flush=True)
+        r = one_recipe(recipe, args, best)
+        ratio = r["tuned_s"] / r["base_s"] if r["base_s"] else float("nan")
+        quality = f"{r['quality']:.2f}" if "quality" in r else "-"
+        line = (f"{r['recipe']:<20}{r['epochs']:>7}{r['base_s']:>8.1f}{r['tuned_s']:>8.1f}{ratio:>7.2f}{quality:>8}  "
+                f"{_key(r['settled'])} | {_key(r['grid'])}; {r['windows']} windows: {r['reason']}")
+        lines.append(line)
+        print(line, file=sys.stderr, flush=True)
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""dlprof.autotune's decisions (sweep.online), from records alone: the tuner is pure, so its
+rules are tested with windows described by their figures; tests/test_autotune.py runs it on real
+loaders."""
+from __future__ import annotations
+
+from dlprof.scan_records import LoaderSettings, TrialResult
+from dlprof.sweep.online import MIN_PAIRS, Tuner, Window, window_done
+from dlprof.sweep.policy import SearchSpace
+
+BASE = LoaderSettings(num_workers=0, pin_memory=False, prefetch_factor=None, persistent_workers=False, batch_size=32)
+SPACE = SearchSpace(cores=2, max_workers=8, window_s=5.0)
+
+
+def window(s: LoaderSettings, rate: float, wait: float = 80.0, at: float = 0.0, seconds: float = 2.0) -> tuple:
+    """A window's figures: a fetch-heavy pipeline (40 ms to make a batch, a 2 ms step) whose
+    workers compute, so the search climbs the worker count."""
+    t = TrialResult(settings=s, status="ok", samples_per_s=rate, ci_pct=2.0, batches=50, seconds=seconds,
+                    wait_pct=wait, wait_ci_pct=1.0, stage_ms={"fetch": 38.0, "collate": 2.0, "step": 2.0, "wait": 30.0},
+                    worker_cpu_pct=95.0, worker_busy_pct=95.0, main_cpu_pct=20.0, dataset_len=10_000)
+    return t, Window(s, "", "", start_ns=int(at * 1e9), end_ns=int((at + seconds) * 1e9))
+
+
+def rate_of(s: LoaderSettings) -> float:
+    """The pipeline's throughput by configuration: workers help up to the 2 cores."""
+    return 800.0 * min(s.num_workers, 2) if s.num_workers else 700.0
+
+
+def drive(tuner: Tuner, rate=rate_of, limit: int = 60) -> list[LoaderSettings]:
+    served, s, at = [], tuner.first(), 0.0
+    while s is not None and len(served) < limit:
+        served.append(s)
+        t, w = window(s, rate(s), at=at)
+        at += 2.0
+        s = tuner.next_settings(t, w)
+    return served
+
+
+def test_a_loop_that_hardly_waits_keeps_its_configuration_after_one_window():
+    tuner = Tuner(SPACE, BASE, budget_s=60)
+    t, w = window(BASE, 700.0, wait=2.0)
+    assert tuner.next_settings(t, w) is None
+    assert tuner.tuning.settled == BASE and "under 5%" in tuner.tuning.reason
+
+
+def test_a_faster_configuration_is_kept_only_after_side_by_side_pairs():
+    tuner = Tuner(SPACE, BASE, budget_s=120)
+    served = drive(tuner)
+    tuning = tuner.tuning
+    assert tuning.settled is not None and tuning.settled.num_workers >= 2
+    assert len(tuning.pairs) >= MIN_PAIRS and tuning.speedup[1] > 1.03  # the whole interval above 1.03x
+    sides = [w.purpose for w in tuning.windows if w.purpose.startswith("side by side")]
+    assert sides[:2] == ["side by side: candidate", "side by side: baseline"]
+    assert served[0] == BASE and any(s.num_workers > 0 for s in served)
+
+
+def test_a_candidate_within_noise_of_the_baseline_side_by_side_is_not_kept():
+    """Exploring found a 'faster' window (a lucky one); side by side the two are the same."""
+    def lucky(s):
+        return 750.0 if s.num_workers else 740.0
+
+    tuner = Tuner(SPACE, BASE, budget_s=120)
+    served, s, at, side = [], tuner.first(), 0.0, False
+    while s is not None and len(served) < 60:
+        served.append(s)
+        side = side or tuner._candidate is not None
+        rate = (730.0 if s.num_workers else 735.0) if side else lucky(s) * (1.1 if s.num_workers == 2 else 1.0)
+        t, w = window(s, rate, at=at)
+        at += 2.0
+        s = tuner.next_settings(t, w)
+    assert tuner.tuning.settled == BASE and "not measurably faster" in tuner.tuning.reason
+
+
+def test_a_failed_configuration_is_never_proposed_again_and_the_budget_bounds_exploring():
+    tuner = Tuner(SPACE, BASE, budget_s=30)
+    t, w = window(BASE, 700.0)
+    first = tuner.next_settings(t, w)
+    assert first is not None and first.num_workers > 0
+    again = tuner.failed(first, "RuntimeError: DataLoader worker (pid 1) is killed by signal: Killed.",
+                         Window(first, "", "", 2_000_000_000, 2_000_000_000))
+    served = [first]
+    s, at = again, 2.0
+    while s is not None and len(served) < 60:
+        served.append(s)
+        t, w = window(s, rate_of(s), at=at)
+        at += 2.0
+        s = tuner.next_settings(t, w)
+    assert first.key() not in {x.key() for x in served[1:]}
+    assert tuner.tuning.failed and tuner.tuning.settled is not None
+    exploring = [w for w in tuner.tuning.windows if not w.purpose.startswith("side by side")]
+    assert sum((w.end_ns - w.start_ns) / 1e9 for w in exploring) <= 30  # the budget, verification apart
+
+
+def test_window_ends_on_a_narrow_interval_or_its_time():
+    assert not window_done(seconds=3.0, batches=5, ci_pct=1.0)  # too few batches for an interval
+    assert not window_done(seconds=0.5, batches=40, ci_pct=1.0)  # under a second
+    assert window_done(seconds=1.5, batches=40, ci_pct=3.0)
+    assert not window_done(seconds=1.5, batches=40, ci_pct=9.0)
+    assert window_done(seconds=5.0, batches=40, ci_pct=9.0)  # the longest a window lasts
