@@ -148,13 +148,15 @@ class AutotunedLoader:
     def start_window(self) -> None:
         purpose, reason = self.tuner.proposal()
         self.window = Window(self.current, purpose, reason)
-        self.window_first = len(self.run.batches) + warmup_batches(self.current)
+        self.window_first = None  # set at the configuration's first batch, once the old one drained
         self._next_check = MIN_WINDOW_BATCHES
 
     def window_check(self) -> bool:
         """After a batch of the current configuration: has its window measured enough? The
         interval is computed after 8 batches, then each time the window grew by an eighth
         (linear work over a window, however many batches it holds)."""
+        if self.window_first is None:  # this batch is the configuration's first: its warm-up starts
+            self.window_first = len(self.run.batches) - 1 + warmup_batches(self.current)
         n = len(self.run.batches) - self.window_first
         if n < self._next_check:
             return False
@@ -287,8 +289,8 @@ class _TunedEpoch:
             s.config.release()
         del self.segments[i:]
         self.stream.give_back(lost)
-        window = getattr(o, "window", None) or Window(seg.config.settings, "explore", "")
-        window.start_ns = window.end_ns = perf_counter_ns()
+        now = perf_counter_ns()
+        window = Window(seg.config.settings, "explored", "", start_ns=now, end_ns=now)
         nxt = o.tuner.failed(seg.config.settings, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
                              window)
         o.current = nxt or o.fallback()
