@@ -97,7 +97,7 @@ class AutotunedLoader:
         self.profiler = Profiler(sample_system=sample_system)
         self.run = self.profiler.run
         self.run.loader = describe_loader(loader, None)
-        self.profiler.wrap(self.loader)  # environment, the system sampler
+        self._plain = self.profiler.wrap(self.loader)  # environment, the system sampler; an iterable's epochs
         self.tunable = loader._dataset_kind == 0  # _DatasetKind.Map: a shared index stream
         cores = available_cores()
         space = SearchSpace(cores=cores, max_workers=max(16, 4 * cores), window_s=MAX_WINDOW_S,
@@ -126,8 +126,8 @@ class AutotunedLoader:
         return len(self.loader)
 
     def __iter__(self):
-        if not self.tunable:
-            return iter(self._config(self.current).probe)
+        if not self.tunable:  # profiled as it is
+            return iter(self._plain)
         return _TunedEpoch(self)
 
     def result(self) -> ProfileResult:

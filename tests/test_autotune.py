@@ -208,3 +208,21 @@ def test_the_real_tuner_explores_then_settles_and_says_so(tmp_path, capsys):
     again = dlprof.load(tmp_path / "results.json")
     assert again.run.tuning == tuning
     assert "autotune windows" in again._repr_html_()
+
+
+class Stream(torch.utils.data.IterableDataset):
+    def __iter__(self):
+        info = get_worker_info()
+        start, step = (info.id, info.num_workers) if info else (0, 1)
+        return iter(torch.tensor([i]) for i in range(start, 64, step))
+
+
+def test_an_iterable_dataset_is_left_as_it_is_and_said_so():
+    """Its samples depend on the worker count: no switch, the user's batches, the reason kept."""
+    bare = _epochs(DataLoader(Stream(), batch_size=4, num_workers=2), 2)
+    tuned = dlprof.autotune(DataLoader(Stream(), batch_size=4, num_workers=2), sample_system=False)
+    assert _epochs(tuned, 2) == bare
+    tuned.close()
+    tuning = tuned.result().run.tuning
+    assert tuning["settled"] == tuning["baseline"] and "iterable dataset" in tuning["reason"]
+    assert len(tuned.result().run.batches) == 32
