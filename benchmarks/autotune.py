@@ -6,10 +6,10 @@
 Per recipe, each run in a child forked from a process with torch imported (as benchmarks/
 recommend.py runs its grid):
 1. baseline: the recipe's loader as written and its train_step, epoch after epoch until
-   --seconds have passed; its epoch count E and wall time (worker start-ups included).
-2. autotuned: the same E epochs through ``dlprof.autotune(loader)`` (default budget); its wall
-   time and what it settled on. ratio = autotuned / baseline wall time (goal: <= 1.00; on a
-   compute-bound recipe the tuner's cost, goal under 1.03).
+   --seconds have passed: its epoch count E.
+2. then --runs pairs in turn: E epochs as written, E epochs through ``dlprof.autotune(loader)``
+   (default budget), wall times with worker start-ups. ratio = autotuned / baseline wall time,
+   median of the pairs (goal: <= 1.00; on a compute-bound recipe the tuner's cost, under 1.03).
 3. quality: the settled configuration and the grid's best (from reports/benchmarks/recommend.txt,
    the exhaustive grid of `make bench-recommend`) measured by recommend.py's plain loop in
    --rounds interleaved rounds of --final-seconds; quality = settled / grid best (median of the
@@ -58,7 +58,9 @@ def timed_run(spec: str, plan: dict, seconds: float) -> dict:
     if plan["tune"]:
         t = loader.tuner.tuning
         loader.close()
-        out.update(settled=vars(t.settled) if t.settled else None, reason=t.reason, windows=len(t.windows),
+        # still exploring when the run ended: the configuration it was in
+        out.update(settled=vars(t.settled or loader.current), decided=t.settled is not None,
+                   reason=t.reason or "still exploring at the end", windows=len(t.windows),
                    speedup=list(t.speedup) if t.speedup else None)
     return out
 
@@ -77,11 +79,19 @@ def grid_best() -> dict[str, dict]:
 
 
 def one_recipe(recipe: str, args, best: dict) -> dict:
-    base = forked(recipe, {"epochs": 0, "tune": False}, args.seconds, loop=timed_run)
-    tuned = forked(recipe, {"epochs": base["epochs"], "tune": True}, base["wall_s"] * 3, loop=timed_run)
-    row = {"recipe": os.path.basename(recipe), "epochs": base["epochs"], "base_s": base["wall_s"],
-           "tuned_s": tuned.get("wall_s", 0.0), "settled": tuned.get("settled"), "reason": tuned.get("reason", "failed"),
-           "windows": tuned.get("windows", 0), "speedup": tuned.get("speedup")}
+    first = forked(recipe, {"epochs": 0, "tune": False}, args.seconds, loop=timed_run)
+    epochs = first["epochs"]
+    # then --runs pairs, baseline and autotuned in turn: the ratio is the median of the pairs'
+    pairs = []
+    for _ in range(args.runs):
+        base = forked(recipe, {"epochs": epochs, "tune": False}, first["wall_s"] * 3, loop=timed_run)
+        tuned = forked(recipe, {"epochs": epochs, "tune": True}, first["wall_s"] * 3, loop=timed_run)
+        pairs.append((base.get("wall_s", 0.0), tuned.get("wall_s", 0.0)))
+    ratios = sorted(t / b for b, t in pairs if b > 0 and t > 0)
+    row = {"recipe": os.path.basename(recipe), "epochs": epochs, "base_s": statistics.median(b for b, _ in pairs),
+           "tuned_s": statistics.median(t for _, t in pairs), "ratio": statistics.median(ratios) if ratios else 0.0,
+           "ratios": ratios, "settled": tuned.get("settled"), "reason": tuned.get("reason", "failed"),
+           "windows": tuned.get("windows", 0), "speedup": tuned.get("speedup"), "decided": tuned.get("decided", False)}
     grid = best.get(row["recipe"])
     settled = tuned.get("settled")
     if grid and settled:
@@ -105,6 +115,7 @@ def main() -> int:
     parser.add_argument("recipes", nargs="*")
     parser.add_argument("--seconds", type=float, default=40.0)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=2, help="pairs of runs (baseline, autotuned) after the first")
     parser.add_argument("--final-seconds", type=float, default=4.0)
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
@@ -112,20 +123,24 @@ def main() -> int:
     preload_torch()
     best = grid_best()
     lines = ["# dlprof.autotune: a run of the baseline's epochs, autotuned, against the same run as written",
-             f"# command: python benchmarks/autotune.py --seconds {args.seconds:g} --rounds {args.rounds} "
+             f"# command: python benchmarks/autotune.py --seconds {args.seconds:g} --runs {args.runs} --rounds {args.rounds} "
              f"--final-seconds {args.final_seconds:g} " + " ".join(args.recipes),
              f"# machine: {platform.platform()}, python {platform.python_version()}, {available_cores()} cores available",
-             "# ratio = autotuned wall s / baseline wall s (same epochs; goal <= 1.00, a compute-bound recipe < 1.03); "
-             "quality = settled / grid best (plain loop, median of interleaved rounds; goal >= 0.90)",
+             "# ratio = autotuned wall s / baseline wall s, same epochs, median of --runs pairs run in turn (goal <= 1.00; "
+             "a compute-bound recipe < 1.03); the last autotuned run's decision; "
+             "quality = settled / grid best (plain loop, median of interleaved rounds; goal >= 0.90); "
+             "*: the run ended before a decision, the configuration it was in",
              "",
              f"{'recipe':<20}{'epochs':>7}{'base s':>8}{'tuned s':>8}{'ratio':>7}{'quality':>8}  settled | grid best; decision"]
     for recipe in recipes:
         print(f"{recipe} ...", file=sys.stderr, flush=True)
         r = one_recipe(recipe, args, best)
-        ratio = r["tuned_s"] / r["base_s"] if r["base_s"] else float("nan")
+        ratio = r["ratio"]
         quality = f"{r['quality']:.2f}" if "quality" in r else "-"
         line = (f"{r['recipe']:<20}{r['epochs']:>7}{r['base_s']:>8.1f}{r['tuned_s']:>8.1f}{ratio:>7.2f}{quality:>8}  "
-                f"{_key(r['settled'])} | {_key(r['grid'])}; {r['windows']} windows: {r['reason']}")
+                f"[{', '.join(f'{x:.2f}' for x in r['ratios'])}] "
+                f"{_key(r['settled'])}{'' if r['decided'] else '*'} | {_key(r['grid'])}; {r['windows']} windows: "
+                f"{r['reason']}")
         lines.append(line)
         print(line, file=sys.stderr, flush=True)
     text = "\n".join(lines) + "\n"

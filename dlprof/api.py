@@ -66,6 +66,13 @@ class Profiler:
         if self._sampler is not None and not self._closed:
             self._sampler.start()
 
+    def stop_sampling(self) -> None:
+        """Stop the system sampler now; batches are still recorded (dlprof.autotune, once settled:
+        its readings fed the decisions, and it costs a little CPU)."""
+        self._closed = True
+        if self._sampler is not None:
+            self._sampler.stop()
+
     def close(self) -> None:
         """Stop the system sampler (and stack sampling). Results stay available. With
         ``DLPROF_OUT=DIR`` set, also save to DIR/results.json (merged on rank 0 in a process group)."""

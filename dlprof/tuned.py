@@ -163,8 +163,8 @@ class AutotunedLoader:
         self._next_check = n + max(4, n // 8)
         window = self.run.batches[self.window_first:]
         seconds = (window[-1].wait_end_ns - window[0].wait_end_ns) / 1e9
-        _, ci = rate_and_ci([b.wait_end_ns for b in window], [b.samples for b in window], [b.epoch for b in window])
-        return self.tuner.done(seconds, n, ci if math.isfinite(ci) else 100.0)
+        rate, ci = rate_and_ci([b.wait_end_ns for b in window], [b.samples for b in window], [b.epoch for b in window])
+        return self.tuner.done(seconds, n, rate, ci if math.isfinite(ci) else 100.0)
 
     def end_window(self):
         """The window's figures; the configuration the tuner wants next (None: settled)."""
@@ -253,6 +253,7 @@ class _TunedEpoch:
         if settings is None:  # settled
             settings = o.tuner.tuning.settled
             o.announce()
+            o.profiler.stop_sampling()  # the CPU readings fed the decisions: no more needed
         if settings.key() == o.current.key():
             if o.tuner.tuning.settled is None:
                 o.start_window()

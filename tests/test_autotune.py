@@ -52,7 +52,7 @@ class Scripted(Tuner):
         self.plan = list(plan)
         self.every = every
 
-    def done(self, seconds, batches, ci_pct):
+    def done(self, seconds, batches, rate, ci_pct):
         return batches >= self.every
 
     def next_settings(self, measured, window: Window):
@@ -120,7 +120,7 @@ def test_a_worker_killed_in_an_explored_configuration_loses_and_repeats_no_batch
     kill = dict(kill_with_workers=3, kill_at=None)
     torch.manual_seed(1)
     order = [i for b in _loader(Indexed()) for i in b.flatten().tolist()]
-    kill["kill_at"] = order[8 * 33 + 3]  # batch 33: mid-epoch, inside the 3-worker window (batches ~26-41)
+    kill["kill_at"] = order[8 * 42 + 3]  # batch 42: mid-epoch, served by the 3-worker configuration (from ~34)
     torch.manual_seed(1)
     bare = _epochs(_loader(Indexed(**kill), num_workers=2), 2)  # the user's loader never has 3 workers
     torch.manual_seed(1)

@@ -90,6 +90,16 @@ def test_a_failed_configuration_is_never_proposed_again_and_the_budget_bounds_ex
     assert sum((w.end_ns - w.start_ns) / 1e9 for w in exploring) <= 30  # the budget, verification apart
 
 
+def test_an_explored_window_clearly_slower_than_the_best_ends_early():
+    tuner = Tuner(SPACE, BASE, budget_s=60)
+    t, w = window(BASE, 700.0)
+    proposed = tuner.next_settings(t, w)
+    assert proposed is not None
+    assert tuner.done(seconds=0.3, batches=12, rate=400.0, ci_pct=10.0)  # 440 at most: far below 700
+    assert not tuner.done(seconds=0.3, batches=12, rate=650.0, ci_pct=10.0)  # might still reach 700
+    assert not tuner.done(seconds=0.3, batches=4, rate=400.0, ci_pct=10.0)  # too few batches to judge
+
+
 def test_window_ends_on_a_narrow_interval_or_its_time():
     assert not window_done(seconds=3.0, batches=5, ci_pct=1.0)  # too few batches for an interval
     assert not window_done(seconds=0.5, batches=40, ci_pct=1.0)  # under a second

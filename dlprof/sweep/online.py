@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from dlprof.analysis.thresholds import BALANCED_PCT
+from dlprof.analysis.thresholds import BALANCED_PCT, MIN_GAIN
 from dlprof.analysis.throughput import paired_ratio
 from dlprof.scan_records import LoaderSettings, TrialResult
 from dlprof.sweep.paired import MIN_PAIRS
@@ -100,9 +100,15 @@ class Tuner:
     def first(self) -> LoaderSettings:
         return self.tuning.baseline
 
-    def done(self, seconds: float, batches: int, ci_pct: float) -> bool:
-        """Has the current window measured enough (``window_done``)?"""
-        return window_done(seconds, batches, ci_pct)
+    def done(self, seconds: float, batches: int, rate: float, ci_pct: float) -> bool:
+        """Has the current window measured enough (``window_done``), or is it, while exploring,
+        already slower than the best configuration so far beyond its interval and MIN_GAIN? Such
+        a window cannot win, and each second more in it costs the job."""
+        if window_done(seconds, batches, ci_pct):
+            return True
+        best = self.state.best() if self._candidate is None and self._search is not None else None
+        return (best is not None and batches >= MIN_WINDOW_BATCHES
+                and rate * (1 + ci_pct / 100) < best.samples_per_s * (1 - MIN_GAIN))
 
     def next_settings(self, measured: TrialResult, window: Window) -> LoaderSettings | None:
         self.tuning.windows.append(window)
