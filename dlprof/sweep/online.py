@@ -94,6 +94,8 @@ class Tuner:
         self._proposal = None
         self._candidate: LoaderSettings | None = None
         self._turns: list[TrialResult] = []  # side by side, alternating: candidate, baseline, ...
+        self._pending = None  # the proposal being measured
+        self._failed: set[tuple] = set()  # keys of configurations that failed: never again
 
     # -- the conversation ------------------------------------------------------------------
 
@@ -117,7 +119,6 @@ class Tuner:
             return None
         if self._search is None:  # the baseline's window
             self.state.add(measured)
-            self._baseline_trial = measured
             if nothing_to_gain(measured):
                 return self.settle(self.tuning.baseline, f"the loop waits {measured.wait_pct:.1f}% of its time: "
                                     f"under {BALANCED_PCT:.0f}%, no loader setting can gain more")
@@ -133,15 +134,13 @@ class Tuner:
         window.outcome = f"failed: {error}"
         self.tuning.windows.append(window)
         self.tuning.failed.append(f"{settings.label()}: {error}")
-        self.state.add(TrialResult(settings=settings, status="error", error=error))
+        self._failed.add(settings.key())
         if self._candidate is not None:  # the candidate failed side by side: keep the user's
             return self.settle(self.tuning.baseline, f"the candidate failed: {error}")
         if self.tuning.settled is not None or self._search is None:
             return None
-        try:  # the search goes on from what worked; the failed key is never proposed again
-            return self._propose(TrialResult(settings=settings, status="error", error=error))
-        except StopIteration:
-            return self._verify_or_settle()
+        # the search goes on from what worked
+        return self._propose(TrialResult(settings=settings, status="error", error=error))
 
     # -- inside -----------------------------------------------------------------------------
 
@@ -158,9 +157,11 @@ class Tuner:
             except StopIteration:
                 break
             self._proposal = p
-            if p.settings.key() in self.state.seen or self._unsupported(p.settings):
-                measured = self.state.seen.get(p.settings.key()) or TrialResult(settings=p.settings, status="error",
-                                                                                error="not tunable online")
+            key = p.settings.key()
+            if key in self.state.seen or key in self._failed or self._unsupported(p.settings):
+                measured = self.state.seen.get(key) or TrialResult(
+                    settings=p.settings, status="error", error="failed before" if key in self._failed
+                    else "not tunable online")
                 continue
             self._pending = p
             return p.settings
@@ -174,7 +175,7 @@ class Tuner:
 
     def proposal(self):
         """(purpose, reason) of the configuration just proposed."""
-        p = getattr(self, "_pending", None)
+        p = self._pending
         return (p.purpose, p.reason) if p is not None else ("baseline", "the configuration as the user wrote it")
 
     def _verify_or_settle(self) -> LoaderSettings | None:
