@@ -286,7 +286,7 @@ class _TunedEpoch:
             s.tap.closed = True
             lost.extend(s.tap.taken)
             s.tap.taken.clear()
-            shut_down(s.it._it)
+            shut_down(s.it._it, failed=True)
             s.config.release()
         del self.segments[i:]
         self.stream.give_back(lost)

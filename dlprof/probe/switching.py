@@ -22,6 +22,7 @@ from typing import Iterator
 
 import torch
 from torch.utils.data import DataLoader
+from torch.utils.data._utils import signal_handling
 
 from dlprof.scan_records import LoaderSettings
 
@@ -134,8 +135,15 @@ def draw_iterator_seed(loader: DataLoader) -> None:
     torch.empty((), dtype=torch.int64).random_(generator=loader.generator)
 
 
-def shut_down(torch_iterator) -> None:
-    """End an iterator's workers now (one left for another configuration, or one that failed)."""
+def shut_down(torch_iterator, failed: bool = False) -> None:
+    """End an iterator's workers now (one left for another configuration, or one that failed).
+    ``failed``: one of its workers died; torch's SIGCHLD handler would report it again while the
+    others are joined (it watches the iterator's pids until the end of the shutdown), so they
+    are taken off its watch first."""
     stop = getattr(torch_iterator, "_shutdown_workers", None)
-    if stop is not None:
-        stop()
+    if stop is None:
+        return
+    if failed and getattr(torch_iterator, "_worker_pids_set", False):
+        signal_handling._remove_worker_pids(id(torch_iterator))
+        torch_iterator._worker_pids_set = False
+    stop()
