@@ -29,6 +29,7 @@ DATA = """
 """
 
 LIGHTNING = DATA + """
+    import os
     import sys
     import lightning as L
     from torch.utils.data import DataLoader
@@ -50,7 +51,7 @@ LIGHTNING = DATA + """
     if len(sys.argv) > 1:  # the callback instead of `dlprof run`
         from dlprof.integrations.lightning import DlprofCallback
         callbacks = [DlprofCallback(out=sys.argv[1])]
-    trainer = L.Trainer(max_epochs=2, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+    trainer = L.Trainer(max_epochs=int(os.environ.get("EPOCHS", "2")), accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, callbacks=callbacks)
     trainer.fit(Model(), train_loader, val_loader)
     print("fit done")
@@ -81,15 +82,15 @@ HUGGING_FACE = DATA + """
 """
 
 
-def _run(tmp_path, source: str, via_callback: bool) -> dict:
+def _run(tmp_path, source: str, via_callback: bool, options=(), epochs: int = 2) -> dict:
     script = tmp_path / "train.py"
     script.write_text(textwrap.dedent(source))
     out = tmp_path / "out"
     if via_callback:
         command = [sys.executable, str(script), str(out)]
     else:
-        command = DLPROF + ["run", "--out", str(out), "--", sys.executable, str(script)]
-    env = {**os.environ, "PYTHONPATH": REPO}
+        command = DLPROF + ["run", *options, "--out", str(out), "--", sys.executable, str(script)]
+    env = {**os.environ, "PYTHONPATH": REPO, "EPOCHS": str(epochs)}
     proc = subprocess.run(command, cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "done" in proc.stdout
@@ -119,6 +120,17 @@ def test_lightning_fit_under_dlprof_run(tmp_path):
     assert top["name"] == "train_loader" and top["site"].endswith("train.py:30")
     names = {x["name"] for x in data["loaders"]}
     assert "val_loader" in names  # validation (and the sanity check) told apart from training
+
+
+def test_lightning_fit_under_dlprof_run_autotune(tmp_path):
+    """Lightning's training loader (it shuffles) tuned online inside Trainer.fit, every batch
+    delivered once; the validation loader only profiled."""
+    data = _run(tmp_path, LIGHTNING, via_callback=False, options=("--autotune", "--autotune-budget", "5"), epochs=8)
+    loaders = {x["name"]: x for x in data["loaders"]}
+    train = loaders["train_loader"]["run"]
+    assert train["tuning"] and train["tuning"]["windows"]  # measured windows of the real fit
+    assert len(train["batches"]) == 8 * 16  # 8 epochs of 16 batches, none lost, none twice
+    assert loaders["val_loader"]["run"]["tuning"] is None
 
 
 def test_lightning_callback(tmp_path):
