@@ -7,6 +7,7 @@ import os
 import signal
 import time
 
+import psutil
 import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
@@ -226,3 +227,30 @@ def test_an_iterable_dataset_is_left_as_it_is_and_said_so():
     tuning = tuned.result().run.tuning
     assert tuning["settled"] == tuning["baseline"] and "iterable dataset" in tuning["reason"]
     assert len(tuned.result().run.batches) == 32
+
+
+def test_a_break_mid_epoch_then_more_epochs_match_the_untuned_loader():
+    """A loop that leaves an epoch early (a ``break``) mid-switch: the next epoch starts afresh,
+    as with the bare loader, and the workers of the dropped epoch end."""
+    def run(iterable):
+        seen = []
+        for epoch in range(3):
+            for n, (batch,) in enumerate(zip(iterable)):
+                seen += batch.flatten().tolist()
+                if epoch == 1 and n == 20:
+                    break
+        return seen
+
+    torch.manual_seed(4)
+    bare = run(_loader(Indexed(), num_workers=2))
+    torch.manual_seed(4)
+    tuned = AutotunedLoader(_loader(Indexed(), num_workers=2), sample_system=False,
+                            tuner=Scripted(S(2), [S(1), S(3, 4, True), S(0), S(2)], every=5))
+    assert run(tuned) == bare
+    # the kept workers of the configurations left behind ended when they were left; the last
+    # epoch's workers with it (not persistent): no worker process remains, as with the bare loader
+    deadline = time.monotonic() + 10
+    while psutil.Process().children(recursive=True) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert psutil.Process().children(recursive=True) == []
+    tuned.close()
