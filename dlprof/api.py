@@ -66,6 +66,10 @@ class Profiler:
         if self._sampler is not None and not self._closed:
             self._sampler.start()
 
+    def process_samples(self) -> list:
+        """The system sampler's process readings so far (none without a sampler)."""
+        return self._sampler.process_samples if self._sampler is not None else []
+
     def stop_sampling(self) -> None:
         """Stop the system sampler now; batches are still recorded (dlprof.autotune, once settled:
         its readings fed the decisions, and it costs a little CPU)."""

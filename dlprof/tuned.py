@@ -104,18 +104,20 @@ class AutotunedLoader:
                             shm_free_bytes=shm_free_bytes())
         self.tuner = tuner or Tuner(space, settings_of(loader), budget_s)
         if not self.tunable:
-            self.tuner.settle(self.tuner.tuning.baseline, "an iterable dataset: its samples depend on the "
-                               "worker count, so the configuration is left as it is")
+            self.tuner.settle(self.tuner.tuning.baseline, "an iterable dataset: its samples' order follows the "
+                              "worker count, and a configuration that failed mid-epoch could not hand its samples "
+                              "back, so the configuration is left as it is")
         self.current = self.tuner.first()
         self._configs: dict[tuple, _Config] = {}
         self._epochs = 0
         self._printed = False
+        self.window: Window | None = None  # the window being measured (start_window)
 
     def _config(self, settings) -> _Config:
         key = settings.key()
         if key not in self._configs:
-            known = key in (self.tuner.tuning.baseline.key(),)
-            self._configs[key] = _Config(self.loader, settings, self.run, None if known else HANG_S)
+            users = key == self.tuner.tuning.baseline.key()  # the user's own: no limit it did not set
+            self._configs[key] = _Config(self.loader, settings, self.run, None if users else HANG_S)
         return self._configs[key]
 
     def fallback(self):
@@ -171,7 +173,7 @@ class AutotunedLoader:
         batches = self.run.batches[self.window_first:]
         run = ProfileRun(loader=self.run.loader, batches=batches,
                          epochs=[e for e in self.run.epochs if e.epoch in {b.epoch for b in batches}],
-                         processes=self.profiler._sampler.process_samples if self.profiler._sampler else [])
+                         processes=self.profiler.process_samples())
         measured = trial_stats(run, self.current, 0)
         w = self.window
         w.start_ns, w.end_ns = batches[0].wait_end_ns, batches[-1].wait_end_ns
@@ -213,7 +215,7 @@ class _TunedEpoch:
         except StopIteration:
             pass
         self.segments = [owner._config(owner.current).open(self.stream, loader)]
-        if owner.tuner.tuning.settled is None and not hasattr(owner, "window"):
+        if owner.tuner.tuning.settled is None and owner.window is None:
             owner.start_window()
 
     def __iter__(self):

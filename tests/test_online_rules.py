@@ -95,9 +95,10 @@ def test_an_explored_window_clearly_slower_than_the_best_ends_early():
     t, w = window(BASE, 700.0)
     proposed = tuner.next_settings(t, w)
     assert proposed is not None
-    assert tuner.done(seconds=0.3, batches=12, rate=400.0, ci_pct=10.0)  # 440 at most: far below 700
-    assert not tuner.done(seconds=0.3, batches=12, rate=650.0, ci_pct=10.0)  # might still reach 700
-    assert not tuner.done(seconds=0.3, batches=4, rate=400.0, ci_pct=10.0)  # too few batches to judge
+    assert tuner.done(seconds=1.2, batches=12, rate=400.0, ci_pct=10.0)  # 440 at most: far below 700
+    assert not tuner.done(seconds=1.2, batches=12, rate=650.0, ci_pct=10.0)  # might still reach 700
+    assert not tuner.done(seconds=1.2, batches=4, rate=400.0, ci_pct=10.0)  # too few batches to judge
+    assert not tuner.done(seconds=0.3, batches=12, rate=400.0, ci_pct=10.0)  # under a second: a burst
 
 
 def test_window_ends_on_a_narrow_interval_or_its_time():

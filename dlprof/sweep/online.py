@@ -109,7 +109,8 @@ class Tuner:
         if window_done(seconds, batches, ci_pct):
             return True
         best = self.state.best() if self._candidate is None and self._search is not None else None
-        return (best is not None and batches >= MIN_WINDOW_BATCHES
+        # after MIN_WINDOW_S, as any window: the first batches after a switch carry its bursts
+        return (best is not None and batches >= MIN_WINDOW_BATCHES and seconds >= MIN_WINDOW_S
                 and rate * (1 + ci_pct / 100) < best.samples_per_s * (1 - MIN_GAIN))
 
     def next_settings(self, measured: TrialResult, window: Window) -> LoaderSettings | None:
