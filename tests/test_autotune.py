@@ -241,6 +241,12 @@ def test_a_break_mid_epoch_then_more_epochs_match_the_untuned_loader():
                     break
         return seen
 
+    before = {p.pid for p in psutil.Process().children(recursive=True)}  # other tests' processes
+
+    def ours():
+        return [p for p in psutil.Process().children(recursive=True) if p.pid not in before and p.is_running()
+                and p.status() != psutil.STATUS_ZOMBIE]
+
     torch.manual_seed(4)
     bare = run(_loader(Indexed(), num_workers=2))
     torch.manual_seed(4)
@@ -250,7 +256,7 @@ def test_a_break_mid_epoch_then_more_epochs_match_the_untuned_loader():
     # the kept workers of the configurations left behind ended when they were left; the last
     # epoch's workers with it (not persistent): no worker process remains, as with the bare loader
     deadline = time.monotonic() + 10
-    while psutil.Process().children(recursive=True) and time.monotonic() < deadline:
+    while ours() and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert psutil.Process().children(recursive=True) == []
+    assert ours() == []
     tuned.close()

@@ -117,7 +117,9 @@ def _check_training_loader(data: dict, batches: int) -> dict:
 def test_lightning_fit_under_dlprof_run(tmp_path):
     data = _run(tmp_path, LIGHTNING, via_callback=False)
     top = _check_training_loader(data, 32)
-    assert top["name"] == "train_loader" and top["site"].endswith("train.py:30")
+    line = textwrap.dedent(LIGHTNING).splitlines().index("train_loader = DataLoader(Records(256), batch_size=16, "
+                                                         "num_workers=2, shuffle=True)") + 1
+    assert top["name"] == "train_loader" and top["site"].endswith(f"train.py:{line}")
     names = {x["name"] for x in data["loaders"]}
     assert "val_loader" in names  # validation (and the sanity check) told apart from training
 
