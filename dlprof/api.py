@@ -85,13 +85,9 @@ class Profiler:
             self._sampler.stop()
         stacks, self._stacks = self._stacks, None
         if stacks is not None:
-            stacks.stop()
-            if os.path.exists(stacks.output):
-                with open(stacks.output, encoding="utf-8", errors="replace") as fh:
-                    self.run.stacks_raw = fh.read()
-                os.unlink(stacks.output)
-            if stacks.problem:
-                self._notes.append(f"no hotspots: {stacks.problem}")
+            self.run.stacks_raw, problem = stacks.collect()
+            if problem:
+                self._notes.append(f"no hotspots: {problem}")
         out = os.environ.get("DLPROF_OUT")
         if out and not self._saved_to_env:  # torchrun jobs: every rank closes, rank 0 writes
             self._saved_to_env = True

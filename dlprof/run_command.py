@@ -24,7 +24,7 @@ import time
 from dlprof.errors import DlprofError
 from dlprof.probe.stacks import StackSampler
 from dlprof.records import ResultsFileError
-from dlprof.run_records import RunResult, merge, ranks_merged
+from dlprof.run_records import AUTOTUNE_ENV, OUT_ENV, SYNC_ENV, RunResult, merge, ranks_merged
 
 BOOTSTRAP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bootstrap")
 PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -49,12 +49,12 @@ def environment_for(out_dir: str, device_sync: bool = False, autotune: bool = Fa
     env = dict(os.environ)
     path = [BOOTSTRAP] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
     env["PYTHONPATH"] = os.pathsep.join(path)
-    env["DLPROF_RUN_OUT"] = os.path.abspath(out_dir)
+    env[OUT_ENV] = os.path.abspath(out_dir)
     env["DLPROF_PACKAGE_ROOT"] = PACKAGE_ROOT  # the command's processes import this dlprof
     if device_sync:
-        env["DLPROF_RUN_DEVICE_SYNC"] = "1"  # dlprof.probe.autowrap.SYNC_ENV (no torch imported here)
-    if autotune:  # autowrap.AUTOTUNE_ENV: seconds of exploring, or "default"
-        env["DLPROF_RUN_AUTOTUNE"] = repr(float(autotune_s)) if autotune_s else "default"
+        env[SYNC_ENV] = "1"
+    if autotune:
+        env[AUTOTUNE_ENV] = repr(float(autotune_s)) if autotune_s else "default"
     return env
 
 
@@ -85,8 +85,7 @@ def run(command: list[str], out_dir: str, stacks: bool = False, device_sync: boo
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
-        if sampler is not None:
-            sampler.stop()  # py-spy ends with the command; this waits for its file
+        sampled = sampler.collect() if sampler is not None else None  # py-spy ends with the command
     parts = []
     for path in sorted(glob.glob(os.path.join(out_dir, "process-*.json"))):
         try:
@@ -97,19 +96,9 @@ def run(command: list[str], out_dir: str, stacks: bool = False, device_sync: boo
         os.unlink(path)  # merged into results.json
     result = merge(parts, command, code)
     result.device_sync = device_sync
-    if sampler is not None:
-        result.stacks_raw, result.stacks_note = _read_stacks(sampler)
+    if sampled is not None:  # kept in results.json
+        result.stacks_raw, result.stacks_note = sampled[0], sampled[1] or ""
     return code, result
-
-
-def _read_stacks(sampler: StackSampler) -> tuple[str, str]:
-    """(py-spy's raw stacks, "") or ("", why there are none); the file is in results.json after."""
-    raw = ""
-    if os.path.exists(sampler.output):
-        with open(sampler.output, encoding="utf-8", errors="replace") as fh:
-            raw = fh.read()
-        os.unlink(sampler.output)
-    return raw, ("" if raw else sampler.problem or "py-spy recorded no stack")
 
 
 def ranks_of(result: RunResult):

@@ -21,6 +21,10 @@ from typing import Any
 from dlprof.records import ProfileRun, ResultsFileError, check_schema, load_json, save_json
 
 RUN_SCHEMA_NAME = "dlprof.run"
+# What ``dlprof run`` tells the command's processes (set by run_command, read by probe.autowrap)
+OUT_ENV = "DLPROF_RUN_OUT"  # the folder each process writes its file into
+SYNC_ENV = "DLPROF_RUN_DEVICE_SYNC"  # "1": --device-sync
+AUTOTUNE_ENV = "DLPROF_RUN_AUTOTUNE"  # --autotune: seconds of exploring, or "default"
 RUN_SCHEMA_VERSION = 2
 
 

@@ -95,6 +95,9 @@ class Purpose(_Text):
                         Purpose.HOTSPOTS_BASELINE, Purpose.HOTSPOTS_RECOMMENDATION)
 
 
+DEFAULT_PREFETCH = 2  # torch's prefetch_factor with workers, when none is given
+
+
 @dataclass(frozen=True)
 class LoaderSettings:
     """The DataLoader keyword arguments a scan varies."""

@@ -22,6 +22,7 @@ from dlprof.analysis.recommend import dataloader_call
 from dlprof.analysis.throughput import rate_and_ci
 from dlprof.analysis.trial import trial_stats
 from dlprof.api import Profiler
+from dlprof.probe.device import synchronize
 from dlprof.probe.environment import available_cores, shm_free_bytes
 from dlprof.probe.loader import LoaderProbe, describe_loader
 from dlprof.probe.switching import IndexStream, RandomState, configured, draw_iterator_seed, shut_down
@@ -43,10 +44,10 @@ class _Config:
     """One configuration: a copy of the user's loader drawing from tap samplers, and its probe
     (recording into the tuned loader's run)."""
 
-    def __init__(self, loader: DataLoader, settings, run: ProfileRun, timeout_s: float | None) -> None:
+    def __init__(self, loader: DataLoader, settings, run: ProfileRun, timeout_s: float | None, sync) -> None:
         self.settings = settings
         self.loader, self.taps = configured(loader, settings, timeout_s)
-        self.probe = LoaderProbe(self.loader, None, lambda: None, run.batches, run.epochs)
+        self.probe = LoaderProbe(self.loader, None, lambda: None, run.batches, run.epochs, sync=sync)
 
     def open(self, stream: IndexStream, user_loader: DataLoader):
         """A torch iterator on ``stream``'s next batches; it draws nothing from the random
@@ -83,8 +84,9 @@ class AutotunedLoader:
     switches and what it settled on (also in ``summary()`` and the HTML report)."""
 
     def __init__(self, loader: DataLoader, budget_s: float = DEFAULT_BUDGET_S, sample_system: bool = True,
-                 tuner: Tuner | None = None) -> None:
-        """``tuner``: the decisions (tests drive the switching with a scripted one)."""
+                 tuner: Tuner | None = None, device_sync: bool = False) -> None:
+        """``tuner``: the decisions (tests drive the switching with a scripted one).
+        ``device_sync``: as ``dlprof.profile``'s, in every configuration."""
         if not isinstance(loader, DataLoader):
             raise TypeError(f"dlprof.autotune expects a torch.utils.data.DataLoader, got {type(loader).__name__}")
         if not budget_s > 0:
@@ -97,7 +99,9 @@ class AutotunedLoader:
         self.profiler = Profiler(sample_system=sample_system)
         self.run = self.profiler.run
         self.run.loader = describe_loader(loader, None)
-        self._plain = self.profiler.wrap(self.loader)  # environment, the system sampler; an iterable's epochs
+        # the environment, the system sampler, the device-sync note; an iterable's epochs
+        self._plain = self.profiler.wrap(self.loader, device_sync=device_sync)
+        self._sync = synchronize if device_sync else None
         self.tunable = loader._dataset_kind == 0  # _DatasetKind.Map: a shared index stream
         cores = available_cores()
         space = SearchSpace(cores=cores, max_workers=max(16, 4 * cores), window_s=MAX_WINDOW_S,
@@ -117,7 +121,7 @@ class AutotunedLoader:
         key = settings.key()
         if key not in self._configs:
             users = key == self.tuner.tuning.baseline.key()  # the user's own: no limit it did not set
-            self._configs[key] = _Config(self.loader, settings, self.run, None if users else HANG_S)
+            self._configs[key] = _Config(self.loader, settings, self.run, None if users else HANG_S, self._sync)
         return self._configs[key]
 
     def fallback(self):
@@ -302,9 +306,11 @@ class _TunedEpoch:
             o.start_window()
 
 
-def autotune(loader: DataLoader, budget: float = DEFAULT_BUDGET_S, sample_system: bool = True) -> AutotunedLoader:
+def autotune(loader: DataLoader, budget: float = DEFAULT_BUDGET_S, sample_system: bool = True,
+             device_sync: bool = False) -> AutotunedLoader:
     """Iterate ``loader`` tuned online: the same batches in the same order, epoch after epoch,
     while up to ``budget`` seconds of the first part of training try other DataLoader settings
     in measured windows; then it settles on the fastest (kept only when it beat ``loader``'s own
-    settings side by side beyond noise) and prints the ``DataLoader(...)`` call once."""
-    return AutotunedLoader(loader, budget_s=budget, sample_system=sample_system)
+    settings side by side beyond noise) and prints the ``DataLoader(...)`` call once.
+    ``device_sync``: as ``dlprof.profile``'s."""
+    return AutotunedLoader(loader, budget_s=budget, sample_system=sample_system, device_sync=device_sync)

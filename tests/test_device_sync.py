@@ -67,6 +67,10 @@ def test_profile_and_run_say_when_there_was_nothing_to_synchronize(tmp_path):
     prof = dlprof.profile(loader, sample_system=False, device_sync=True)
     assert [b[0].tolist() for b in prof] == [[0, 1], [2, 3], [4, 5], [6, 7]]
     assert any("nothing was synchronized" in n for n in prof.result().run.notes)
+    tuned = dlprof.autotune(loader, sample_system=False, device_sync=True)  # every configuration synced
+    assert [b[0].tolist() for b in tuned] == [[0, 1], [2, 3], [4, 5], [6, 7]]
+    tuned.close()
+    assert any("nothing was synchronized" in n for n in tuned.result().run.notes)
     assert not torch.cuda.is_initialized()
 
     script = _script(tmp_path, TWO_LOADERS)

@@ -27,11 +27,7 @@ from dlprof.probe.device import sync_note, synchronize
 from dlprof.probe.environment import collect_environment, job_facts
 from dlprof.probe.loader import LoaderProbe, describe_loader
 from dlprof.records import ProfileRun
-from dlprof.run_records import RunLoader, RunResult
-
-OUT_ENV = "DLPROF_RUN_OUT"
-SYNC_ENV = "DLPROF_RUN_DEVICE_SYNC"  # "1": dlprof run --device-sync
-AUTOTUNE_ENV = "DLPROF_RUN_AUTOTUNE"  # dlprof run --autotune: seconds of exploring, or "default"
+from dlprof.run_records import AUTOTUNE_ENV, OUT_ENV, SYNC_ENV, RunLoader, RunResult
 _ORIGINAL_INIT = DataLoader.__init__
 _ORIGINAL_ITER = DataLoader.__iter__
 _registry: list[RunLoader] = []
@@ -106,7 +102,8 @@ def _new_tuned(loader: DataLoader):
     from dlprof.tuned import DEFAULT_BUDGET_S, AutotunedLoader
 
     budget = os.environ[AUTOTUNE_ENV]
-    tuned = AutotunedLoader(loader, budget_s=DEFAULT_BUDGET_S if budget == "default" else float(budget))
+    tuned = AutotunedLoader(loader, budget_s=DEFAULT_BUDGET_S if budget == "default" else float(budget),
+                            device_sync=_device_sync())
     name, site = loader.__dict__.get("_dlprof_site") or (f"DataLoader({type(loader.dataset).__name__})", "?")
     entry = RunLoader(name=name, site=site, pid=os.getpid(), rank=_rank(), run=tuned.run)
     with _lock:
@@ -148,13 +145,15 @@ def collect() -> RunResult:
         loaders = list(_registry)
         tuned = list(_tuned)
     for entry, t in tuned:
-        t.close()  # its windows and decision into its run; the sampler stopped
+        t.close()  # its windows, decision and notes into its run; the sampler stopped
         entry.run = t.result().run
     environment = collect_environment(None) if loaders else {}
     sync = sync_note(_device_sync())
+    tuned_runs = {id(entry.run) for entry, _ in tuned}
     for entry in loaders:
         entry.run.environment = environment
-        entry.run.notes = [sync] if sync else []
+        if id(entry.run) not in tuned_runs:  # a tuned loader's notes are its profiler's, this one's too
+            entry.run.notes = [sync] if sync else []
         if entry.rank is not None:
             entry.facts = _rank_facts(entry)
     return RunResult(command=list(sys.argv), loaders=loaders)

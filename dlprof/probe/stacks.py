@@ -66,6 +66,17 @@ class StackSampler:
             self.problem = _why(out or "")
 
 
+    def collect(self) -> tuple[str, str | None]:
+        """Stop, then (the raw stacks, or "", and why there are none, or None); the file is removed."""
+        self.stop()
+        raw = ""
+        if os.path.exists(self.output):
+            with open(self.output, encoding="utf-8", errors="replace") as fh:
+                raw = fh.read()
+            os.unlink(self.output)
+        return raw, self.problem or (None if raw else "py-spy recorded no stack")
+
+
 def _why(output: str) -> str:
     text = " ".join(output.split())
     if "Permission" in text or "ptrace" in text.lower() or "Operation not permitted" in text:

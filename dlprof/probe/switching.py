@@ -24,9 +24,7 @@ import torch
 from torch.utils.data import DataLoader
 from torch.utils.data._utils import signal_handling
 
-from dlprof.scan_records import LoaderSettings
-
-DEFAULT_PREFETCH = 2  # torch's default with workers
+from dlprof.scan_records import DEFAULT_PREFETCH, LoaderSettings
 
 
 class IndexStream:

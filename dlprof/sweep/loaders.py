@@ -3,9 +3,7 @@ from __future__ import annotations
 
 from torch.utils.data import BatchSampler, DataLoader
 
-from dlprof.scan_records import LoaderSettings
-
-DEFAULT_PREFETCH = 2  # torch's default with workers
+from dlprof.scan_records import DEFAULT_PREFETCH, LoaderSettings
 
 
 def settings_of(loader: DataLoader) -> LoaderSettings:

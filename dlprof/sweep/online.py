@@ -91,7 +91,6 @@ class Tuner:
         self.tuning = Tuning(baseline=baseline)
         self.state = SearchState()
         self._search: Search | None = None
-        self._proposal = None
         self._candidate: LoaderSettings | None = None
         self._turns: list[TrialResult] = []  # side by side, alternating: candidate, baseline, ...
         self._pending = None  # the proposal being measured
@@ -154,10 +153,11 @@ class Tuner:
     def _propose(self, measured: TrialResult | None) -> LoaderSettings | None:
         while self.spent_s + self._reserve_s() < self.budget_s:
             try:
-                p = next(self._search) if measured is None and self._proposal is None else self._search.send(measured)
+                # the first proposal after the baseline's window starts the search; each later one
+                # answers the trial of the one before
+                p = next(self._search) if measured is None else self._search.send(measured)
             except StopIteration:
                 break
-            self._proposal = p
             key = p.settings.key()
             if key in self.state.seen or key in self._failed or self._unsupported(p.settings):
                 measured = self.state.seen.get(key) or TrialResult(
