@@ -114,6 +114,7 @@ class AutotunedLoader:
         self.current = self.tuner.first()
         self._configs: dict[tuple, _Config] = {}
         self._epochs = 0
+        self.epoch_samples = 0  # samples of the last whole epoch (0 until one ended)
         self._printed = False
         self.window: Window | None = None  # the window being measured (start_window)
 
@@ -179,6 +180,9 @@ class AutotunedLoader:
                          epochs=[e for e in self.run.epochs if e.epoch in {b.epoch for b in batches}],
                          processes=self.profiler.process_samples())
         measured = trial_stats(run, self.current, 0)
+        # the records' epochs are the configurations' segments (an iterator each): the epoch's
+        # length is the user's, its time projected from the window's rate (bottleneck.epoch_ms_of)
+        measured.samples_per_epoch, measured.epoch_ms = self.epoch_samples, 0.0
         w = self.window
         w.start_ns, w.end_ns = batches[0].wait_end_ns, batches[-1].wait_end_ns
         w.batches, w.samples_per_s, w.ci_pct, w.wait_pct = (measured.batches, measured.samples_per_s,
@@ -213,6 +217,7 @@ class _TunedEpoch:
         if not (loader.persistent_workers and loader.num_workers > 0 and owner._epochs > 0):
             draw_iterator_seed(loader)
         owner._epochs += 1
+        self.first_record = len(owner.run.batches)
         self.stream = IndexStream(loader._index_sampler)
         try:  # the sampler's own draws happen now, outside the restored iterators
             self.stream.give_back([self.stream.pull()])
@@ -233,13 +238,14 @@ class _TunedEpoch:
                 batch = next(seg.it)
             except StopIteration:
                 self.segments.pop(0)
-                if seg.config.settings.key() != o.current.key():
+                if seg.config.settings.key() != o.current.key() and not o.tuner.keeps(seg.config.settings):
                     seg.config.release()  # kept workers of a configuration left behind
                 if self.segments:
                     continue
                 if not self.stream.empty():  # the current one was cut off, nothing opened after
                     self.segments.append(o._config(o.current).open(self.stream, o.loader))
                     continue
+                o.epoch_samples = sum(b.samples for b in o.run.batches[self.first_record:])
                 raise
             except Exception as exc:
                 culprit = self._culprit(seg, exc)
@@ -260,6 +266,10 @@ class _TunedEpoch:
             settings = o.tuner.tuning.settled
             o.announce()
             o.profiler.stop_sampling()  # the CPU readings fed the decisions: no more needed
+            busy = {seg.config.settings.key() for seg in self.segments}
+            for key, config in o._configs.items():  # the side that lost, its workers waiting
+                if key != settings.key() and key not in busy:
+                    config.release()
         if settings.key() == o.current.key():
             if o.tuner.tuning.settled is None:
                 o.start_window()

@@ -48,10 +48,14 @@ def S(workers, prefetch=2, persistent=False, batch_size=8):
 class Scripted(Tuner):
     """Switches every ``every`` measured batches through ``plan``, then settles on its last."""
 
-    def __init__(self, baseline, plan, every=3):
+    def __init__(self, baseline, plan, every=3, kept=()):
         super().__init__(SearchSpace(cores=2, max_workers=4, window_s=1.0), baseline, budget_s=1e9)
         self.plan = list(plan)
         self.every = every
+        self.kept = {k.key() for k in kept}  # as two sides taking turns: their workers wait between
+
+    def keeps(self, settings):
+        return self.tuning.settled is None and settings.key() in self.kept
 
     def done(self, seconds, batches, rate, ci_pct):
         return batches >= self.every
@@ -115,6 +119,31 @@ def test_switches_mid_epoch_give_the_untuned_batches_in_order(name):
     windows = tuned.tuner.tuning.windows
     assert [w.settings for w in windows[:len(plan) + 1]] == [baseline] + plan  # every configuration served
     assert tuned.tuner.tuning.settled == plan[-1]
+
+
+def test_kept_workers_wait_between_turns_and_serve_the_untuned_batches():
+    """Side by side, a persistent side's workers wait through the other side's turn and resume
+    mid-epoch (the same processes), with the batches still the untuned loader's."""
+    side = S(2, 2, True)
+    torch.manual_seed(4)
+    bare = _epochs(_loader(Indexed()), 3)
+    torch.manual_seed(4)
+    tuner = Scripted(S(0), [side, S(0), side, S(0), side, S(0)], every=5, kept=[side])
+    tuned = AutotunedLoader(_loader(Indexed()), sample_system=False, tuner=tuner)
+    pids, got = [], []
+    for _ in range(3):
+        seen = []
+        for batch in tuned:
+            seen.extend(batch.flatten().tolist())
+            it = getattr(tuned._configs.get(side.key()), "probe", None)
+            workers = getattr(getattr(it, "_shadow", None), "_iterator", None)
+            if workers is not None and tuned.current == side:
+                pids.append(tuple(w.pid for w in workers._workers))
+        got.append(seen)
+    assert got == bare
+    assert len(set(pids)) == 1 and len(pids) > 15  # three turns, one set of workers
+    assert tuned._configs[side.key()].probe._shadow._iterator is None  # released once settled on 0
+    tuned.close()
 
 
 def test_a_worker_killed_in_an_explored_configuration_loses_and_repeats_no_batch():
@@ -202,6 +231,9 @@ def test_the_real_tuner_explores_then_settles_and_says_so(tmp_path, capsys):
     tuning = tuned.result().run.tuning
     assert tuning["settled"] is not None and len(tuning["windows"]) >= 2
     assert tuning["windows"][0]["samples_per_s"] > 0 and tuning["windows"][1]["settings"]["num_workers"] > 0
+    # the windows after the first epoch knew its length (the records' epochs are segments)
+    later = [t.samples_per_epoch for t in tuned.tuner.state.trials()[1:]]
+    assert later and set(later) == {512}
     text = tuned.result().format_summary()
     assert "autotune: " in text and "configuration; purpose: outcome" in text
     assert "dlprof.autotune: " in capsys.readouterr().err  # printed once, when settled

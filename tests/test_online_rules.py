@@ -4,7 +4,7 @@ loaders."""
 from __future__ import annotations
 
 from dlprof.scan_records import LoaderSettings, TrialResult
-from dlprof.sweep.online import MIN_PAIRS, Tuner, Window, window_done
+from dlprof.sweep.online import MIN_PAIRS, TURN_REL_CI, Tuner, Window, window_done
 from dlprof.sweep.policy import SearchSpace
 
 BASE = LoaderSettings(num_workers=0, pin_memory=False, prefetch_factor=None, persistent_workers=False, batch_size=32)
@@ -107,3 +107,25 @@ def test_window_ends_on_a_narrow_interval_or_its_time():
     assert window_done(seconds=1.5, batches=40, ci_pct=3.0)
     assert not window_done(seconds=1.5, batches=40, ci_pct=9.0)
     assert window_done(seconds=5.0, batches=40, ci_pct=9.0)  # the longest a window lasts
+
+
+def test_side_by_side_turns_measure_to_a_wider_interval_and_keep_both_sides_workers():
+    """Exploring windows measure to 4%; once side by side, a turn ends at 8% (the pairs' interval
+    holds each turn's noise), and both sides' workers are kept between turns, until it settles."""
+    tuner = Tuner(SPACE, BASE, budget_s=120)
+    s, at = tuner.first(), 0.0
+    while tuner._candidate is None:
+        assert not tuner.done(seconds=1.5, batches=40, rate=rate_of(s), ci_pct=7.0)  # exploring: 4%
+        assert not tuner.keeps(s)
+        t, w = window(s, rate_of(s), at=at)
+        at += 2.0
+        s = tuner.next_settings(t, w)
+    assert 7.0 <= 100 * TURN_REL_CI
+    assert tuner.done(seconds=1.5, batches=40, rate=rate_of(s), ci_pct=7.0)
+    assert not tuner.done(seconds=1.5, batches=40, rate=rate_of(s), ci_pct=100 * TURN_REL_CI + 1)
+    assert tuner.keeps(s) and tuner.keeps(BASE)
+    while s is not None:
+        t, w = window(s, rate_of(s), at=at)
+        at += 2.0
+        s = tuner.next_settings(t, w)
+    assert tuner.tuning.settled is not None and not tuner.keeps(tuner.tuning.settled) and not tuner.keeps(BASE)

@@ -28,6 +28,11 @@ REL_CI = 0.04
 MIN_WINDOW_S = 1.0
 MAX_WINDOW_S = 5.0
 MIN_WINDOW_BATCHES = 8  # a block estimate of the interval needs several batches
+# A side-by-side turn needs less: the pairs' interval (Student's t over their log ratios) holds
+# each turn's noise. With MIN_PAIRS pairs (t = 4.3 at 2 degrees of freedom), a 1.2x gain clears
+# 1 + MIN_GAIN when a pair's log ratio varies by about 6%, each turn's rate by about 4%: a 95%
+# interval of about 8%.
+TURN_REL_CI = 2 * REL_CI
 # pairs of turns in the side-by-side check, at most (the scan's bound)
 MAX_PAIRS = 6
 
@@ -61,13 +66,14 @@ class Tuning:
     failed: list[str] = field(default_factory=list)  # configurations left after a failure
 
 
-def window_done(seconds: float, batches: int, ci_pct: float) -> bool:
-    """Has a window measured enough? ``seconds`` and ``batches`` after its warm-up."""
+def window_done(seconds: float, batches: int, ci_pct: float, rel_ci: float = REL_CI) -> bool:
+    """Has a window measured enough? ``seconds`` and ``batches`` after its warm-up; ``rel_ci``:
+    the interval it measures to (REL_CI, TURN_REL_CI for a side-by-side turn)."""
     if batches < MIN_WINDOW_BATCHES:
         return False
     if seconds >= MAX_WINDOW_S:
         return True
-    return seconds >= MIN_WINDOW_S and ci_pct <= 100 * REL_CI
+    return seconds >= MIN_WINDOW_S and ci_pct <= 100 * rel_ci
 
 
 def nothing_to_gain(t: TrialResult) -> bool:
@@ -104,8 +110,9 @@ class Tuner:
     def done(self, seconds: float, batches: int, rate: float, ci_pct: float) -> bool:
         """Has the current window measured enough (``window_done``), or is it, while exploring,
         already slower than the best configuration so far beyond its interval and MIN_GAIN? Such
-        a window cannot win, and each second more in it costs the job."""
-        if window_done(seconds, batches, ci_pct):
+        a window cannot win, and each second more in it costs the job. A side-by-side turn
+        measures to TURN_REL_CI."""
+        if window_done(seconds, batches, ci_pct, REL_CI if self._candidate is None else TURN_REL_CI):
             return True
         best = self.state.best() if self._candidate is None and self._search is not None else None
         # after MIN_WINDOW_S, as any window: the first batches after a switch carry its bursts
@@ -129,6 +136,12 @@ class Tuner:
         self.state.add(measured)
         window.outcome = f"{measured.samples_per_s:,.0f} samples/s"
         return self._propose(measured)
+
+    def keeps(self, settings: LoaderSettings) -> bool:
+        """Will ``settings`` run again soon (a side of the side-by-side check)? Its kept workers
+        then wait between turns rather than start again in each."""
+        return self._candidate is not None and self.tuning.settled is None and settings.key() in (
+            self._candidate.key(), self.tuning.baseline.key())
 
     def failed(self, settings: LoaderSettings, error: str, window: Window) -> LoaderSettings | None:
         window.outcome = f"failed: {error}"
