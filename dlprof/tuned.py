@@ -33,7 +33,6 @@ from dlprof.sweep.online import MAX_WINDOW_S, MIN_WINDOW_BATCHES, Tuner, Window,
 from dlprof.sweep.policy import SearchSpace
 from dlprof.sweep.trial import warmup_batches
 
-DEFAULT_BUDGET_S = 60.0
 _PIDS = re.compile(r"pid(?:\(s\))? (\d+(?:, \d+)*)")  # torch's "DataLoader worker (pid(s) 123, 456) ..."
 # An explored configuration whose next batch takes this long has hung (the user's own loader
 # gets no limit): past any worker start-up (spawned workers import torch: seconds) on a busy machine.
@@ -83,13 +82,13 @@ class AutotunedLoader:
     """Iterate it exactly like the DataLoader it wraps; ``result()`` has the windows, the
     switches and what it settled on (also in ``summary()`` and the HTML report)."""
 
-    def __init__(self, loader: DataLoader, budget_s: float = DEFAULT_BUDGET_S, sample_system: bool = True,
+    def __init__(self, loader: DataLoader, budget_s: float | None = None, sample_system: bool = True,
                  tuner: Tuner | None = None, device_sync: bool = False) -> None:
         """``tuner``: the decisions (tests drive the switching with a scripted one).
         ``device_sync``: as ``dlprof.profile``'s, in every configuration."""
         if not isinstance(loader, DataLoader):
             raise TypeError(f"dlprof.autotune expects a torch.utils.data.DataLoader, got {type(loader).__name__}")
-        if not budget_s > 0:
+        if budget_s is not None and not budget_s > 0:
             raise ValueError(f"budget must be a positive number of seconds, got {budget_s!r}")
         # a copy: it shares the dataset, samplers, collate_fn and generator, not the user's
         # iterator, and keeps no hold on the user's loader (dlprof run hangs this on it)
@@ -316,11 +315,11 @@ class _TunedEpoch:
             o.start_window()
 
 
-def autotune(loader: DataLoader, budget: float = DEFAULT_BUDGET_S, sample_system: bool = True,
+def autotune(loader: DataLoader, budget: float | None = None, sample_system: bool = True,
              device_sync: bool = False) -> AutotunedLoader:
     """Iterate ``loader`` tuned online: the same batches in the same order, epoch after epoch,
-    while up to ``budget`` seconds of the first part of training try other DataLoader settings
-    in measured windows; then it settles on the fastest (kept only when it beat ``loader``'s own
+    while up to ``budget`` seconds of the first part of training (default: 60 s, or 3% of the
+    first epoch if longer) try other DataLoader settings in measured windows; then it settles on the fastest (kept only when it beat ``loader``'s own
     settings side by side beyond noise) and prints the ``DataLoader(...)`` call once.
     ``device_sync``: as ``dlprof.profile``'s."""
     return AutotunedLoader(loader, budget_s=budget, sample_system=sample_system, device_sync=device_sync)

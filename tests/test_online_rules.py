@@ -3,6 +3,8 @@ rules are tested with windows described by their figures; tests/test_autotune.py
 loaders."""
 from __future__ import annotations
 
+import pytest
+
 from dlprof.scan_records import LoaderSettings, TrialResult
 from dlprof.sweep.online import MIN_PAIRS, TURN_REL_CI, Tuner, Window, window_done
 from dlprof.sweep.policy import SearchSpace
@@ -129,3 +131,17 @@ def test_side_by_side_turns_measure_to_a_wider_interval_and_keep_both_sides_work
         at += 2.0
         s = tuner.next_settings(t, w)
     assert tuner.tuning.settled is not None and not tuner.keeps(tuner.tuning.settled) and not tuner.keeps(BASE)
+
+
+def test_the_default_budget_is_a_minute_or_a_few_percent_of_a_long_epoch():
+    short = Tuner(SPACE, BASE)  # 10,000 samples at 700/s: a 14 s epoch
+    short.next_settings(*window(BASE, 700.0))
+    assert short.budget_s == 60.0
+    long = Tuner(SPACE, BASE)
+    t, w = window(BASE, 700.0)
+    t.dataset_len = 7_000_000  # 10,000 s an epoch: 3% of it
+    long.next_settings(t, w)
+    assert long.budget_s == pytest.approx(300.0)
+    given = Tuner(SPACE, BASE, budget_s=20)
+    given.next_settings(t, w)
+    assert given.budget_s == 20

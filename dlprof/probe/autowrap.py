@@ -99,10 +99,10 @@ def _tunes(loader: DataLoader) -> bool:
 
 
 def _new_tuned(loader: DataLoader):
-    from dlprof.tuned import DEFAULT_BUDGET_S, AutotunedLoader
+    from dlprof.tuned import AutotunedLoader
 
     budget = os.environ[AUTOTUNE_ENV]
-    tuned = AutotunedLoader(loader, budget_s=DEFAULT_BUDGET_S if budget == "default" else float(budget),
+    tuned = AutotunedLoader(loader, budget_s=None if budget == "default" else float(budget),
                             device_sync=_device_sync())
     name, site = loader.__dict__.get("_dlprof_site") or (f"DataLoader({type(loader.dataset).__name__})", "?")
     entry = RunLoader(name=name, site=site, pid=os.getpid(), rank=_rank(), run=tuned.run)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+from dlprof.analysis.bottleneck import epoch_ms_of
 from dlprof.analysis.thresholds import BALANCED_PCT, MIN_GAIN
 from dlprof.analysis.throughput import paired_ratio
 from dlprof.scan_records import LoaderSettings, TrialResult
@@ -35,6 +36,11 @@ MIN_WINDOW_BATCHES = 8  # a block estimate of the interval needs several batches
 TURN_REL_CI = 2 * REL_CI
 # pairs of turns in the side-by-side check, at most (the scan's bound)
 MAX_PAIRS = 6
+# The default budget: exploring stops after the larger of these. A minute holds the search's
+# usual proposals (windows of 1-5 s) and its side-by-side pairs; on a long epoch, "a few percent"
+# of it (issue 20), which a job that runs for epochs repays if the tuner finds a few percent.
+DEFAULT_BUDGET_S = 60.0
+BUDGET_EPOCH_SHARE = 0.03
 
 
 @dataclass
@@ -76,6 +82,12 @@ def window_done(seconds: float, batches: int, ci_pct: float, rel_ci: float = REL
     return seconds >= MIN_WINDOW_S and ci_pct <= 100 * rel_ci
 
 
+def default_budget_s(baseline: TrialResult) -> float:
+    """DEFAULT_BUDGET_S, or BUDGET_EPOCH_SHARE of an epoch at the baseline's rate if longer."""
+    epoch_ms, _ = epoch_ms_of(baseline, 0.0)
+    return max(DEFAULT_BUDGET_S, BUDGET_EPOCH_SHARE * epoch_ms / 1000.0)
+
+
 def nothing_to_gain(t: TrialResult) -> bool:
     """The loop waits under BALANCED_PCT of its time, the whole interval included: no loader
     setting can make it faster by more than that share, under the smallest gain worth a change."""
@@ -90,9 +102,12 @@ class Tuner:
     ``failed(settings, error)`` when a configuration failed: it is never proposed again and the
     next window goes back to the best configuration that worked."""
 
-    def __init__(self, space: SearchSpace, baseline: LoaderSettings, budget_s: float) -> None:
+    def __init__(self, space: SearchSpace, baseline: LoaderSettings, budget_s: float | None = None) -> None:
+        """``budget_s``: seconds of exploring; None: the default, set from the baseline's window
+        (``default_budget_s``)."""
         self.space = space
-        self.budget_s = budget_s
+        self.budget_s = budget_s or DEFAULT_BUDGET_S
+        self._auto_budget = budget_s is None
         self.spent_s = 0.0
         self.tuning = Tuning(baseline=baseline)
         self.state = SearchState()
@@ -126,6 +141,8 @@ class Tuner:
             return None
         if self._search is None:  # the baseline's window
             self.state.add(measured)
+            if self._auto_budget:
+                self.budget_s = default_budget_s(measured)
             if nothing_to_gain(measured):
                 return self.settle(self.tuning.baseline, f"the loop waits {measured.wait_pct:.1f}% of its time: "
                                     f"under {BALANCED_PCT:.0f}%, no loader setting can gain more")
