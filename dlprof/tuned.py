@@ -45,6 +45,7 @@ class _Config:
 
     def __init__(self, loader: DataLoader, settings, run: ProfileRun, timeout_s: float | None, sync) -> None:
         self.settings = settings
+        self.key = settings.key()
         self.loader, self.taps = configured(loader, settings, timeout_s)
         self.probe = LoaderProbe(self.loader, None, lambda: None, run.batches, run.epochs, sync=sync)
 
@@ -110,12 +111,21 @@ class AutotunedLoader:
             self.tuner.settle(self.tuner.tuning.baseline, "an iterable dataset: its samples' order follows the "
                               "worker count, and a configuration that failed mid-epoch could not hand its samples "
                               "back, so the configuration is left as it is")
-        self.current = self.tuner.first()
+        self.current = self.tuner.first()  # the configuration that serves (see current_key)
         self._configs: dict[tuple, _Config] = {}
         self._epochs = 0
         self.epoch_samples = 0  # samples of the last whole epoch (0 until one ended)
         self._printed = False
         self.window: Window | None = None  # the window being measured (start_window)
+
+    @property
+    def current(self):
+        return self._current
+
+    @current.setter
+    def current(self, settings) -> None:
+        self._current = settings
+        self.current_key = settings.key()  # compared with each batch's configuration
 
     def _config(self, settings) -> _Config:
         key = settings.key()
@@ -255,7 +265,10 @@ class _TunedEpoch:
                 self._failed(culprit, exc)
                 continue
             seg.tap.taken.popleft()
-            if len(self.segments) == 1 and o.tuner.tuning.settled is None and o.window_check():
+            # a window measures its own configuration: not the batches a switched-from one still
+            # delivers (it took the epoch's last batches, so nothing was opened after it)
+            if (len(self.segments) == 1 and seg.config.key == o.current_key and o.tuner.tuning.settled is None
+                    and o.window_check()):
                 self._switch(o.end_window())
             return batch
 

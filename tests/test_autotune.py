@@ -13,6 +13,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 import dlprof
+from dlprof.records import MAIN_PROCESS
 from dlprof.tuned import AutotunedLoader
 from dlprof.scan_records import LoaderSettings
 from dlprof.sweep.online import Tuner, Window
@@ -144,6 +145,21 @@ def test_kept_workers_wait_between_turns_and_serve_the_untuned_batches():
     assert len(set(pids)) == 1 and len(pids) > 15  # three turns, one set of workers
     assert tuned._configs[side.key()].probe._shadow._iterator is None  # released once settled on 0
     tuned.close()
+
+
+def test_a_window_measures_only_its_own_configurations_batches():
+    """A switch when the old configuration has taken the epoch's last batches: they are still
+    delivered after the switch, and the new configuration's window must not count them."""
+    torch.manual_seed(5)
+    tuner = Scripted(S(0), [S(2, 4), S(0), S(2, 4), S(0), S(2, 4)], every=4)
+    tuned = AutotunedLoader(_loader(Indexed(96)), sample_system=False, tuner=tuner)  # 12 batches an epoch
+    _epochs(tuned, 8)
+    tuned.close()
+    windows = [w for w in tuner.tuning.windows if w.end_ns > w.start_ns]
+    assert len(windows) >= 5
+    for w in windows:
+        served = {b.worker_id == MAIN_PROCESS for b in tuned.run.batches if w.start_ns <= b.wait_end_ns <= w.end_ns}
+        assert served == {w.settings.num_workers == 0}, w.settings.label()
 
 
 def test_a_worker_killed_in_an_explored_configuration_loses_and_repeats_no_batch():
