@@ -54,7 +54,7 @@ bench-diagnosis: setup
 # dlprof.autotune against each recipe as written and the grid's best (bench-recommend's results):
 # six recipes, 30 s runs, two pairs of them and the quality rounds (about 25 minutes)
 bench-autotune: setup
-	$(PY) benchmarks/autotune.py --seconds 30 --runs 2 --out reports/benchmarks/autotune.txt
+	$(PY) benchmarks/autotune.py --seconds 120 --runs 1 --out reports/benchmarks/autotune.txt
 
 # Two pipelines that nothing can speed up, scanned 10 times each: every scan must say "keep"
 bench-no-gain: setup

@@ -1,6 +1,6 @@
 """Online tuning against the user's configuration and the grid's best (`make bench-autotune`).
 
-    python benchmarks/autotune.py [--seconds 40] [--rounds 3] [--final-seconds 4] [--out FILE]
+    python benchmarks/autotune.py [--seconds 120] [--runs 1] [--rounds 3] [--final-seconds 4] [--out FILE]
         [recipes/x.py ...]
 
 Per recipe, each run in a child forked from a process with torch imported (as benchmarks/
@@ -59,7 +59,9 @@ def timed_run(spec: str, plan: dict, seconds: float) -> dict:
         t = loader.tuner.tuning
         loader.close()
         # still exploring when the run ended: the configuration it was in
-        out.update(settled=vars(t.settled or loader.current), decided=t.settled is not None,
+        first = t.windows[0].start_ns if t.windows else 0
+        decided_s = (t.windows[-1].end_ns - first) / 1e9 if t.settled is not None and t.windows else None
+        out.update(settled=vars(t.settled or loader.current), decided=t.settled is not None, decided_s=decided_s,
                    reason=t.reason or "still exploring at the end", windows=len(t.windows),
                    speedup=list(t.speedup) if t.speedup else None)
     return out
@@ -91,7 +93,8 @@ def one_recipe(recipe: str, args, best: dict) -> dict:
     row = {"recipe": os.path.basename(recipe), "epochs": epochs, "base_s": statistics.median(b for b, _ in pairs),
            "tuned_s": statistics.median(t for _, t in pairs), "ratio": statistics.median(ratios) if ratios else 0.0,
            "ratios": ratios, "settled": tuned.get("settled"), "reason": tuned.get("reason", "failed"),
-           "windows": tuned.get("windows", 0), "speedup": tuned.get("speedup"), "decided": tuned.get("decided", False)}
+           "windows": tuned.get("windows", 0), "speedup": tuned.get("speedup"), "decided": tuned.get("decided", False),
+           "decided_s": tuned.get("decided_s")}
     grid = best.get(row["recipe"])
     settled = tuned.get("settled")
     if grid and settled:
@@ -113,9 +116,9 @@ def _key(c: dict | None) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("recipes", nargs="*")
-    parser.add_argument("--seconds", type=float, default=40.0)
+    parser.add_argument("--seconds", type=float, default=120.0)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--runs", type=int, default=2, help="pairs of runs (baseline, autotuned) after the first")
+    parser.add_argument("--runs", type=int, default=1, help="pairs of runs (baseline, autotuned) after the first")
     parser.add_argument("--final-seconds", type=float, default=4.0)
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
@@ -139,7 +142,8 @@ def main() -> int:
         quality = f"{r['quality']:.2f}" if "quality" in r else "-"
         line = (f"{r['recipe']:<20}{r['epochs']:>7}{r['base_s']:>8.1f}{r['tuned_s']:>8.1f}{ratio:>7.2f}{quality:>8}  "
                 f"[{', '.join(f'{x:.2f}' for x in r['ratios'])}] "
-                f"{_key(r['settled'])}{'' if r['decided'] else '*'} | {_key(r['grid'])}; {r['windows']} windows: "
+                f"{_key(r['settled'])}{'' if r['decided'] else '*'} | {_key(r['grid'])}; {r['windows']} windows"
+                f"{'' if r['decided_s'] is None else ' in %.0f s' % r['decided_s']}: "
                 f"{r['reason']}")
         lines.append(line)
         print(line, file=sys.stderr, flush=True)
