@@ -267,7 +267,7 @@ class _TunedEpoch:
             seg.tap.taken.popleft()
             # a window measures its own configuration: not the batches a switched-from one still
             # delivers (it took the epoch's last batches, so nothing was opened after it)
-            if (len(self.segments) == 1 and seg.config.key == o.current_key and o.tuner.tuning.settled is None
+            if (o.tuner.tuning.settled is None and len(self.segments) == 1 and seg.config.key == o.current_key
                     and o.window_check()):
                 self._switch(o.end_window())
             return batch

@@ -116,6 +116,9 @@ def test_side_by_side_turns_measure_to_a_wider_interval_and_keep_both_sides_work
     holds each turn's noise), and both sides' workers are kept between turns, until it settles."""
     tuner = Tuner(SPACE, BASE, budget_s=120)
     s, at = tuner.first(), 0.0
+
+    def rate_of(settings):  # workers gain 1.2x: turns of 8%
+        return 840.0 if settings.num_workers else 700.0
     while tuner._candidate is None:
         assert not tuner.done(seconds=1.5, batches=40, rate=rate_of(s), ci_pct=7.0)  # exploring: 4%
         assert not tuner.keeps(s)
@@ -145,3 +148,23 @@ def test_the_default_budget_is_a_minute_or_a_few_percent_of_a_long_epoch():
     given = Tuner(SPACE, BASE, budget_s=20)
     given.next_settings(t, w)
     assert given.budget_s == 20
+
+
+def test_a_turn_measures_only_as_finely_as_the_gain_seen_needs():
+    from dlprof.sweep.online import turn_rel_ci
+
+    assert turn_rel_ci(0.9) == turn_rel_ci(1.2) == TURN_REL_CI  # a modest gain needs 8% turns
+    assert TURN_REL_CI < turn_rel_ci(2.0) < turn_rel_ci(4.0) < turn_rel_ci(10.0)
+    # a 4x gain: 30% turns still clear 1.03x with MIN_PAIRS pairs at that noise
+    assert turn_rel_ci(4.0) > 0.30
+    tuner = Tuner(SPACE, BASE, budget_s=120)
+    s, at = tuner.first(), 0.0
+
+    def fast(settings):  # workers make it 4x as fast
+        return 2800.0 if settings.num_workers else 700.0
+    while tuner._candidate is None:
+        t, w = window(s, fast(s), at=at)
+        at += 2.0
+        s = tuner.next_settings(t, w)
+    assert tuner.done(seconds=1.5, batches=40, rate=fast(s), ci_pct=25.0)  # 25%: enough at 4x
+    assert not tuner.done(seconds=1.5, batches=40, rate=fast(s), ci_pct=100 * turn_rel_ci(4.0) + 5)

@@ -18,7 +18,8 @@ _T_975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365,
           9: 2.262, 10: 2.228, 12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042}
 
 
-def _t975(dof: int) -> float:
+def t975(dof: int) -> float:
+    """Student's t, 97.5% quantile, at ``dof`` degrees of freedom (conservative between rows)."""
     return _T_975[max(k for k in _T_975 if k <= dof)] if dof < 30 else 2.0
 
 
@@ -26,7 +27,7 @@ def half_width(values: list[float]) -> float:
     """Half-width of the 95% interval of the mean of ``values`` (block means, log ratios...)."""
     mean = sum(values) / len(values)
     sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
-    return _t975(len(values) - 1) * sd / math.sqrt(len(values))
+    return t975(len(values) - 1) * sd / math.sqrt(len(values))
 
 
 def _epoch_ends(epochs: list[int] | None) -> list[int]:

@@ -11,11 +11,12 @@ ends, the user's configuration is kept.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 from dlprof.analysis.bottleneck import epoch_ms_of
 from dlprof.analysis.thresholds import BALANCED_PCT, MIN_GAIN
-from dlprof.analysis.throughput import paired_ratio
+from dlprof.analysis.throughput import paired_ratio, t975
 from dlprof.scan_records import LoaderSettings, TrialResult
 from dlprof.sweep.paired import MIN_PAIRS
 from dlprof.sweep.policy import Search, SearchSpace, SearchState, search
@@ -82,6 +83,19 @@ def window_done(seconds: float, batches: int, ci_pct: float, rel_ci: float = REL
     return seconds >= MIN_WINDOW_S and ci_pct <= 100 * rel_ci
 
 
+def turn_rel_ci(gain: float) -> float:
+    """The interval a side-by-side turn measures to when the candidate looked ``gain`` times as
+    fast as the user's configuration: TURN_REL_CI, or wider where MIN_PAIRS pairs of turns that
+    noisy would still put the whole interval above 1 + MIN_GAIN with half the gap to spare (the
+    gain is itself an estimate). Past a few times as fast, each baseline turn costs the job most
+    of its time, and 8% turns only decide what a wider interval already shows."""
+    if gain <= 1 + MIN_GAIN:
+        return TURN_REL_CI
+    # a pair's log ratio varies by sqrt(2) turns' (relative) sd; a turn's 95% half-width is ~2 sd
+    pair_sd = 0.5 * (math.log(gain) - math.log(1 + MIN_GAIN)) * math.sqrt(MIN_PAIRS) / t975(MIN_PAIRS - 1)
+    return max(TURN_REL_CI, 2 * pair_sd / math.sqrt(2))
+
+
 def default_budget_s(baseline: TrialResult) -> float:
     """DEFAULT_BUDGET_S, or BUDGET_EPOCH_SHARE of an epoch at the baseline's rate if longer."""
     epoch_ms, _ = epoch_ms_of(baseline, 0.0)
@@ -126,8 +140,8 @@ class Tuner:
         """Has the current window measured enough (``window_done``), or is it, while exploring,
         already slower than the best configuration so far beyond its interval and MIN_GAIN? Such
         a window cannot win, and each second more in it costs the job. A side-by-side turn
-        measures to TURN_REL_CI."""
-        if window_done(seconds, batches, ci_pct, REL_CI if self._candidate is None else TURN_REL_CI):
+        measures to ``turn_rel_ci`` of the gain seen so far."""
+        if window_done(seconds, batches, ci_pct, REL_CI if self._candidate is None else self._turn_rel_ci):
             return True
         best = self.state.best() if self._candidate is None and self._search is not None else None
         # after MIN_WINDOW_S, as any window: the first batches after a switch carry its bursts
@@ -153,6 +167,16 @@ class Tuner:
         self.state.add(measured)
         window.outcome = f"{measured.samples_per_s:,.0f} samples/s"
         return self._propose(measured)
+
+    @property
+    def _turn_rel_ci(self) -> float:
+        """``turn_rel_ci`` of the smaller of the gains seen: exploring's windows, the pairs'."""
+        seen = self.state.seen
+        base, cand = seen.get(self.tuning.baseline.key()), seen.get(self._candidate.key())
+        gains = [cand.samples_per_s / base.samples_per_s] if base and cand and base.samples_per_s > 0 else []
+        if self.tuning.speedup:
+            gains.append(self.tuning.speedup[0])
+        return turn_rel_ci(min(gains)) if gains else TURN_REL_CI
 
     def keeps(self, settings: LoaderSettings) -> bool:
         """Will ``settings`` run again soon (a side of the side-by-side check)? Its kept workers
