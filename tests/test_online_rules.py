@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from dlprof.scan_records import LoaderSettings, TrialResult
-from dlprof.sweep.online import MIN_PAIRS, TURN_REL_CI, Tuner, Window, window_done
+from dlprof.sweep.online import MAX_TURN_S, MIN_PAIRS, TURN_REL_CI, Tuner, Window, window_done
 from dlprof.sweep.policy import SearchSpace
 
 BASE = LoaderSettings(num_workers=0, pin_memory=False, prefetch_factor=None, persistent_workers=False, batch_size=32)
@@ -121,6 +121,7 @@ def test_side_by_side_turns_measure_to_a_wider_interval_and_keep_both_sides_work
         return 840.0 if settings.num_workers else 700.0
     while tuner._candidate is None:
         assert not tuner.done(seconds=1.5, batches=40, rate=rate_of(s), ci_pct=7.0)  # exploring: 4%
+        assert not tuner.done(seconds=MAX_TURN_S, batches=40, rate=rate_of(s), ci_pct=7.0)
         assert not tuner.keeps(s)
         t, w = window(s, rate_of(s), at=at)
         at += 2.0
@@ -129,6 +130,9 @@ def test_side_by_side_turns_measure_to_a_wider_interval_and_keep_both_sides_work
     assert tuner.done(seconds=1.5, batches=40, rate=rate_of(s), ci_pct=7.0)
     assert not tuner.done(seconds=1.5, batches=40, rate=rate_of(s), ci_pct=100 * TURN_REL_CI + 1)
     assert tuner.keeps(s) and tuner.keeps(BASE)
+    # a turn lasts at most MAX_TURN_S, whatever its interval (an exploring window: MAX_WINDOW_S)
+    assert tuner.done(seconds=MAX_TURN_S, batches=40, rate=rate_of(s), ci_pct=60.0)
+    assert not tuner.done(seconds=MAX_TURN_S - 0.1, batches=40, rate=rate_of(s), ci_pct=60.0)
     while s is not None:
         t, w = window(s, rate_of(s), at=at)
         at += 2.0

@@ -35,6 +35,10 @@ MIN_WINDOW_BATCHES = 8  # a block estimate of the interval needs several batches
 # 1 + MIN_GAIN when a pair's log ratio varies by about 6%, each turn's rate by about 4%: a 95%
 # interval of about 8%.
 TURN_REL_CI = 2 * REL_CI
+# ... and lasts at most half a window, as the scan's turns last half its longest trial window
+# (sweep.search): a pipeline whose interval stays wide (workers restarted every short epoch)
+# then takes more pairs, whose interval holds that noise, not longer turns.
+MAX_TURN_S = MAX_WINDOW_S / 2
 # pairs of turns in the side-by-side check, at most (the scan's bound)
 MAX_PAIRS = 6
 # The default budget: exploring stops after the larger of these. A minute holds the search's
@@ -73,12 +77,14 @@ class Tuning:
     failed: list[str] = field(default_factory=list)  # configurations left after a failure
 
 
-def window_done(seconds: float, batches: int, ci_pct: float, rel_ci: float = REL_CI) -> bool:
-    """Has a window measured enough? ``seconds`` and ``batches`` after its warm-up; ``rel_ci``:
-    the interval it measures to (REL_CI, TURN_REL_CI for a side-by-side turn)."""
+def window_done(seconds: float, batches: int, ci_pct: float, rel_ci: float = REL_CI,
+                max_s: float = MAX_WINDOW_S) -> bool:
+    """Has a window measured enough? ``seconds`` and ``batches`` after its warm-up; ``rel_ci``
+    and ``max_s``: the interval it measures to and its longest (a side-by-side turn's are
+    ``turn_rel_ci`` and MAX_TURN_S)."""
     if batches < MIN_WINDOW_BATCHES:
         return False
-    if seconds >= MAX_WINDOW_S:
+    if seconds >= max_s:
         return True
     return seconds >= MIN_WINDOW_S and ci_pct <= 100 * rel_ci
 
@@ -141,9 +147,11 @@ class Tuner:
         already slower than the best configuration so far beyond its interval and MIN_GAIN? Such
         a window cannot win, and each second more in it costs the job. A side-by-side turn
         measures to ``turn_rel_ci`` of the gain seen so far."""
-        if window_done(seconds, batches, ci_pct, REL_CI if self._candidate is None else self._turn_rel_ci):
+        if self._candidate is not None:
+            return window_done(seconds, batches, ci_pct, self._turn_rel_ci, MAX_TURN_S)
+        if window_done(seconds, batches, ci_pct):
             return True
-        best = self.state.best() if self._candidate is None and self._search is not None else None
+        best = self.state.best() if self._search is not None else None
         # after MIN_WINDOW_S, as any window: the first batches after a switch carry its bursts
         return (best is not None and batches >= MIN_WINDOW_BATCHES and seconds >= MIN_WINDOW_S
                 and rate * (1 + ci_pct / 100) < best.samples_per_s * (1 - MIN_GAIN))
