@@ -441,3 +441,42 @@ def test_checking_after_every_pair_rarely_recommends_a_tie():
     assert _sequential_false_recommendations(measurably_faster, 0.08) < 0.025
     assert _sequential_false_recommendations(above_one, 0.08) > 0.06  # the looks add up
     assert _sequential_false_recommendations(measurably_faster, 0.04) < 0.01
+
+
+def _online_check(sd: float, gain: float, futile: bool, runs: int = 2000) -> tuple[float, float]:
+    """sweep.online's side-by-side check, from MIN_PAIRS to its MAX_PAIRS pairs, each pair's
+    ratio ``gain`` with lognormal noise ``sd``: (share kept, mean pairs used)."""
+    import random
+
+    from dlprof.analysis.throughput import paired_ratio
+    from dlprof.sweep.online import MAX_PAIRS
+    from dlprof.sweep.paired import MIN_PAIRS
+    from dlprof.sweep.rules import measurably_faster, side_by_side_decided, side_by_side_futile
+
+    rng = random.Random(23)
+    kept = used = 0
+    for _ in range(runs):
+        pairs = []
+        for n in range(1, MAX_PAIRS + 1):
+            pairs.append((1000.0, 1000.0 * gain * math.exp(rng.gauss(0.0, sd))))
+            r = paired_ratio(pairs)
+            if n >= MIN_PAIRS and (side_by_side_decided(r) or (futile and side_by_side_futile(r, n, MAX_PAIRS))):
+                break
+        kept += measurably_faster(paired_ratio(pairs))
+        used += len(pairs)
+    return kept / runs, used / runs
+
+
+def test_a_futile_check_ends_a_tie_early_and_keeps_real_gains_nearly_as_often():
+    from dlprof.sweep.rules import side_by_side_futile
+
+    assert side_by_side_futile((1.02, 0.90, 1.15), 3, 6)  # no gain in sight
+    assert not side_by_side_futile((1.25, 1.00, 1.55), 3, 6)  # more pairs would clear 1.03x
+    assert not side_by_side_futile((1.02, 0.90, 1.15), 6, 6) and not side_by_side_futile((1.0, 0.0, math.inf), 1, 6)
+    tie_kept, tie_pairs = _online_check(0.08, 1.0, futile=True)
+    _, tie_pairs_before = _online_check(0.08, 1.0, futile=False)
+    assert tie_pairs < 4 < tie_pairs_before and tie_kept < 0.03
+    for gain in (1.15, 1.3):
+        with_rule, _ = _online_check(0.08, gain, futile=True)
+        without, _ = _online_check(0.08, gain, futile=False)
+        assert with_rule >= without - 0.06, gain

@@ -20,7 +20,7 @@ from dlprof.analysis.throughput import paired_ratio, t975
 from dlprof.scan_records import LoaderSettings, TrialResult
 from dlprof.sweep.paired import MIN_PAIRS
 from dlprof.sweep.policy import Search, SearchSpace, SearchState, search
-from dlprof.sweep.rules import measurably_faster, side_by_side_decided
+from dlprof.sweep.rules import measurably_faster, side_by_side_decided, side_by_side_futile
 
 # A window measures until its rate's 95% interval is within this share (the scan's trials use
 # the same), between MIN_WINDOW_S and MAX_WINDOW_S of steady batches: at least a second, so a
@@ -262,7 +262,8 @@ class Tuner:
         self.tuning.pairs = pairs
         ratio = paired_ratio(pairs)
         self.tuning.speedup = ratio
-        decided = len(pairs) >= MIN_PAIRS and side_by_side_decided(ratio)
+        decided = len(pairs) >= MIN_PAIRS and (side_by_side_decided(ratio)
+                                               or side_by_side_futile(ratio, len(pairs), MAX_PAIRS))
         # at least MIN_PAIRS pairs, past the budget if need be (their time was kept for them)
         if decided or len(pairs) >= MAX_PAIRS or (self.spent_s >= self.budget_s and len(pairs) >= MIN_PAIRS):
             if len(pairs) >= MIN_PAIRS and measurably_faster(ratio):

@@ -5,7 +5,7 @@ import math
 
 from dlprof.analysis.bottleneck import epoch_ms_of
 from dlprof.analysis.thresholds import MIN_GAIN
-from dlprof.analysis.throughput import noise_margin
+from dlprof.analysis.throughput import noise_margin, t975
 from dlprof.scan_records import TrialResult
 
 MAX_TIE = 0.15  # a preferred trial wins a tie with a faster one at most this far behind
@@ -59,3 +59,17 @@ def side_by_side_decided(speedup: tuple[float, float, float]) -> bool:
     """(ratio, low, high) so far: a recommendation stands (``measurably_faster``), or the
     interval excludes a gain worth a change. Either way more pairs would not change the answer."""
     return measurably_faster(speedup) or speedup[2] < 1 + MIN_GAIN
+
+
+def side_by_side_futile(speedup: tuple[float, float, float], pairs: int, max_pairs: int) -> bool:
+    """(ratio, low, high) after ``pairs`` pairs: even if every pair up to ``max_pairs`` measured
+    as these did (the same mean log ratio and spread), the interval would still hold no gain at
+    all (1.0). More pairs are then unlikely to make a recommendation, and online each costs the
+    job two switches. It only ends a check on "keep", so it adds no false recommendation; in
+    simulation it ends a tie after about 3 pairs instead of 5-6 and keeps a true 1.15x at 8%
+    noise a pair 79% of the time instead of 82% (tests/test_search_rules.py)."""
+    ratio, low, high = speedup
+    if pairs < 2 or pairs >= max_pairs or not (0 < low and math.isfinite(high)):
+        return False
+    sd = (math.log(high) - math.log(low)) / 2 * math.sqrt(pairs) / t975(pairs - 1)
+    return math.log(ratio) - t975(max_pairs - 1) * sd / math.sqrt(max_pairs) <= 0.0
