@@ -185,8 +185,9 @@ class AutotunedLoader:
     def end_window(self):
         """The window's figures; the configuration the tuner wants next (None: settled)."""
         batches = self.run.batches[self.window_first:]
+        segments = {b.epoch for b in batches}
         run = ProfileRun(loader=self.run.loader, batches=batches,
-                         epochs=[e for e in self.run.epochs if e.epoch in {b.epoch for b in batches}],
+                         epochs=[e for e in self.run.epochs if e.epoch in segments],
                          processes=self.profiler.process_samples())
         measured = trial_stats(run, self.current, 0)
         # the records' epochs are the configurations' segments (an iterator each): the epoch's
@@ -247,18 +248,19 @@ class _TunedEpoch:
                 batch = next(seg.it)
             except StopIteration:
                 self.segments.pop(0)
-                if seg.config.settings.key() != o.current.key() and not o.tuner.keeps(seg.config.settings):
+                if seg.config.key != o.current_key and not o.tuner.keeps(seg.config.settings):
                     seg.config.release()  # kept workers of a configuration left behind
                 if self.segments:
                     continue
                 if not self.stream.empty():  # the current one was cut off, nothing opened after
                     self.segments.append(o._config(o.current).open(self.stream, o.loader))
                     continue
-                o.epoch_samples = sum(b.samples for b in o.run.batches[self.first_record:])
+                if o.tuner.tuning.settled is None:  # the windows' epoch length (end_window)
+                    o.epoch_samples = sum(b.samples for b in o.run.batches[self.first_record:])
                 raise
             except Exception as exc:
                 culprit = self._culprit(seg, exc)
-                if culprit.config.settings.key() == o.fallback().key():
+                if culprit.config.key == o.fallback().key():
                     if culprit is seg:
                         seg.tap.taken.popleft()  # consumed, as torch's iterator goes on past it
                     raise
@@ -278,11 +280,11 @@ class _TunedEpoch:
             settings = o.tuner.tuning.settled
             o.announce()
             o.profiler.stop_sampling()  # the CPU readings fed the decisions: no more needed
-            busy = {seg.config.settings.key() for seg in self.segments}
+            keep = {seg.config.key for seg in self.segments} | {settings.key()}
             for key, config in o._configs.items():  # the side that lost, its workers waiting
-                if key != settings.key() and key not in busy:
+                if key not in keep:
                     config.release()
-        if settings.key() == o.current.key():
+        if settings.key() == o.current_key:
             if o.tuner.tuning.settled is None:
                 o.start_window()
             return
@@ -332,7 +334,8 @@ def autotune(loader: DataLoader, budget: float | None = None, sample_system: boo
              device_sync: bool = False) -> AutotunedLoader:
     """Iterate ``loader`` tuned online: the same batches in the same order, epoch after epoch,
     while up to ``budget`` seconds of the first part of training (default: 60 s, or 3% of the
-    first epoch if longer) try other DataLoader settings in measured windows; then it settles on the fastest (kept only when it beat ``loader``'s own
-    settings side by side beyond noise) and prints the ``DataLoader(...)`` call once.
+    first epoch if longer) try other DataLoader settings in measured windows; then it settles
+    on the fastest (kept only when it beat ``loader``'s own settings side by side beyond noise)
+    and prints the ``DataLoader(...)`` call once.
     ``device_sync``: as ``dlprof.profile``'s."""
     return AutotunedLoader(loader, budget_s=budget, sample_system=sample_system, device_sync=device_sync)

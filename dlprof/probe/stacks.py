@@ -65,7 +65,6 @@ class StackSampler:
         if not os.path.exists(self.output) or os.path.getsize(self.output) == 0:
             self.problem = _why(out or "")
 
-
     def collect(self) -> tuple[str, str | None]:
         """Stop, then (the raw stacks, or "", and why there are none, or None); the file is removed."""
         self.stop()
