@@ -1,0 +1,137 @@
+"""Where an autotuned run's time goes, phase by phase, against the same run as written.
+
+    python benchmarks/autotune_cost.py [--seconds 56] [--runs 3] [--out FILE] [recipes/x.py ...]
+
+Per recipe, in children forked from a process with torch imported (as benchmarks/autotune.py):
+the recipe's loop as written for --seconds (its epoch count E), then --runs pairs in turn of E
+epochs as written and E epochs through ``dlprof.autotune``. The loop stamps every batch as it
+arrives (perf_counter_ns, the clock of the tuner's windows). The autotuned run is cut at its
+windows' ends into phases; each window's phase into its switch (from the previous window's end
+to its first measured batch: the old configuration's drain, the new one's worker start-up and
+warm-up) and its measured part; after the last window, the rest of the run. A phase's cost is
+its wall time minus the time the as-written run of the same pair took for as many samples (its
+whole-run rate): what the phase cost the job, seconds (negative: it gained).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from recommend import _count, forked  # noqa: E402
+
+from dlprof.probe.environment import available_cores  # noqa: E402
+from dlprof.sweep.trial import preload_torch  # noqa: E402
+
+
+def stamped_run(spec: str, plan: dict, seconds: float) -> dict:
+    """In a forked child: the recipe's loop (autotuned when ``plan["tune"]``), every batch's
+    arrival stamped; the tuner's windows."""
+    import dlprof
+    from dlprof.sweep.target import load_target
+
+    target = load_target(spec)
+    loader = dlprof.autotune(target.loader) if plan["tune"] else target.loader
+    step = target.train_step
+    stamps, counts, epochs = [], [], 0
+    start = time.perf_counter_ns()
+    while (epochs < plan["epochs"]) if plan["epochs"] else (time.perf_counter_ns() - start < seconds * 1e9):
+        for batch in loader:
+            stamps.append(time.perf_counter_ns())
+            counts.append(_count(batch))
+            if step is not None:
+                step(batch)
+        epochs += 1
+    end = time.perf_counter_ns()
+    out = {"epochs": epochs, "start_ns": start, "end_ns": end, "stamps": stamps, "counts": counts}
+    if plan["tune"]:
+        t = loader.tuner.tuning
+        out["windows"] = [{"label": _short(w.settings), "purpose": w.purpose, "start_ns": w.start_ns,
+                           "end_ns": w.end_ns, "samples_per_s": w.samples_per_s, "outcome": w.outcome}
+                          for w in t.windows]
+        out["reason"] = t.reason or "still exploring at the end"
+        loader.close()
+    return out
+
+
+def _short(s) -> str:
+    return f"({s.num_workers}, {s.prefetch_factor}, {s.persistent_workers}, pin={s.pin_memory})"
+
+
+def samples_between(run: dict, a_ns: int, b_ns: int) -> int:
+    """Samples of the batches that arrived in (a_ns, b_ns]."""
+    return sum(c for s, c in zip(run["stamps"], run["counts"]) if a_ns < s <= b_ns)
+
+
+def phases(tuned: dict, base_rate: float) -> list[tuple[str, float, int, float]]:
+    """(name, wall s, samples, cost s) of the autotuned run's phases."""
+    out, edge = [], tuned["start_ns"]
+
+    def add(name, a, b):
+        n = samples_between(tuned, a, b)
+        wall = (b - a) / 1e9
+        out.append((name, wall, n, wall - n / base_rate))
+
+    for i, w in enumerate(tuned["windows"]):
+        name = f"w{i} {w['label']} ({w['purpose'] or 'baseline'})"
+        if w["start_ns"] > edge:  # a failed configuration's window has no measured part
+            add(name + " switch", edge, w["start_ns"])
+        add(name + " measured", max(edge, w["start_ns"]), w["end_ns"])
+        edge = max(edge, w["end_ns"])
+    add("after the last window", edge, tuned["end_ns"])
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("recipes", nargs="*")
+    parser.add_argument("--seconds", type=float, default=56.0)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    recipes = args.recipes or ["recipes/mnist_mlp.py"]
+    preload_torch()
+    lines = ["# dlprof.autotune: where an autotuned run's time goes (cost = phase wall s - the as-written run's "
+             "time for as many samples, at its whole-run rate; negative: it gained)",
+             f"# command: python benchmarks/autotune_cost.py --seconds {args.seconds:g} --runs {args.runs} "
+             + " ".join(args.recipes),
+             f"# machine: {platform.platform()}, python {platform.python_version()}, {available_cores()} cores available",
+             ""]
+
+    def say(line: str = "") -> None:
+        lines.append(line)
+        print(line, file=sys.stderr, flush=True)
+
+    for recipe in recipes:
+        first = forked(recipe, {"epochs": 0, "tune": False}, args.seconds, loop=stamped_run)
+        epochs = first["epochs"]
+        for run in range(args.runs):
+            base = forked(recipe, {"epochs": epochs, "tune": False}, args.seconds * 3, loop=stamped_run)
+            tuned = forked(recipe, {"epochs": epochs, "tune": True}, args.seconds * 3, loop=stamped_run)
+            if "stamps" not in base or "stamps" not in tuned:
+                say(f"{recipe} run {run}: a child failed")
+                continue
+            base_s = (base["end_ns"] - base["start_ns"]) / 1e9
+            tuned_s = (tuned["end_ns"] - tuned["start_ns"]) / 1e9
+            rate = sum(base["counts"]) / base_s
+            say(f"{os.path.basename(recipe)} run {run}: {epochs} epochs, as written {base_s:.1f} s "
+                f"({rate:,.0f} samples/s), autotuned {tuned_s:.1f} s (ratio {tuned_s / base_s:.2f}, "
+                f"{tuned_s - base_s:+.1f} s); {tuned['reason']}")
+            say(f"  {'phase':<56}{'wall s':>8}{'samples':>9}{'cost s':>8}")
+            for name, wall, n, cost in phases(tuned, rate):
+                say(f"  {name:<56}{wall:>8.2f}{n:>9}{cost:>+8.2f}")
+            say()
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
