@@ -9,7 +9,10 @@ recommend.py runs its grid):
    --seconds have passed: its epoch count E.
 2. then --runs pairs in turn: E epochs as written, E epochs through ``dlprof.autotune(loader)``
    (default budget), wall times with worker start-ups. ratio = autotuned / baseline wall time,
-   median of the pairs (goal: <= 1.00; on a compute-bound recipe the tuner's cost, under 1.03).
+   the geometric mean of the pairs' and, from two pairs, its 95% interval (Student's t over their
+   log ratios, as the side-by-side check's): this machine's runs of the same loop differ by up to
+   10-15% (`benchmarks/autotune_cost.py --control`), so one pair cannot tell a few percent
+   (goal: <= 1.00; on a compute-bound recipe the tuner's cost, under 1.03).
 3. quality: the settled configuration and the grid's best (from reports/benchmarks/recommend.txt,
    the exhaustive grid of `make bench-recommend`) measured by recommend.py's plain loop in
    --rounds interleaved rounds of --final-seconds; quality = settled / grid best (median of the
@@ -29,6 +32,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from recommend import _count, forked  # noqa: E402
 
+from dlprof.analysis.throughput import paired_ratio  # noqa: E402
 from dlprof.probe.environment import available_cores  # noqa: E402
 from dlprof.sweep.trial import preload_torch  # noqa: E402
 
@@ -90,8 +94,9 @@ def one_recipe(recipe: str, args, best: dict) -> dict:
         tuned = forked(recipe, {"epochs": epochs, "tune": True}, first["wall_s"] * 3, loop=timed_run)
         pairs.append((base.get("wall_s", 0.0), tuned.get("wall_s", 0.0)))
     ratios = sorted(t / b for b, t in pairs if b > 0 and t > 0)
+    interval = paired_ratio([(b, t) for b, t in pairs if b > 0 and t > 0])
     row = {"recipe": os.path.basename(recipe), "epochs": epochs, "base_s": statistics.median(b for b, _ in pairs),
-           "tuned_s": statistics.median(t for _, t in pairs), "ratio": statistics.median(ratios) if ratios else 0.0,
+           "tuned_s": statistics.median(t for _, t in pairs), "ratio": interval[0], "interval": interval[1:],
            "ratios": ratios, "settled": tuned.get("settled"), "reason": tuned.get("reason", "failed"),
            "windows": tuned.get("windows", 0), "speedup": tuned.get("speedup"), "decided": tuned.get("decided", False),
            "decided_s": tuned.get("decided_s")}
@@ -107,6 +112,11 @@ def one_recipe(recipe: str, args, best: dict) -> dict:
         row["quality"] = statistics.median(ratios) if ratios else 0.0
     row["grid"] = grid
     return row
+
+
+def _interval(low_high: tuple[float, float]) -> str:
+    low, high = low_high
+    return f"; 95% interval {low:.2f}-{high:.2f}" if high < float("inf") else ""
 
 
 def _key(c: dict | None) -> str:
@@ -129,7 +139,8 @@ def main() -> int:
              f"# command: python benchmarks/autotune.py --seconds {args.seconds:g} --runs {args.runs} --rounds {args.rounds} "
              f"--final-seconds {args.final_seconds:g} " + " ".join(args.recipes),
              f"# machine: {platform.platform()}, python {platform.python_version()}, {available_cores()} cores available",
-             "# ratio = autotuned wall s / baseline wall s, same epochs, median of --runs pairs run in turn (goal <= 1.00; "
+             "# ratio = autotuned wall s / baseline wall s, same epochs, geometric mean of --runs pairs run in turn "
+             "and its 95% interval from 2 pairs (goal <= 1.00; "
              "a compute-bound recipe < 1.03); the last autotuned run's decision; "
              "quality = settled / grid best (plain loop, median of interleaved rounds; goal >= 0.90); "
              "*: the run ended before a decision, the configuration it was in",
@@ -141,7 +152,7 @@ def main() -> int:
         ratio = r["ratio"]
         quality = f"{r['quality']:.2f}" if "quality" in r else "-"
         line = (f"{r['recipe']:<20}{r['epochs']:>7}{r['base_s']:>8.1f}{r['tuned_s']:>8.1f}{ratio:>7.2f}{quality:>8}  "
-                f"[{', '.join(f'{x:.2f}' for x in r['ratios'])}] "
+                f"[{', '.join(f'{x:.2f}' for x in r['ratios'])}{_interval(r['interval'])}] "
                 f"{_key(r['settled'])}{'' if r['decided'] else '*'} | {_key(r['grid'])}; {r['windows']} windows"
                 f"{'' if r['decided_s'] is None else ' in %.0f s' % r['decided_s']}: "
                 f"{r['reason']}")

@@ -1,6 +1,6 @@
 """Where an autotuned run's time goes, phase by phase, against the same run as written.
 
-    python benchmarks/autotune_cost.py [--seconds 56] [--runs 3] [--out FILE] [recipes/x.py ...]
+    python benchmarks/autotune_cost.py [--seconds 56] [--runs 3] [--control] [--out FILE] [recipes/x.py ...]
 
 Per recipe, in children forked from a process with torch imported (as benchmarks/autotune.py):
 the recipe's loop as written for --seconds (its epoch count E), then --runs pairs in turn of E
@@ -11,6 +11,10 @@ to its first measured batch: the old configuration's drain, the new one's worker
 warm-up) and its measured part; after the last window, the rest of the run. A phase's cost is
 its wall time minus the time the as-written run of the same pair took for as many samples (its
 whole-run rate): what the phase cost the job, seconds (negative: it gained).
+
+``--control``: both runs of each pair as written (no phases): how far two runs of the same loop
+differ on this machine, the noise any one pair of the autotune benchmark carries. Every mode
+ends with the pairs' ratio (geometric mean) and its 95% interval (Student's t over the log ratios).
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from recommend import _count, forked  # noqa: E402
 
+from dlprof.analysis.throughput import paired_ratio  # noqa: E402
 from dlprof.probe.environment import available_cores  # noqa: E402
 from dlprof.sweep.trial import preload_torch  # noqa: E402
 
@@ -91,6 +96,7 @@ def main() -> int:
     parser.add_argument("recipes", nargs="*")
     parser.add_argument("--seconds", type=float, default=56.0)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--control", action="store_true", help="both runs of a pair as written")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     recipes = args.recipes or ["recipes/mnist_mlp.py"]
@@ -98,6 +104,7 @@ def main() -> int:
     lines = ["# dlprof.autotune: where an autotuned run's time goes (cost = phase wall s - the as-written run's "
              "time for as many samples, at its whole-run rate; negative: it gained)",
              f"# command: python benchmarks/autotune_cost.py --seconds {args.seconds:g} --runs {args.runs} "
+             + ("--control " if args.control else "")
              + " ".join(args.recipes),
              f"# machine: {platform.platform()}, python {platform.python_version()}, {available_cores()} cores available",
              ""]
@@ -109,15 +116,21 @@ def main() -> int:
     for recipe in recipes:
         first = forked(recipe, {"epochs": 0, "tune": False}, args.seconds, loop=stamped_run)
         epochs = first["epochs"]
+        walls = []
         for run in range(args.runs):
             base = forked(recipe, {"epochs": epochs, "tune": False}, args.seconds * 3, loop=stamped_run)
-            tuned = forked(recipe, {"epochs": epochs, "tune": True}, args.seconds * 3, loop=stamped_run)
+            tuned = forked(recipe, {"epochs": epochs, "tune": not args.control}, args.seconds * 3, loop=stamped_run)
             if "stamps" not in base or "stamps" not in tuned:
                 say(f"{recipe} run {run}: a child failed")
                 continue
             base_s = (base["end_ns"] - base["start_ns"]) / 1e9
             tuned_s = (tuned["end_ns"] - tuned["start_ns"]) / 1e9
             rate = sum(base["counts"]) / base_s
+            walls.append((base_s, tuned_s))
+            if args.control:
+                say(f"{os.path.basename(recipe)} control {run}: {epochs} epochs as written, {base_s:.1f} s, then "
+                    f"{tuned_s:.1f} s (ratio {tuned_s / base_s:.2f})")
+                continue
             say(f"{os.path.basename(recipe)} run {run}: {epochs} epochs, as written {base_s:.1f} s "
                 f"({rate:,.0f} samples/s), autotuned {tuned_s:.1f} s (ratio {tuned_s / base_s:.2f}, "
                 f"{tuned_s - base_s:+.1f} s); {tuned['reason']}")
@@ -125,6 +138,9 @@ def main() -> int:
             for name, wall, n, cost in phases(tuned, rate):
                 say(f"  {name:<56}{wall:>8.2f}{n:>9}{cost:>+8.2f}")
             say()
+        ratio, low, high = paired_ratio(walls)
+        say(f"{os.path.basename(recipe)}: {'second / first' if args.control else 'autotuned / as written'} "
+            f"{ratio:.3f} over {len(walls)} pairs (95% interval {low:.3f}-{high:.3f})")
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:
