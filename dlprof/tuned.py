@@ -19,7 +19,7 @@ from time import perf_counter_ns
 from torch.utils.data import DataLoader
 
 from dlprof.analysis.recommend import dataloader_call
-from dlprof.analysis.throughput import rate_and_ci
+from dlprof.analysis.throughput import half_width, rate_and_ci
 from dlprof.analysis.trial import trial_stats
 from dlprof.api import Profiler
 from dlprof.probe.device import synchronize
@@ -166,6 +166,8 @@ class AutotunedLoader:
         self.window = Window(self.current, purpose, reason)
         self.window_first = None  # set at the configuration's first batch, once the old one drained
         self._next_check = MIN_WINDOW_BATCHES
+        self.window_epochs: list[tuple[int, int, int, int]] = []  # a turn of whole epochs: (first
+        # record, start ns, end ns, samples) of each
 
     def window_check(self) -> bool:
         """After a batch of the current configuration: has its window measured enough? The
@@ -182,6 +184,27 @@ class AutotunedLoader:
         rate, ci = rate_and_ci([b.wait_end_ns for b in window], [b.samples for b in window], [b.epoch for b in window])
         return self.tuner.done(seconds, n, rate, ci if math.isfinite(ci) else 100.0)
 
+    def epoch_check(self, first_record: int, start_ns: int) -> bool:
+        """After a whole epoch in the current configuration, when turns span whole epochs: has
+        the turn measured enough? Its rate is the epochs' samples over their wall time, from each
+        ``iter()`` to the loop's ask past the last batch (start-up, bursts and the last step in)."""
+        end_ns = perf_counter_ns()
+        samples = sum(b.samples for b in self.run.batches[first_record:])
+        self.window_epochs.append((first_record, start_ns, end_ns, samples))
+        self.window_first = self.window_epochs[0][0]
+        rate, ci = self._epochs_rate()
+        seconds = sum(e[2] - e[1] for e in self.window_epochs) / 1e9
+        return self.tuner.done(seconds, len(self.run.batches) - self.window_first, rate, ci)
+
+    def _epochs_rate(self) -> tuple[float, float]:
+        """The whole epochs' rate and the half-width of its 95% interval in % (their per-epoch
+        rates' t-interval; 100 from one epoch)."""
+        epochs = self.window_epochs
+        rate = sum(e[3] for e in epochs) / (sum(e[2] - e[1] for e in epochs) / 1e9)
+        if len(epochs) < 2:
+            return rate, 100.0
+        return rate, 100.0 * half_width([e[3] / ((e[2] - e[1]) / 1e9) for e in epochs]) / rate
+
     def end_window(self):
         """The window's figures; the configuration the tuner wants next (None: settled)."""
         batches = self.run.batches[self.window_first:]
@@ -195,11 +218,34 @@ class AutotunedLoader:
         measured.samples_per_epoch, measured.epoch_ms = self.epoch_samples, 0.0
         w = self.window
         w.start_ns, w.end_ns = batches[0].wait_end_ns, batches[-1].wait_end_ns
+        if self.window_epochs:  # a turn of whole epochs
+            measured.samples_per_s, measured.ci_pct = self._epochs_rate()
+            w.start_ns, w.end_ns = self.window_epochs[0][1], self.window_epochs[-1][2]
         w.batches, w.samples_per_s, w.ci_pct, w.wait_pct = (measured.batches, measured.samples_per_s,
                                                              measured.ci_pct, measured.wait_pct)
         if not w.purpose or w.purpose == "baseline":
             w.outcome = "the user's configuration"
         return self.tuner.next_settings(measured, w)
+
+    def settled(self, serving: set[tuple]) -> None:
+        """Once settled: say so, stop sampling, and end the workers of every configuration but the
+        settled one and those still serving this epoch (``serving``: their keys)."""
+        self.announce()
+        self.profiler.stop_sampling()  # the CPU readings fed the decisions: no more needed
+        keep = serving | {self.tuner.tuning.settled.key()}
+        for key, config in self._configs.items():  # the side that lost, its workers waiting
+            if key not in keep:
+                config.release()
+
+    def between_epochs(self, settings) -> None:
+        """A decision at an epoch's end (a turn of whole epochs): the next epoch opens in
+        ``settings`` (None: settled)."""
+        if settings is None:
+            self.settled(set())
+            settings = self.tuner.tuning.settled
+        self.current = settings
+        if self.tuner.tuning.settled is None:
+            self.start_window()
 
     def announce(self) -> None:
         """Once, when settled: what to put in the code, to stderr."""
@@ -228,6 +274,9 @@ class _TunedEpoch:
             draw_iterator_seed(loader)
         owner._epochs += 1
         self.first_record = len(owner.run.batches)
+        self.start_ns = perf_counter_ns()
+        # a turn of whole epochs counts this epoch if one configuration serves all of it
+        self.whole = owner.tuner.whole_epochs and owner.window is not None
         self.stream = IndexStream(loader._index_sampler)
         try:  # the sampler's own draws happen now, outside the restored iterators
             self.stream.give_back([self.stream.pull()])
@@ -257,6 +306,8 @@ class _TunedEpoch:
                     continue
                 if o.tuner.tuning.settled is None:  # the windows' epoch length (end_window)
                     o.epoch_samples = sum(b.samples for b in o.run.batches[self.first_record:])
+                    if self.whole and o.tuner.whole_epochs and o.epoch_check(self.first_record, self.start_ns):
+                        o.between_epochs(o.end_window())
                 raise
             except Exception as exc:
                 culprit = self._culprit(seg, exc)
@@ -269,8 +320,8 @@ class _TunedEpoch:
             seg.tap.taken.popleft()
             # a window measures its own configuration: not the batches a switched-from one still
             # delivers (it took the epoch's last batches, so nothing was opened after it)
-            if (o.tuner.tuning.settled is None and len(self.segments) == 1 and seg.config.key == o.current_key
-                    and o.window_check()):
+            if (o.tuner.tuning.settled is None and not o.tuner.whole_epochs and len(self.segments) == 1
+                    and seg.config.key == o.current_key and o.window_check()):
                 self._switch(o.end_window())
             return batch
 
@@ -278,12 +329,7 @@ class _TunedEpoch:
         o = self.o
         if settings is None:  # settled
             settings = o.tuner.tuning.settled
-            o.announce()
-            o.profiler.stop_sampling()  # the CPU readings fed the decisions: no more needed
-            keep = {seg.config.key for seg in self.segments} | {settings.key()}
-            for key, config in o._configs.items():  # the side that lost, its workers waiting
-                if key not in keep:
-                    config.release()
+            o.settled({seg.config.key for seg in self.segments})
         if settings.key() == o.current_key:
             if o.tuner.tuning.settled is None:
                 o.start_window()
@@ -319,6 +365,7 @@ class _TunedEpoch:
             shut_down(s.it._it, failed=True)
             s.config.release()
         del self.segments[i:]
+        self.whole = False  # not one configuration's epoch
         self.stream.give_back(lost)
         now = perf_counter_ns()
         window = Window(seg.config.settings, "explored", "", start_ns=now, end_ns=now)

@@ -162,6 +162,45 @@ def test_a_window_measures_only_its_own_configurations_batches():
         assert served == {w.settings.num_workers == 0}, w.settings.label()
 
 
+class WholeEpochs(Scripted):
+    """Turns of whole epochs, one each."""
+
+    def __init__(self, baseline, plan):
+        super().__init__(baseline, plan)
+        self.whole_epochs = True
+
+    def done(self, seconds, batches, rate, ci_pct):
+        return True  # asked at each epoch's end
+
+
+def test_turns_of_whole_epochs_switch_between_epochs_and_measure_them_whole():
+    """When turns span whole epochs, each epoch is served by one configuration (no switch
+    mid-epoch), the batches are still the untuned loader's, and a turn's rate is its epoch's
+    samples over the epoch's wall time."""
+    side = S(2, 2, True)
+    torch.manual_seed(6)
+    bare = _epochs(_loader(Indexed(96)), 6)
+    torch.manual_seed(6)
+    tuner = WholeEpochs(S(0), [side, S(0), side, S(0)])
+    tuned = AutotunedLoader(_loader(Indexed(96)), sample_system=False, tuner=tuner)
+    got, served = [], []
+    for _ in range(6):
+        first = len(tuned.run.batches)
+        seen = []
+        for batch in tuned:
+            seen.extend(batch.flatten().tolist())
+        got.append(seen)
+        served.append({b.worker_id == MAIN_PROCESS for b in tuned.run.batches[first:]})
+    tuned.close()
+    assert got == bare
+    # epoch 1: the first window (not counted: it began before turns); then one epoch a turn
+    assert served == [{True}, {True}, {False}, {True}, {False}, {True}]
+    turns = tuner.tuning.windows[1:]
+    assert [w.settings for w in turns] == [side, S(0), side, S(0)]
+    for w in turns:
+        assert w.samples_per_s * (w.end_ns - w.start_ns) / 1e9 == pytest.approx(96)
+
+
 def test_a_worker_killed_in_an_explored_configuration_loses_and_repeats_no_batch():
     kill = dict(kill_with_workers=3, kill_at=None)
     torch.manual_seed(1)

@@ -172,3 +172,30 @@ def test_a_turn_measures_only_as_finely_as_the_gain_seen_needs():
         s = tuner.next_settings(t, w)
     assert tuner.done(seconds=1.5, batches=40, rate=fast(s), ci_pct=25.0)  # 25%: enough at 4x
     assert not tuner.done(seconds=1.5, batches=40, rate=fast(s), ci_pct=100 * turn_rel_ci(4.0) + 5)
+
+
+def test_turns_span_whole_epochs_when_an_epoch_is_shorter_than_two_turns():
+    """As the scan's turns (rules.whole_epoch_turns): a short epoch (here 1.4 s at the
+    baseline's rate) is measured whole in each turn, asked at its ends; a long one (1,400 s, little
+    in flight) is
+    cut into turns as before. Once settled, no more turns."""
+    def until_side_by_side(dataset_len):
+        tuner = Tuner(SPACE, BASE, budget_s=120)
+        s, at = tuner.first(), 0.0
+        while tuner._candidate is None:
+            t, w = window(s, rate_of(s), at=at)
+            t.dataset_len = dataset_len
+            at += 2.0
+            s = tuner.next_settings(t, w)
+        return tuner
+    assert not until_side_by_side(1_000_000).whole_epochs
+    short = until_side_by_side(1_000)
+    assert short.whole_epochs
+    # at an epoch's end: one 1.4 s epoch at a wide interval goes on, two (2.8 s) end the turn
+    assert not short.done(seconds=1.4, batches=31, rate=700.0, ci_pct=100.0)
+    assert short.done(seconds=2.8, batches=62, rate=700.0, ci_pct=100.0)
+    while short.tuning.settled is None:
+        short.next_settings(*window(short._candidate, 1600.0))
+        if short.tuning.settled is None:
+            short.next_settings(*window(BASE, 700.0))
+    assert not short.whole_epochs

@@ -50,7 +50,7 @@ def test_baseline_measures_on_while_its_wait_share_spans_a_cut_off():
 def test_a_configuration_holding_much_of_an_epoch_in_flight_is_measured_over_a_whole_epoch(tmp_path):
     """6 workers x prefetch 2 hold 12 of an epoch's 24 batches: a window inside the epoch would
     time the full queues' burst, so the trial goes on past a whole epoch, restarts included."""
-    from dlprof.sweep.trial import buffer_matters
+    from dlprof.sweep.rules import buffer_matters
 
     loader = DataLoader(BusyDataset(96, cost_s=0.002), batch_size=4, num_workers=6)
     settings = LoaderSettings(num_workers=6, pin_memory=False, prefetch_factor=2, persistent_workers=False, batch_size=4)

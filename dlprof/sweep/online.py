@@ -20,7 +20,8 @@ from dlprof.analysis.throughput import paired_ratio, t975
 from dlprof.scan_records import LoaderSettings, TrialResult
 from dlprof.sweep.paired import MIN_PAIRS
 from dlprof.sweep.policy import Search, SearchSpace, SearchState, search
-from dlprof.sweep.rules import measurably_faster, side_by_side_decided, side_by_side_futile
+from dlprof.sweep.rules import (buffer_matters, measurably_faster, side_by_side_decided, side_by_side_futile,
+                               whole_epoch_turns)
 
 # A window measures until its rate's 95% interval is within this share (the scan's trials use
 # the same), between MIN_WINDOW_S and MAX_WINDOW_S of steady batches: at least a second, so a
@@ -136,6 +137,8 @@ class Tuner:
         self._turns: list[TrialResult] = []  # side by side, alternating: candidate, baseline, ...
         self._pending = None  # the proposal being measured
         self._failed: set[tuple] = set()  # keys of configurations that failed: never again
+        # side-by-side turns span whole epochs, as the scan's (set with the candidate: _whole_epochs)
+        self.whole_epochs = False
 
     # -- the conversation ------------------------------------------------------------------
 
@@ -146,7 +149,8 @@ class Tuner:
         """Has the current window measured enough (``window_done``), or is it, while exploring,
         already slower than the best configuration so far beyond its interval and MIN_GAIN? Such
         a window cannot win, and each second more in it costs the job. A side-by-side turn
-        measures to ``turn_rel_ci`` of the gain seen so far."""
+        measures to ``turn_rel_ci`` of the gain seen so far (asked only at epoch ends when turns
+        span whole epochs, ``whole_epochs``)."""
         if self._candidate is not None:
             return window_done(seconds, batches, ci_pct, self._turn_rel_ci, MAX_TURN_S)
         if window_done(seconds, batches, ci_pct):
@@ -249,7 +253,23 @@ class Tuner:
         self._candidate = best.settings
         self._pending = None
         self._turns = []
+        self.whole_epochs = self._whole_epochs()
         return self._candidate
+
+    def _whole_epochs(self) -> bool:
+        """Turns of whole epochs, by the scan's rule (``rules.whole_epoch_turns``): an epoch at
+        the baseline's rate takes at most two turns, or a side holds a real part of an epoch in
+        flight (``rules.buffer_matters``). A turn cut mid-epoch on such a pipeline reads a burst
+        or a stall; a whole epoch holds both, as the job pays them."""
+        base = self.state.seen.get(self.tuning.baseline.key())
+        if base is None:
+            return False
+        epoch_ms, _ = epoch_ms_of(base, 0.0)
+        samples = base.samples_per_epoch or base.dataset_len or 0
+        size = self.tuning.baseline.batch_size
+        batches = -(-samples // size) if samples and size else None
+        return whole_epoch_turns(epoch_ms / 1000, MAX_TURN_S) or any(
+            buffer_matters(s, batches) for s in (self.tuning.baseline, self._candidate))
 
     def _side_by_side(self, measured: TrialResult, window: Window) -> LoaderSettings | None:
         self._turns.append(measured)
@@ -274,6 +294,7 @@ class Tuner:
         return self._candidate
 
     def settle(self, settings: LoaderSettings, reason: str) -> None:
+        self.whole_epochs = False
         self.tuning.settled = settings
         self.tuning.reason = reason
         return None

@@ -25,8 +25,8 @@ from dlprof.analysis.throughput import half_width, paired_ratio
 from dlprof.records import save_json
 from dlprof.scan_records import LoaderSettings, TrialResult
 from dlprof.sweep.faults import explain_loader_failure, explain_step_failure
-from dlprof.sweep.rules import side_by_side_decided
-from dlprof.sweep.trial import (StepRaised, len_or_none, buffer_matters, child_setup, dead_child, fork_and_wait,
+from dlprof.sweep.rules import buffer_matters, side_by_side_decided, whole_epoch_turns
+from dlprof.sweep.trial import (StepRaised, len_or_none, child_setup, dead_child, fork_and_wait,
                                 trial_paths, warmup_batches)
 
 SIDE_BY_SIDE_SCHEMA = "dlprof.side_by_side"  # the child's file: pairs, and both sides' trials
@@ -112,7 +112,7 @@ class _Side:
             if batches is None:  # an IterableDataset without __len__: only a whole epoch tells
                 return
             epoch_s = batches * batch_s
-        self.short = epoch_s <= 2 * turn_s
+        self.short = whole_epoch_turns(epoch_s, turn_s)
 
     def result(self, purpose: str) -> TrialResult:
         from dlprof.analysis.trial import trial_stats

@@ -6,7 +6,7 @@ import math
 from dlprof.analysis.bottleneck import epoch_ms_of
 from dlprof.analysis.thresholds import MIN_GAIN
 from dlprof.analysis.throughput import noise_margin, t975
-from dlprof.scan_records import TrialResult
+from dlprof.scan_records import LoaderSettings, TrialResult
 
 MAX_TIE = 0.15  # a preferred trial wins a tie with a faster one at most this far behind
 
@@ -22,6 +22,25 @@ def restart_cost(t: TrialResult) -> tuple[list[float], float, bool]:
     epoch_ms, _ = epoch_ms_of(t, startup[0] if startup else 0.0)
     matters = bool(epoch_ms > 0 and startup and (sum(startup) / len(startup)) > RESTART_SHARE * epoch_ms)
     return startup, epoch_ms, matters
+
+
+def buffer_matters(s: LoaderSettings, epoch_batches: int | None) -> bool:
+    """Does the configuration hold a real part of an epoch in flight? Then each epoch begins by
+    filling its queues (after starting workers, unless they persist) and ends draining them with
+    fewer workers busy: costs a window inside an epoch leaves out, while it counts the full
+    queues' burst. Such trials measure whole epochs. "A real part": more than MIN_GAIN, the
+    smallest difference between two configurations the scan acts on."""
+    if not s.num_workers or not epoch_batches:
+        return False
+    return s.num_workers * (s.prefetch_factor or 2) > MIN_GAIN * epoch_batches
+
+
+def whole_epoch_turns(epoch_s: float | None, turn_s: float) -> bool:
+    """Do side-by-side turns of ``turn_s`` run whole epochs? When an epoch takes at most two
+    turns' time: every epoch holds the same samples, so whole epochs leave out which samples a
+    window caught (a heavy tail of slow samples) and where a restart fell in it; longer epochs
+    would make turns long. (Also when ``buffer_matters`` for a side.)"""
+    return epoch_s is not None and 0 < epoch_s <= 2 * turn_s
 
 
 def spans_epochs(t: TrialResult, window_s: float) -> bool:

@@ -28,6 +28,7 @@ from dlprof.records import save_json
 from dlprof.scan_records import LoaderSettings, TrialResult
 from dlprof.sweep.faults import Failure, explain_dead_trial, explain_loader_failure, explain_step_failure, explain_timeout
 from dlprof.sweep.processes import die_with_parent, dump_stacks, kill_group, reap
+from dlprof.sweep.rules import buffer_matters
 
 _NO_SETTINGS = LoaderSettings(0, False, None, False, None)  # the target did not load
 
@@ -116,17 +117,6 @@ def len_or_none(loader) -> int | None:
         return len(loader)
     except TypeError:  # an IterableDataset without __len__
         return None
-
-
-def buffer_matters(s: LoaderSettings, epoch_batches: int | None) -> bool:
-    """Does the configuration hold a real part of an epoch in flight? Then each epoch begins by
-    filling its queues (after starting workers, unless they persist) and ends draining them with
-    fewer workers busy: costs a window inside an epoch leaves out, while it counts the full
-    queues' burst. Such trials measure whole epochs. "A real part": more than MIN_GAIN, the
-    smallest difference between two configurations the scan acts on."""
-    if not s.num_workers or not epoch_batches:
-        return False
-    return s.num_workers * (s.prefetch_factor or 2) > MIN_GAIN * epoch_batches
 
 
 def batch_nbytes(batch) -> int:
