@@ -176,9 +176,8 @@ def test_a_turn_measures_only_as_finely_as_the_gain_seen_needs():
 
 def test_turns_span_whole_epochs_when_an_epoch_is_shorter_than_two_turns():
     """As the scan's turns (rules.whole_epoch_turns): a short epoch (here 1.4 s at the
-    baseline's rate) is measured whole in each turn, asked at its ends; a long one (1,400 s, little
-    in flight) is
-    cut into turns as before. Once settled, no more turns."""
+    baseline's rate) is measured whole in each turn, asked at its ends; a long one (1,400 s,
+    little in flight) is cut into turns as before. Once settled, no more turns."""
     def until_side_by_side(dataset_len):
         tuner = Tuner(SPACE, BASE, budget_s=120)
         s, at = tuner.first(), 0.0
