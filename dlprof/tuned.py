@@ -114,6 +114,7 @@ class AutotunedLoader:
         self.current = self.tuner.first()  # the configuration that serves (see current_key)
         self._configs: dict[tuple, _Config] = {}
         self._epochs = 0
+        self._epoch_open = False  # an epoch began and has not ended (the loop may leave one early)
         self.epoch_samples = 0  # samples of the last whole epoch (0 until one ended)
         self._printed = False
         self.window: Window | None = None  # the window being measured (start_window)
@@ -273,6 +274,11 @@ class _TunedEpoch:
         if not (loader.persistent_workers and loader.num_workers > 0 and owner._epochs > 0):
             draw_iterator_seed(loader)
         owner._epochs += 1
+        if owner._epoch_open and owner.tuner.whole_epochs:
+            # the loop left an epoch before its end (a break, a step limit): turns that end only
+            # at epoch ends might never end, so they are cut within epochs from now on
+            owner.tuner.whole_epochs = False
+        owner._epoch_open = True
         self.first_record = len(owner.run.batches)
         self.start_ns = perf_counter_ns()
         # a turn of whole epochs counts this epoch if one configuration serves all of it
@@ -304,6 +310,7 @@ class _TunedEpoch:
                 if not self.stream.empty():  # the current one was cut off, nothing opened after
                     self.segments.append(o._config(o.current).open(self.stream, o.loader))
                     continue
+                o._epoch_open = False
                 if o.tuner.tuning.settled is None:  # the windows' epoch length (end_window)
                     o.epoch_samples = sum(b.samples for b in o.run.batches[self.first_record:])
                     if self.whole and o.tuner.whole_epochs and o.epoch_check(self.first_record, self.start_ns):

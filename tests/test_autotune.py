@@ -201,6 +201,29 @@ def test_turns_of_whole_epochs_switch_between_epochs_and_measure_them_whole():
         assert w.samples_per_s * (w.end_ns - w.start_ns) / 1e9 == pytest.approx(96)
 
 
+def test_a_loop_that_leaves_its_epochs_early_still_ends_turns_of_whole_epochs():
+    """Turns that end only at epoch ends would never end in a loop that breaks out of every
+    epoch: once it left one early, turns are cut within epochs, and the batches stay the bare
+    loader's."""
+    def run(iterable):
+        seen = []
+        for _ in range(8):
+            for n, (batch,) in enumerate(zip(iterable)):
+                seen += batch.flatten().tolist()
+                if n == 9:
+                    break
+        return seen
+
+    torch.manual_seed(7)
+    bare = run(_loader(Indexed()))
+    torch.manual_seed(7)
+    tuner = WholeEpochs(S(0), [S(2), S(0), S(2), S(0)])
+    tuned = AutotunedLoader(_loader(Indexed()), sample_system=False, tuner=tuner)
+    assert run(tuned) == bare
+    tuned.close()
+    assert not tuner.whole_epochs and len(tuner.tuning.windows) >= 3
+
+
 def test_a_worker_killed_in_an_explored_configuration_loses_and_repeats_no_batch():
     kill = dict(kill_with_workers=3, kill_at=None)
     torch.manual_seed(1)
