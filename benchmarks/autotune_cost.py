@@ -1,6 +1,7 @@
 """Where an autotuned run's time goes, phase by phase, against the same run as written.
 
-    python benchmarks/autotune_cost.py [--seconds 56] [--runs 3] [--control] [--out FILE] [recipes/x.py ...]
+    python benchmarks/autotune_cost.py [--seconds 56] [--runs 3] [--control | --in-process] [--out FILE]
+        [recipes/x.py ...]
 
 Per recipe, in children forked from a process with torch imported (as benchmarks/autotune.py):
 the recipe's loop as written for --seconds (its epoch count E), then --runs pairs in turn of E
@@ -13,7 +14,13 @@ its wall time minus the time the as-written run of the same pair took for as man
 whole-run rate): what the phase cost the job, seconds (negative: it gained).
 
 ``--control``: both runs of each pair as written (no phases): how far two runs of the same loop
-differ on this machine, the noise any one pair of the autotune benchmark carries. Every mode
+differ on this machine, the noise any one pair of the autotune benchmark carries.
+
+``--in-process``: one child runs --runs pairs of blocks of E epochs, as written and through a
+fresh ``dlprof.autotune`` (its whole tuning in each block: sampler start-up, windows, turns),
+alternating which goes first. Blocks seconds apart in one process share the machine's drift,
+which separate processes do not, so the tuner's cost on a pipeline where it keeps the user's
+configuration (compute_bound: a few percent) is resolved in a few pairs. Every mode
 ends with the pairs' ratio (geometric mean) and its 95% interval (Student's t over the log ratios).
 """
 from __future__ import annotations
@@ -67,6 +74,40 @@ def _short(s) -> str:
     return f"({s.num_workers}, {s.prefetch_factor}, {s.persistent_workers}, pin={s.pin_memory})"
 
 
+def blocks_run(spec: str, plan: dict, seconds: float) -> dict:
+    """In a forked child: ``plan["runs"]`` pairs of blocks of ``plan["epochs"]`` epochs, as
+    written and through a fresh dlprof.autotune, alternating which goes first: (as written s,
+    autotuned s) per pair, and each autotuned block's decision."""
+    import dlprof
+    from dlprof.sweep.target import load_target
+
+    target = load_target(spec)
+    step = target.train_step
+
+    def block(loader) -> float:
+        start = time.perf_counter()
+        for _ in range(plan["epochs"]):
+            for batch in loader:
+                if step is not None:
+                    step(batch)
+        return time.perf_counter() - start
+
+    block(target.loader)  # warm-up: caches, the allocator, the model's first steps
+    pairs, reasons = [], []
+    for i in range(plan["runs"]):
+        times = {}
+        for tune in ((False, True) if i % 2 == 0 else (True, False)):
+            if tune:
+                tuned = dlprof.autotune(target.loader)
+                times[tune] = block(tuned)
+                reasons.append(tuned.tuner.tuning.reason or "still exploring at the end")
+                tuned.close()
+            else:
+                times[tune] = block(target.loader)
+        pairs.append((times[False], times[True]))
+    return {"pairs": pairs, "reasons": reasons}
+
+
 def samples_between(run: dict, a_ns: int, b_ns: int) -> int:
     """Samples of the batches that arrived in (a_ns, b_ns]."""
     return sum(c for s, c in zip(run["stamps"], run["counts"]) if a_ns < s <= b_ns)
@@ -97,6 +138,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=56.0)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--control", action="store_true", help="both runs of a pair as written")
+    parser.add_argument("--in-process", action="store_true", help="pairs of blocks in one process")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     recipes = args.recipes or ["recipes/mnist_mlp.py"]
@@ -104,7 +146,7 @@ def main() -> int:
     lines = ["# dlprof.autotune: where an autotuned run's time goes (cost = phase wall s - the as-written run's "
              "time for as many samples, at its whole-run rate; negative: it gained)",
              f"# command: python benchmarks/autotune_cost.py --seconds {args.seconds:g} --runs {args.runs} "
-             + ("--control " if args.control else "")
+             + ("--control " if args.control else "") + ("--in-process " if args.in_process else "")
              + " ".join(args.recipes),
              f"# machine: {platform.platform()}, python {platform.python_version()}, {available_cores()} cores available",
              ""]
@@ -117,7 +159,17 @@ def main() -> int:
         first = forked(recipe, {"epochs": 0, "tune": False}, args.seconds, loop=stamped_run)
         epochs = first["epochs"]
         walls = []
-        for run in range(args.runs):
+        if args.in_process:
+            out = forked(recipe, {"epochs": epochs, "runs": args.runs}, args.seconds * 2 * (args.runs + 1) * 1.5,
+                         loop=blocks_run)
+            walls = [tuple(p) for p in out.get("pairs", [])]
+            for i, ((base_s, tuned_s), reason) in enumerate(zip(walls, out.get("reasons", []))):
+                say(f"{os.path.basename(recipe)} block pair {i}: {epochs} epochs as written {base_s:.1f} s, autotuned "
+                    f"{tuned_s:.1f} s (ratio {tuned_s / base_s:.3f}); {reason}")
+            if not walls:
+                say(f"{recipe}: the child failed")
+                continue
+        for run in range(0 if args.in_process else args.runs):
             base = forked(recipe, {"epochs": epochs, "tune": False}, args.seconds * 3, loop=stamped_run)
             tuned = forked(recipe, {"epochs": epochs, "tune": not args.control}, args.seconds * 3, loop=stamped_run)
             if "stamps" not in base or "stamps" not in tuned:
