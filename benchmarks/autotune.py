@@ -114,6 +114,15 @@ def one_recipe(recipe: str, args, best: dict) -> dict:
     return row
 
 
+def emit(lines: list[str], out: str | None) -> None:
+    """The report: to stdout, and to ``out`` when given."""
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if out:
+        with open(out, "w", encoding="utf-8") as fh:
+            fh.write(text)
+
+
 def _interval(low_high: tuple[float, float]) -> str:
     low, high = low_high
     return f"; 95% interval {low:.2f}-{high:.2f}" if high < float("inf") else ""
@@ -158,11 +167,7 @@ def main() -> int:
                 f"{r['reason']}")
         lines.append(line)
         print(line, file=sys.stderr, flush=True)
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        with open(args.out, "w", encoding="utf-8") as fh:
-            fh.write(text)
+    emit(lines, args.out)
     return 0
 
 

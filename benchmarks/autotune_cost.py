@@ -33,6 +33,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from autotune import emit  # noqa: E402
 from recommend import _count, forked  # noqa: E402
 
 from dlprof.analysis.throughput import paired_ratio  # noqa: E402
@@ -193,11 +194,7 @@ def main() -> int:
         ratio, low, high = paired_ratio(walls)
         say(f"{os.path.basename(recipe)}: {'second / first' if args.control else 'autotuned / as written'} "
             f"{ratio:.3f} over {len(walls)} pairs (95% interval {low:.3f}-{high:.3f})")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        with open(args.out, "w", encoding="utf-8") as fh:
-            fh.write(text)
+    emit(lines, args.out)
     return 0
 
 
