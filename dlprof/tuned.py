@@ -4,16 +4,15 @@ DataLoader configurations for measured windows (``sweep.online`` decides, ``prob
 switches at batch boundaries), then settles on the fastest, kept only when it beat the user's
 configuration side by side beyond noise.
 
-Map-style datasets only switch mid-epoch (their index stream is shared by the configurations);
-an iterable dataset's samples depend on the worker count, so it is left as the user made it.
+A map-style dataset's configurations switch mid-epoch (their index stream is shared by the
+configurations); an iterable dataset's only between epochs, as its samples follow the worker
+count (``tuned_epochs``).
 """
 from __future__ import annotations
 
 import copy
 import math
-import re
 import sys
-import warnings
 from time import perf_counter_ns
 
 from torch.utils.data import DataLoader
@@ -25,58 +24,16 @@ from dlprof.api import Profiler
 from dlprof.probe.device import synchronize
 from dlprof.probe.environment import available_cores, shm_free_bytes
 from dlprof.probe.loader import LoaderProbe, describe_loader
-from dlprof.probe.switching import IndexStream, RandomState, configured, draw_iterator_seed, shut_down
 from dlprof.records import ProfileRun
 from dlprof.result import ProfileResult
 from dlprof.sweep.loaders import settings_of
 from dlprof.sweep.online import MAX_WINDOW_S, MIN_WINDOW_BATCHES, Tuner, Window, tuning_to_dict
 from dlprof.sweep.policy import SearchSpace
 from dlprof.sweep.trial import warmup_batches
-
-_PIDS = re.compile(r"pid(?:\(s\))? (\d+(?:, \d+)*)")  # torch's "DataLoader worker (pid(s) 123, 456) ..."
+from dlprof.tuned_epochs import Config, IterableEpoch, MapEpoch
 # An explored configuration whose next batch takes this long has hung (the user's own loader
 # gets no limit): past any worker start-up (spawned workers import torch: seconds) on a busy machine.
 HANG_S = 60.0
-
-
-class _Config:
-    """One configuration: a copy of the user's loader drawing from tap samplers, and its probe
-    (recording into the tuned loader's run)."""
-
-    def __init__(self, loader: DataLoader, settings, run: ProfileRun, timeout_s: float | None, sync) -> None:
-        self.settings = settings
-        self.key = settings.key()
-        self.loader, self.taps = configured(loader, settings, timeout_s)
-        self.probe = LoaderProbe(self.loader, None, lambda: None, run.batches, run.epochs, sync=sync)
-
-    def open(self, stream: IndexStream, user_loader: DataLoader):
-        """A torch iterator on ``stream``'s next batches; it draws nothing from the random
-        generators (their state is put back)."""
-        tap = self.taps.open(stream)
-        state = RandomState(user_loader)
-        try:
-            with warnings.catch_warnings():  # torch's "more workers than cores" advice: exploring
-                warnings.filterwarnings("ignore", message=".*worker processes in total.*")
-                it = iter(self.probe)
-        finally:
-            state.restore()
-        return _Segment(self, it, tap)
-
-    def release(self) -> None:
-        """Persistent workers of a configuration left behind end now."""
-        shadow = self.probe._shadow
-        if shadow._iterator is not None:
-            shut_down(shadow._iterator)
-            shadow.__dict__["_iterator"] = None
-
-
-class _Segment:
-    __slots__ = ("config", "it", "tap")
-
-    def __init__(self, config: _Config, it, tap) -> None:
-        self.config = config
-        self.it = it
-        self.tap = tap
 
 
 class AutotunedLoader:
@@ -99,22 +56,19 @@ class AutotunedLoader:
         self.profiler = Profiler(sample_system=sample_system)
         self.run = self.profiler.run
         self.run.loader = describe_loader(loader, None)
-        # the environment, the system sampler, the device-sync note; an iterable's epochs
-        self._plain = self.profiler.wrap(self.loader, device_sync=device_sync)
+        # the environment, the system sampler, the device-sync note
+        self.profiler.wrap(self.loader, device_sync=device_sync)
         self._sync = synchronize if device_sync else None
-        self.tunable = loader._dataset_kind == 0  # _DatasetKind.Map: a shared index stream
+        self.iterable = loader._dataset_kind != 0  # not _DatasetKind.Map: switched between epochs
         cores = available_cores()
         space = SearchSpace(cores=cores, max_workers=max(16, 4 * cores), window_s=MAX_WINDOW_S,
                             shm_free_bytes=shm_free_bytes())
-        self.tuner = tuner or Tuner(space, settings_of(loader), budget_s)
-        if not self.tunable:
-            self.tuner.settle(self.tuner.tuning.baseline, "an iterable dataset: its samples' order follows the "
-                              "worker count, and a configuration that failed mid-epoch could not hand its samples "
-                              "back, so the configuration is left as it is")
+        self.tuner = tuner or Tuner(space, settings_of(loader), budget_s, epochs_only=self.iterable)
         self.current = self.tuner.first()  # the configuration that serves (see current_key)
         self._configs: dict[tuple, _Config] = {}
         self._epochs = 0
         self._epoch_open = False  # an epoch began and has not ended (the loop may leave one early)
+        self._open_epoch: IterableEpoch | None = None  # an iterable's epoch not ended
         self.epoch_samples = 0  # samples of the last whole epoch (0 until one ended)
         self._printed = False
         self.window: Window | None = None  # the window being measured (start_window)
@@ -128,11 +82,11 @@ class AutotunedLoader:
         self._current = settings
         self.current_key = settings.key()  # compared with each batch's configuration
 
-    def _config(self, settings) -> _Config:
+    def _config(self, settings) -> Config:
         key = settings.key()
         if key not in self._configs:
             users = key == self.tuner.tuning.baseline.key()  # the user's own: no limit it did not set
-            self._configs[key] = _Config(self.loader, settings, self.run, None if users else HANG_S, self._sync)
+            self._configs[key] = Config(self.loader, settings, self.run, None if users else HANG_S, self._sync)
         return self._configs[key]
 
     def fallback(self):
@@ -143,9 +97,7 @@ class AutotunedLoader:
         return len(self.loader)
 
     def __iter__(self):
-        if not self.tunable:  # profiled as it is
-            return iter(self._plain)
-        return _TunedEpoch(self)
+        return IterableEpoch(self) if self.iterable else MapEpoch(self)
 
     def result(self) -> ProfileResult:
         result = self.profiler.result()
@@ -185,11 +137,12 @@ class AutotunedLoader:
         rate, ci = rate_and_ci([b.wait_end_ns for b in window], [b.samples for b in window], [b.epoch for b in window])
         return self.tuner.done(seconds, n, rate, ci if math.isfinite(ci) else 100.0)
 
-    def epoch_check(self, first_record: int, start_ns: int) -> bool:
+    def epoch_check(self, first_record: int, start_ns: int, end_ns: int | None = None) -> bool:
         """After a whole epoch in the current configuration, when turns span whole epochs: has
         the turn measured enough? Its rate is the epochs' samples over their wall time, from each
-        ``iter()`` to the loop's ask past the last batch (start-up, bursts and the last step in)."""
-        end_ns = perf_counter_ns()
+        ``iter()`` to the loop's ask past the last batch (start-up, bursts and the last step in);
+        ``end_ns``: an epoch the loop left early ends at its last batch."""
+        end_ns = end_ns or perf_counter_ns()
         samples = sum(b.samples for b in self.run.batches[first_record:])
         self.window_epochs.append((first_record, start_ns, end_ns, samples))
         self.window_first = self.window_epochs[0][0]
@@ -248,6 +201,20 @@ class AutotunedLoader:
         if self.tuner.tuning.settled is None:
             self.start_window()
 
+    def after_failure(self, settings, exc: Exception, serving: set[tuple], note: str = "") -> None:
+        """An explored configuration failed: the tuner hears it (never proposed again) and
+        ``current`` is where the epoch goes on; ``serving``: keys of configurations still
+        delivering this epoch's batches."""
+        now = perf_counter_ns()
+        window = Window(settings, "explored", "", start_ns=now, end_ns=now)
+        error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}" + (f"; {note}" if note else "")
+        nxt = self.tuner.failed(settings, error, window)
+        if nxt is None and self.tuner.tuning.settled is not None:
+            self.settled(serving)
+        self.current = nxt or self.fallback()
+        if self.tuner.tuning.settled is None:
+            self.start_window()
+
     def announce(self) -> None:
         """Once, when settled: what to put in the code, to stderr."""
         if self._printed:
@@ -262,126 +229,6 @@ class AutotunedLoader:
     def settled_call(self) -> str:
         tuning = self.tuner.tuning
         return dataloader_call(tuning.settled) if tuning.settled else ""
-
-
-class _TunedEpoch:
-    """One epoch: the segments of its configurations, oldest first (a switched-from one drains)."""
-
-    def __init__(self, owner: AutotunedLoader) -> None:
-        self.o = owner
-        loader = owner.loader
-        # the seed the user's loader draws for a new iterator (none when its kept workers are reused)
-        if not (loader.persistent_workers and loader.num_workers > 0 and owner._epochs > 0):
-            draw_iterator_seed(loader)
-        owner._epochs += 1
-        if owner._epoch_open and owner.tuner.whole_epochs:
-            # the loop left an epoch before its end (a break, a step limit): turns that end only
-            # at epoch ends might never end, so they are cut within epochs from now on
-            owner.tuner.whole_epochs = False
-        owner._epoch_open = True
-        self.first_record = len(owner.run.batches)
-        self.start_ns = perf_counter_ns()
-        # a turn of whole epochs counts this epoch if one configuration serves all of it
-        self.whole = owner.tuner.whole_epochs and owner.window is not None
-        self.stream = IndexStream(loader._index_sampler)
-        try:  # the sampler's own draws happen now, outside the restored iterators
-            self.stream.give_back([self.stream.pull()])
-        except StopIteration:
-            pass
-        self.segments = [owner._config(owner.current).open(self.stream, loader)]
-        if owner.tuner.tuning.settled is None and owner.window is None:
-            owner.start_window()
-
-    def __iter__(self):
-        return self
-
-    def __next__(self):
-        o = self.o
-        while True:
-            seg = self.segments[0]
-            try:
-                batch = next(seg.it)
-            except StopIteration:
-                self.segments.pop(0)
-                if seg.config.key != o.current_key and not o.tuner.keeps(seg.config.settings):
-                    seg.config.release()  # kept workers of a configuration left behind
-                if self.segments:
-                    continue
-                if not self.stream.empty():  # the current one was cut off, nothing opened after
-                    self.segments.append(o._config(o.current).open(self.stream, o.loader))
-                    continue
-                o._epoch_open = False
-                if o.tuner.tuning.settled is None:  # the windows' epoch length (end_window)
-                    o.epoch_samples = sum(b.samples for b in o.run.batches[self.first_record:])
-                    if self.whole and o.tuner.whole_epochs and o.epoch_check(self.first_record, self.start_ns):
-                        o.between_epochs(o.end_window())
-                raise
-            except Exception as exc:
-                culprit = self._culprit(seg, exc)
-                if culprit.config.key == o.fallback().key():
-                    if culprit is seg:
-                        seg.tap.taken.popleft()  # consumed, as torch's iterator goes on past it
-                    raise
-                self._failed(culprit, exc)
-                continue
-            seg.tap.taken.popleft()
-            # a window measures its own configuration: not the batches a switched-from one still
-            # delivers (it took the epoch's last batches, so nothing was opened after it)
-            if (o.tuner.tuning.settled is None and not o.tuner.whole_epochs and len(self.segments) == 1
-                    and seg.config.key == o.current_key and o.window_check()):
-                self._switch(o.end_window())
-            return batch
-
-    def _switch(self, settings) -> None:
-        o = self.o
-        if settings is None:  # settled
-            settings = o.tuner.tuning.settled
-            o.settled({seg.config.key for seg in self.segments})
-        if settings.key() == o.current_key:
-            if o.tuner.tuning.settled is None:
-                o.start_window()
-            return
-        old = self.segments[-1]
-        old.tap.closed = True  # torch delivers what it has in flight, then ends (see __next__)
-        o.current = settings
-        if not self.stream.empty():
-            self.segments.append(o._config(settings).open(self.stream, o.loader))
-        if o.tuner.tuning.settled is None:
-            o.start_window()
-
-    def _culprit(self, seg: _Segment, exc: Exception) -> _Segment:
-        """The segment whose worker died: torch reports a worker's death in whichever of the
-        process's iterators the main thread is in (its SIGCHLD handler), by pid."""
-        pids = {int(p) for group in _PIDS.findall(str(exc)) for p in group.split(", ")}
-        if pids:
-            for s in self.segments:
-                if pids & {w.pid for w in (getattr(s.it, "_workers", None) or [])}:
-                    return s
-        return seg
-
-    def _failed(self, seg: _Segment, exc: Exception) -> None:
-        """An explored configuration failed: its batches not delivered, and those of any segment
-        after it, go back to the stream; the fallback configuration delivers them."""
-        o = self.o
-        i = self.segments.index(seg)
-        lost = []
-        for s in self.segments[i:]:
-            s.tap.closed = True
-            lost.extend(s.tap.taken)
-            s.tap.taken.clear()
-            shut_down(s.it._it, failed=True)
-            s.config.release()
-        del self.segments[i:]
-        self.whole = False  # not one configuration's epoch
-        self.stream.give_back(lost)
-        now = perf_counter_ns()
-        window = Window(seg.config.settings, "explored", "", start_ns=now, end_ns=now)
-        nxt = o.tuner.failed(seg.config.settings, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
-                             window)
-        o.current = nxt or o.fallback()
-        self.segments.append(o._config(o.current).open(self.stream, o.loader))
-        if o.tuner.tuning.settled is None:
-            o.start_window()
 
 
 def autotune(loader: DataLoader, budget: float | None = None, sample_system: bool = True,

@@ -322,21 +322,147 @@ def test_the_real_tuner_explores_then_settles_and_says_so(tmp_path, capsys):
 
 
 class Stream(torch.utils.data.IterableDataset):
+    """Samples 0..n-1 split between the workers by ``get_worker_info()``; a worker of a
+    ``kill_with_workers``-worker loader dies at sample ``kill_at``."""
+
+    def __init__(self, n=64, kill_with_workers=None, kill_at=None):
+        self.n, self.kill_with_workers, self.kill_at = n, kill_with_workers, kill_at
+
     def __iter__(self):
         info = get_worker_info()
         start, step = (info.id, info.num_workers) if info else (0, 1)
-        return iter(torch.tensor([i]) for i in range(start, 64, step))
+        for i in range(start, self.n, step):
+            if info is not None and info.num_workers == self.kill_with_workers and i == self.kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)
+            yield torch.tensor([i])
 
 
-def test_an_iterable_dataset_is_left_as_it_is_and_said_so():
-    """Its samples depend on the worker count: no switch, the user's batches, the reason kept."""
-    bare = _epochs(DataLoader(Stream(), batch_size=4, num_workers=2), 2)
-    tuned = dlprof.autotune(DataLoader(Stream(), batch_size=4, num_workers=2), sample_system=False)
-    assert _epochs(tuned, 2) == bare
+def _stream_loader(ds, s=None, **kw):
+    if s is not None:
+        kw = dict(num_workers=s.num_workers, prefetch_factor=s.prefetch_factor,
+                  persistent_workers=s.persistent_workers, **kw)
+    return DataLoader(ds, batch_size=4, **kw)
+
+
+def SI(workers, prefetch=2, persistent=False):
+    return S(workers, prefetch, persistent, batch_size=4)
+
+
+def _corrupt(batch):
+    if any(int(x) == 21 for x in batch):
+        raise ValueError("corrupt sample 21")
+    return torch.stack(batch)
+
+
+def test_an_iterable_dataset_switches_only_between_epochs():
+    """Each epoch of an iterable dataset is served whole by one configuration: its batches are
+    those a plain DataLoader of that configuration gives, every sample once, and torch's random
+    state after the epochs is the untuned loader's."""
+    plan = [SI(3), SI(0), SI(1, 4, True), SI(3, 2, True)]
+    torch.manual_seed(3)
+    _epochs(_stream_loader(Stream(), num_workers=2), 6)
+    after_bare = torch.rand(3)
+    torch.manual_seed(3)
+    tuner = WholeEpochs(SI(2), plan)
+    tuned = AutotunedLoader(_stream_loader(Stream(), num_workers=2), sample_system=False, tuner=tuner)
+    got, workers = [], []
+    for _ in range(6):
+        first = len(tuned.run.batches)
+        got.append(_epochs(tuned, 1)[0])
+        workers.append({b.worker_id for b in tuned.run.batches[first:]})
+    after_tuned = torch.rand(3)
     tuned.close()
+    served = [SI(2)] + plan + [plan[-1]]  # then settled on the plan's last
+    for epoch, s, ids in zip(got, served, workers):
+        assert epoch == _epochs(_stream_loader(Stream(), s), 1)[0], s.label()
+        assert sorted(epoch) == list(range(64))
+        assert ids == ({MAIN_PROCESS} if s.num_workers == 0 else set(range(s.num_workers)))
+    assert torch.equal(after_tuned, after_bare)
+    assert tuner.tuning.settled == plan[-1] and [w.settings for w in tuner.tuning.windows] == served[:5]
+
+
+def test_an_iterable_loop_that_leaves_its_epochs_early_still_ends_its_turns():
+    """A step limit (a ``break`` every epoch): each turn ends at its epoch's last batch and the
+    next epoch is served by the next configuration."""
+    plan = [SI(3), SI(0), SI(1)]
+    tuner = WholeEpochs(SI(2), plan)
+    tuned = AutotunedLoader(_stream_loader(Stream(), num_workers=2), sample_system=False, tuner=tuner)
+    got = []
+    for _ in range(5):
+        seen = []
+        for n, batch in enumerate(tuned):
+            seen += batch.flatten().tolist()
+            if n == 5:
+                break
+        got.append(seen)
+    tuned.close()
+    served = [SI(2)] + plan + [plan[-1]]
+    assert got == [_epochs(_stream_loader(Stream(), s), 1)[0][:24] for s in served]
+    assert [w.settings for w in tuner.tuning.windows] == served[:4]
+    assert all(w.end_ns > w.start_ns and w.samples_per_s > 0 for w in tuner.tuning.windows)
+
+
+def test_a_worker_killed_in_an_explored_iterable_epoch_ends_it_with_a_warning_and_no_repeat():
+    """An iterable's epoch cannot go on in another worker count: it ends where the explored
+    configuration failed, says how many samples it delivered, repeats none; the next epochs are
+    the configuration that worked."""
+    ds = Stream(kill_with_workers=3, kill_at=30)
+    tuner = WholeEpochs(SI(2), [SI(3)])
+    tuned = AutotunedLoader(_stream_loader(ds, num_workers=2), sample_system=False, tuner=tuner)
+    first = _epochs(tuned, 1)[0]
+    with pytest.warns(RuntimeWarning, match=r"num_workers=3.*failed mid-epoch.*ended after \d+ samples"):
+        broken = _epochs(tuned, 1)[0]
+    rest = _epochs(tuned, 2)
+    tuned.close()
+    plain = _epochs(_stream_loader(Stream(), num_workers=2), 1)[0]
+    assert first == plain and rest == [plain, plain]  # the fallback (the user's), then settled on it
+    assert len(broken) == len(set(broken)) and 0 < len(broken) < 64
+    assert broken == _epochs(_stream_loader(Stream(), SI(3)), 1)[0][:len(broken)]
+    failed = tuner.tuning.failed
+    assert len(failed) == 1 and "num_workers=3" in failed[0] and f"ended after {len(broken)} samples" in failed[0]
+
+
+def test_a_dataset_error_in_an_explored_iterable_epoch_reaches_the_loop_and_the_epoch_goes_on():
+    """The dataset's own error is not the configuration's: it reaches the loop as torch raises
+    it, iteration goes on, and the explored configuration serves its whole epoch."""
+    tuner = WholeEpochs(SI(2), [SI(3), SI(0)])
+    tuned = AutotunedLoader(_stream_loader(Stream(), num_workers=2, collate_fn=_corrupt), sample_system=False,
+                            tuner=tuner)
+    got = _epochs(tuned, 3)
+    tuned.close()
+    for epoch, s in zip(got, [SI(2), SI(3), SI(0)]):
+        assert epoch == _epochs(_stream_loader(Stream(), s, collate_fn=_corrupt), 1)[0], s.label()
+        assert sum("corrupt sample 21" in str(x) for x in epoch) == 1 and len(epoch) == 60 + 1
+    assert not tuner.tuning.failed
+
+
+class SlowStream(Stream):
+    """Each sample waits 2 ms (storage): workers overlap the waits."""
+
+    def __iter__(self):
+        for x in super().__iter__():
+            time.sleep(0.002)
+            yield x
+
+
+def test_the_real_tuner_explores_an_iterable_dataset_between_epochs_and_settles():
+    """The real decisions on an iterable dataset: windows of whole epochs, one configuration an
+    epoch (its workers' ids), every sample once an epoch, and a decision with its reason."""
+    tuned = dlprof.autotune(_stream_loader(SlowStream(n=96)), budget=10, sample_system=False)
+    served, epochs = [], []
+    while tuned.tuner.tuning.settled is None and len(epochs) < 150:
+        served.append(tuned.current)
+        first = len(tuned.run.batches)
+        epochs.append(_epochs(tuned, 1)[0])
+        ids = {b.worker_id for b in tuned.run.batches[first:]}
+        assert ids == ({MAIN_PROCESS} if served[-1].num_workers == 0 else set(range(served[-1].num_workers)))
+    tuned.close()
+    assert all(sorted(e) == list(range(96)) for e in epochs)
     tuning = tuned.result().run.tuning
-    assert tuning["settled"] == tuning["baseline"] and "iterable dataset" in tuning["reason"]
-    assert len(tuned.result().run.batches) == 32
+    assert tuning["settled"] is not None and tuning["reason"]
+    assert any(s.num_workers > 0 for s in served) and len(tuning["windows"]) >= 2
+    for w in tuning["windows"]:  # whole epochs: a window holds one epoch at least
+        assert (w["end_ns"] - w["start_ns"]) / 1e9 * w["samples_per_s"] >= 0.99 * 96
 
 
 def test_a_break_mid_epoch_then_more_epochs_match_the_untuned_loader():

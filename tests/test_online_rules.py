@@ -198,3 +198,28 @@ def test_turns_span_whole_epochs_when_an_epoch_is_shorter_than_two_turns():
         if short.tuning.settled is None:
             short.next_settings(*window(BASE, 700.0))
     assert not short.whole_epochs
+
+
+def test_an_iterable_datasets_windows_are_whole_epochs_and_a_long_epoch_leaves_no_room():
+    """Epochs only (an iterable dataset): every window is whole epochs, side-by-side turns too;
+    where the first window (an epoch) already spent the budget with its pairs' reserve, the
+    user's configuration is kept and the reason says why; a shorter epoch is explored."""
+    tuner = Tuner(SPACE, BASE, budget_s=60, epochs_only=True)
+    assert tuner.whole_epochs
+    t, w = window(BASE, 700.0, seconds=40.0)  # one epoch: 40 s
+    assert tuner.next_settings(t, w) is None
+    assert tuner.tuning.settled == BASE and "iterable dataset" in tuner.tuning.reason
+    assert "budget" in tuner.tuning.reason and not tuner.whole_epochs
+
+    tuner = Tuner(SPACE, BASE, budget_s=60, epochs_only=True)
+    served = drive(tuner)  # 2 s windows
+    assert any(s.num_workers > 0 for s in served)
+    sides = [w for w in tuner.tuning.windows if w.purpose.startswith("side by side")]
+    assert sides and tuner.tuning.settled is not None and tuner.tuning.settled.num_workers >= 2
+
+
+def test_a_search_with_nothing_left_to_try_is_not_said_to_be_out_of_budget():
+    """The budget's reason is given only when the budget, not the search, ended exploring."""
+    tuner = Tuner(SearchSpace(cores=2, max_workers=0, window_s=5.0), BASE, budget_s=60)
+    drive(tuner)
+    assert "budget" not in tuner.tuning.reason

@@ -93,15 +93,19 @@ class _TapSampler:
         return self.tap
 
 
-def configured(loader: DataLoader, s: LoaderSettings, timeout_s: float | None) -> tuple[DataLoader, _TapSampler]:
+def configured(loader: DataLoader, s: LoaderSettings, timeout_s: float | None,
+               tapped: bool = True) -> tuple[DataLoader, _TapSampler | None]:
     """A copy of ``loader`` (its dataset, collate_fn, worker_init_fn, generator, start method)
-    with the settings ``s``, drawing its batches from a tap sampler. ``timeout_s``: with workers,
-    a batch that takes longer raises (an explored configuration that hangs is left)."""
-    key = "batch_sampler" if loader.batch_sampler is not None else "sampler"
-    taps = _TapSampler(len(getattr(loader, key)))
+    with the settings ``s``, drawing its batches from a tap sampler (``tapped``; an iterable
+    dataset's copy keeps its own). ``timeout_s``: with workers, a batch that takes longer raises
+    (an explored configuration that hangs is left)."""
+    taps = None
     c = copy.copy(loader)  # copies __dict__, past DataLoader.__setattr__'s guards
     d = c.__dict__
-    d[key] = taps
+    if tapped:
+        key = "batch_sampler" if loader.batch_sampler is not None else "sampler"
+        taps = _TapSampler(len(getattr(loader, key)))
+        d[key] = taps
     d["_iterator"] = None
     d["num_workers"] = s.num_workers
     d["prefetch_factor"] = (s.prefetch_factor or DEFAULT_PREFETCH) if s.num_workers else None

@@ -123,9 +123,11 @@ class Tuner:
     ``failed(settings, error)`` when a configuration failed: it is never proposed again and the
     next window goes back to the best configuration that worked."""
 
-    def __init__(self, space: SearchSpace, baseline: LoaderSettings, budget_s: float | None = None) -> None:
+    def __init__(self, space: SearchSpace, baseline: LoaderSettings, budget_s: float | None = None,
+                 epochs_only: bool = False) -> None:
         """``budget_s``: seconds of exploring; None: the default, set from the baseline's window
-        (``default_budget_s``)."""
+        (``default_budget_s``). ``epochs_only``: configurations change only between epochs (an
+        iterable dataset), so every window is made of whole epochs."""
         self.space = space
         self.budget_s = budget_s or DEFAULT_BUDGET_S
         self._auto_budget = budget_s is None
@@ -138,7 +140,8 @@ class Tuner:
         self._pending = None  # the proposal being measured
         self._failed: set[tuple] = set()  # keys of configurations that failed: never again
         # side-by-side turns span whole epochs, as the scan's (set with the candidate: _whole_epochs)
-        self.whole_epochs = False
+        self.epochs_only = epochs_only
+        self.whole_epochs = epochs_only
 
     # -- the conversation ------------------------------------------------------------------
 
@@ -232,6 +235,9 @@ class Tuner:
                 continue
             self._pending = p
             return p.settings
+        else:  # the budget ran out (not the search)
+            if len(self.state.seen) == 1 and not self._failed:  # only the user's configuration ran
+                return self.settle(self.tuning.baseline, self._no_room())
         return self._verify_or_settle()
 
     def _unsupported(self, s: LoaderSettings) -> bool:
@@ -253,8 +259,17 @@ class Tuner:
         self._candidate = best.settings
         self._pending = None
         self._turns = []
-        self.whole_epochs = self._whole_epochs()
+        self.whole_epochs = self.epochs_only or self._whole_epochs()
         return self._candidate
+
+    def _no_room(self) -> str:
+        """Why nothing but the user's configuration ran: the budget holds no window more (and the
+        side-by-side pairs it keeps time for)."""
+        why = f"the budget ({self.budget_s:.0f} s) leaves no time to try another configuration"
+        if self.epochs_only:
+            why += (f" after the first window ({self.spent_s:.1f} s): an iterable dataset's configuration changes "
+                    f"only between epochs, so each window is whole epochs; a larger budget explores over more")
+        return why
 
     def _whole_epochs(self) -> bool:
         """Turns of whole epochs, by the scan's rule (``rules.whole_epoch_turns``): an epoch at

@@ -1,0 +1,279 @@
+"""The epochs of ``dlprof.autotune``'s loader (``tuned.AutotunedLoader``): how the configurations
+serve one epoch of the user's loop, and what happens when one of them fails.
+
+A map-style epoch (``MapEpoch``) is one index stream drawn from the user's sampler, served by
+successive configurations' torch iterators (``probe.switching``): a switch is at a batch
+boundary, a failed configuration's batches go back to the stream. An iterable dataset's epoch
+(``IterableEpoch``) is served whole by one configuration: its samples follow the worker count
+(each worker iterates its own share), so configurations change only between epochs.
+"""
+from __future__ import annotations
+
+import re
+import warnings
+from time import perf_counter_ns
+
+from torch.utils.data import DataLoader
+
+from dlprof.probe.loader import LoaderProbe
+from dlprof.probe.switching import IndexStream, RandomState, configured, draw_iterator_seed, shut_down
+from dlprof.records import ProfileRun
+
+_PIDS = re.compile(r"pid(?:\(s\))? (\d+(?:, \d+)*)")  # torch's "DataLoader worker (pid(s) 123, 456) ..."
+
+
+def worker_failure(exc: Exception) -> bool:
+    """A failure of a configuration's worker processes, not of the dataset: a worker died (torch
+    names its pid), a batch outlived the explored configuration's time limit, or shared memory
+    ran out. A dataset's own error reaches the loop wrapped by torch ("Caught ValueError in
+    DataLoader worker process 1"), with none of these."""
+    text = str(exc)
+    return bool(_PIDS.search(text)) or "DataLoader timed out" in text or any(
+        s in text for s in ("No space left on device", "shared memory"))
+
+
+class Config:
+    """One configuration: a copy of the user's loader (drawing from tap samplers for a map-style
+    dataset) and its probe, recording into the tuned loader's run."""
+
+    def __init__(self, loader: DataLoader, settings, run: ProfileRun, timeout_s: float | None, sync) -> None:
+        self.settings = settings
+        self.key = settings.key()
+        self.loader, self.taps = configured(loader, settings, timeout_s, tapped=loader._dataset_kind == 0)
+        self.probe = LoaderProbe(self.loader, None, lambda: None, run.batches, run.epochs, sync=sync)
+
+    def iterator(self, user_loader: DataLoader):
+        """A torch iterator; it draws nothing from the random generators (their state is put back)."""
+        state = RandomState(user_loader)
+        try:
+            with warnings.catch_warnings():  # torch's "more workers than cores" advice: exploring
+                warnings.filterwarnings("ignore", message=".*worker processes in total.*")
+                return iter(self.probe)
+        finally:
+            state.restore()
+
+    def open(self, stream: IndexStream, user_loader: DataLoader):
+        """A segment: a torch iterator on ``stream``'s next batches."""
+        tap = self.taps.open(stream)
+        return Segment(self, self.iterator(user_loader), tap)
+
+    def release(self) -> None:
+        """Persistent workers of a configuration left behind end now."""
+        shadow = self.probe._shadow
+        if shadow._iterator is not None:
+            shut_down(shadow._iterator)
+            shadow.__dict__["_iterator"] = None
+
+
+class Segment:
+    __slots__ = ("config", "it", "tap")
+
+    def __init__(self, config: Config, it, tap) -> None:
+        self.config = config
+        self.it = it
+        self.tap = tap
+
+
+def _begin_epoch(o) -> None:
+    """What every epoch does first: the seed the user's loader draws for a new iterator (none when
+    its kept workers are reused), the epoch count."""
+    loader = o.loader
+    if not (loader.persistent_workers and loader.num_workers > 0 and o._epochs > 0):
+        draw_iterator_seed(loader)
+    o._epochs += 1
+
+
+class MapEpoch:
+    """One epoch of a map-style dataset: the segments of its configurations, oldest first (a
+    switched-from one drains)."""
+
+    def __init__(self, owner) -> None:
+        self.o = owner
+        loader = owner.loader
+        _begin_epoch(owner)
+        if owner._epoch_open and owner.tuner.whole_epochs:
+            # the loop left an epoch before its end (a break, a step limit): turns that end only
+            # at epoch ends might never end, so they are cut within epochs from now on
+            owner.tuner.whole_epochs = False
+        owner._epoch_open = True
+        self.first_record = len(owner.run.batches)
+        self.start_ns = perf_counter_ns()
+        # a turn of whole epochs counts this epoch if one configuration serves all of it
+        self.whole = owner.tuner.whole_epochs and owner.window is not None
+        self.stream = IndexStream(loader._index_sampler)
+        try:  # the sampler's own draws happen now, outside the restored iterators
+            self.stream.give_back([self.stream.pull()])
+        except StopIteration:
+            pass
+        self.segments = [owner._config(owner.current).open(self.stream, loader)]
+        if owner.tuner.tuning.settled is None and owner.window is None:
+            owner.start_window()
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        o = self.o
+        while True:
+            seg = self.segments[0]
+            try:
+                batch = next(seg.it)
+            except StopIteration:
+                self.segments.pop(0)
+                if seg.config.key != o.current_key and not o.tuner.keeps(seg.config.settings):
+                    seg.config.release()  # kept workers of a configuration left behind
+                if self.segments:
+                    continue
+                if not self.stream.empty():  # the current one was cut off, nothing opened after
+                    self.segments.append(o._config(o.current).open(self.stream, o.loader))
+                    continue
+                o._epoch_open = False
+                if o.tuner.tuning.settled is None:  # the windows' epoch length (end_window)
+                    o.epoch_samples = sum(b.samples for b in o.run.batches[self.first_record:])
+                    if self.whole and o.tuner.whole_epochs and o.epoch_check(self.first_record, self.start_ns):
+                        o.between_epochs(o.end_window())
+                raise
+            except Exception as exc:
+                culprit = self._culprit(seg, exc)
+                if culprit.config.key == o.fallback().key():
+                    if culprit is seg:
+                        seg.tap.taken.popleft()  # consumed, as torch's iterator goes on past it
+                    raise
+                self._failed(culprit, exc)
+                continue
+            seg.tap.taken.popleft()
+            # a window measures its own configuration: not the batches a switched-from one still
+            # delivers (it took the epoch's last batches, so nothing was opened after it)
+            if (o.tuner.tuning.settled is None and not o.tuner.whole_epochs and len(self.segments) == 1
+                    and seg.config.key == o.current_key and o.window_check()):
+                self._switch(o.end_window())
+            return batch
+
+    def _switch(self, settings) -> None:
+        o = self.o
+        if settings is None:  # settled
+            settings = o.tuner.tuning.settled
+            o.settled({seg.config.key for seg in self.segments})
+        if settings.key() == o.current_key:
+            if o.tuner.tuning.settled is None:
+                o.start_window()
+            return
+        old = self.segments[-1]
+        old.tap.closed = True  # torch delivers what it has in flight, then ends (see __next__)
+        o.current = settings
+        if not self.stream.empty():
+            self.segments.append(o._config(settings).open(self.stream, o.loader))
+        if o.tuner.tuning.settled is None:
+            o.start_window()
+
+    def _culprit(self, seg: Segment, exc: Exception) -> Segment:
+        """The segment whose worker died: torch reports a worker's death in whichever of the
+        process's iterators the main thread is in (its SIGCHLD handler), by pid."""
+        pids = {int(p) for group in _PIDS.findall(str(exc)) for p in group.split(", ")}
+        if pids:
+            for s in self.segments:
+                if pids & {w.pid for w in (getattr(s.it, "_workers", None) or [])}:
+                    return s
+        return seg
+
+    def _failed(self, seg: Segment, exc: Exception) -> None:
+        """An explored configuration failed: its batches not delivered, and those of any segment
+        after it, go back to the stream; the fallback configuration delivers them."""
+        o = self.o
+        i = self.segments.index(seg)
+        lost = []
+        for s in self.segments[i:]:
+            s.tap.closed = True
+            lost.extend(s.tap.taken)
+            s.tap.taken.clear()
+            shut_down(s.it._it, failed=True)
+            s.config.release()
+        del self.segments[i:]
+        self.whole = False  # not one configuration's epoch
+        self.stream.give_back(lost)
+        o.after_failure(seg.config.settings, exc, {s.config.key for s in self.segments})
+        self.segments.append(o._config(o.current).open(self.stream, o.loader))
+
+
+class IterableEpoch:
+    """One epoch of an iterable dataset, served whole by one configuration: the turns and windows
+    are whole epochs, and a decision takes effect at the next epoch. A loop that leaves an epoch
+    early ends its turn at that epoch's last batch.
+
+    An explored configuration whose workers fail mid-epoch cannot hand the epoch on: another
+    worker count splits the dataset otherwise, so the rest of the epoch cannot be told apart from
+    what was delivered. That epoch then ends early, with a warning that says how many samples it
+    delivered, and the next epoch is served by the configuration that worked. Other errors (the
+    dataset's own) reach the loop as torch raises them, and iteration goes on."""
+
+    def __init__(self, owner) -> None:
+        self.o = owner
+        if owner._epoch_open and owner.window is not None and owner._open_epoch is not None:
+            self._left_early(owner._open_epoch)
+        _begin_epoch(owner)
+        if owner.tuner.tuning.settled is None and owner.window is None:
+            owner.start_window()
+        owner._epoch_open = True
+        owner._open_epoch = self
+        self.first_record = len(owner.run.batches)
+        self.start_ns = perf_counter_ns()
+        self.config = owner._config(owner.current)
+        self.it = self.config.iterator(owner.loader)
+        self.ended = False
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        o = self.o
+        if self.ended and self.it is None:  # ended by a failure
+            raise StopIteration
+        try:
+            return next(self.it)
+        except StopIteration:
+            self._end(perf_counter_ns())
+            raise
+        except Exception as exc:
+            if self.config.key == o.fallback().key() or not worker_failure(exc):
+                raise
+            self._failed(exc)
+            raise StopIteration from None
+
+    def _end(self, end_ns: int) -> None:
+        """The epoch ended (or was left): a turn's epoch measured, a decision for the next."""
+        o = self.o
+        if self.ended:  # asked again past its end
+            return
+        self.ended = True
+        o._epoch_open = False
+        o._open_epoch = None
+        if o.tuner.tuning.settled is not None or len(o.run.batches) == self.first_record:
+            return
+        o.epoch_samples = sum(b.samples for b in o.run.batches[self.first_record:])
+        if o.epoch_check(self.first_record, self.start_ns, end_ns):
+            o.between_epochs(o.end_window())
+        if self.config.key != o.current_key and not o.tuner.keeps(self.config.settings):
+            self.config.release()
+
+    def _left_early(self, epoch: "IterableEpoch") -> None:
+        """The loop left that epoch early (a step limit): its turn ends at its last batch."""
+        o = self.o
+        end_ns = o.run.batches[-1].wait_end_ns if len(o.run.batches) > epoch.first_record else perf_counter_ns()
+        epoch._end(end_ns)
+
+    def _failed(self, exc: Exception) -> None:
+        o = self.o
+        delivered = sum(b.samples for b in o.run.batches[self.first_record:])
+        self.ended = True
+        shut_down(self.it._it, failed=True)
+        self.it = None
+        self.config.release()
+        o._epoch_open = False
+        o._open_epoch = None
+        note = (f"the epoch ended after {delivered} samples: an iterable dataset's epoch cannot go on in another "
+                f"configuration (its samples follow the worker count)")
+        warnings.warn(f"dlprof.autotune: {self.config.settings.label()} failed mid-epoch "
+                      f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); {note}",
+                      RuntimeWarning, stacklevel=3)
+        o.after_failure(self.config.settings, exc, set(), note)
+
