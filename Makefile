@@ -52,7 +52,8 @@ bench-diagnosis: setup
 	$(PY) benchmarks/diagnosis.py --out reports/diagnosis
 
 # dlprof.autotune against each recipe as written and the grid's best (bench-recommend's results):
-# six recipes, 30 s runs, two pairs of them and the quality rounds (about 25 minutes)
+# seven recipes (stream.py: an iterable dataset), 120 s runs, one pair of them and the quality
+# rounds (about 45 minutes)
 bench-autotune: setup
 	$(PY) benchmarks/autotune.py --seconds 120 --runs 1 --out reports/benchmarks/autotune.txt
 

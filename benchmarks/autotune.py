@@ -37,7 +37,8 @@ from dlprof.probe.environment import available_cores  # noqa: E402
 from dlprof.sweep.trial import preload_torch  # noqa: E402
 
 GRID = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "reports", "benchmarks", "recommend.txt")
-RECIPES = ("slow_storage", "image_folder", "mnist_mlp", "heavy_tail", "startup_cost", "compute_bound")
+# stream: an iterable dataset (configurations change only between its epochs)
+RECIPES = ("slow_storage", "image_folder", "mnist_mlp", "heavy_tail", "startup_cost", "compute_bound", "stream")
 
 
 def timed_run(spec: str, plan: dict, seconds: float) -> dict:

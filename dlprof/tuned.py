@@ -23,7 +23,7 @@ from dlprof.analysis.trial import trial_stats
 from dlprof.api import Profiler
 from dlprof.probe.device import synchronize
 from dlprof.probe.environment import available_cores, shm_free_bytes
-from dlprof.probe.loader import LoaderProbe, describe_loader
+from dlprof.probe.loader import describe_loader
 from dlprof.records import ProfileRun
 from dlprof.result import ProfileResult
 from dlprof.sweep.loaders import settings_of
@@ -31,6 +31,7 @@ from dlprof.sweep.online import MAX_WINDOW_S, MIN_WINDOW_BATCHES, Tuner, Window,
 from dlprof.sweep.policy import SearchSpace
 from dlprof.sweep.trial import warmup_batches
 from dlprof.tuned_epochs import Config, IterableEpoch, MapEpoch
+
 # An explored configuration whose next batch takes this long has hung (the user's own loader
 # gets no limit): past any worker start-up (spawned workers import torch: seconds) on a busy machine.
 HANG_S = 60.0
@@ -65,7 +66,7 @@ class AutotunedLoader:
                             shm_free_bytes=shm_free_bytes())
         self.tuner = tuner or Tuner(space, settings_of(loader), budget_s, epochs_only=self.iterable)
         self.current = self.tuner.first()  # the configuration that serves (see current_key)
-        self._configs: dict[tuple, _Config] = {}
+        self._configs: dict[tuple, Config] = {}
         self._epochs = 0
         self._epoch_open = False  # an epoch began and has not ended (the loop may leave one early)
         self._open_epoch: IterableEpoch | None = None  # an iterable's epoch not ended
