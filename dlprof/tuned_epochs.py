@@ -22,12 +22,15 @@ from dlprof.records import ProfileRun
 _PIDS = re.compile(r"pid(?:\(s\))? (\d+(?:, \d+)*)")  # torch's "DataLoader worker (pid(s) 123, 456) ..."
 
 
-def worker_failure(exc: Exception) -> bool:
-    """A failure of a configuration's worker processes, not of the dataset: a worker died (torch
-    names its pid), a batch outlived the explored configuration's time limit, or shared memory
-    ran out. A dataset's own error reaches the loop wrapped by torch ("Caught ValueError in
-    DataLoader worker process 1"), with none of these."""
+def worker_failure(exc: Exception, workers: int) -> bool:
+    """A failure of a configuration's ``workers`` worker processes, not of the dataset: a worker
+    died (torch names its pid, or the pipe of a batch it was handing over broke before torch saw
+    it dead: a bare EOFError or ConnectionError), a batch outlived the explored configuration's
+    time limit, or shared memory ran out. A dataset's own error in a worker reaches the loop
+    wrapped by torch ("Caught ValueError in DataLoader worker process 1"), with none of these."""
     text = str(exc)
+    if workers and isinstance(exc, (EOFError, ConnectionError)) and "DataLoader worker process" not in text:
+        return True
     return bool(_PIDS.search(text)) or "DataLoader timed out" in text or any(
         s in text for s in ("No space left on device", "shared memory"))
 
@@ -234,7 +237,7 @@ class IterableEpoch:
             self._end(perf_counter_ns())
             raise
         except Exception as exc:
-            if self.config.key == o.fallback().key() or not worker_failure(exc):
+            if self.config.key == o.fallback().key() or not worker_failure(exc, self.config.settings.num_workers):
                 raise
             self._failed(exc)
             raise StopIteration from None

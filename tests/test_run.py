@@ -300,7 +300,9 @@ def test_stacks_name_the_planted_functions_of_the_workers_and_the_step(tmp_path)
            for stage in ("fetch", "step")}
     assert top == {"fetch": "planted_decode", "step": "planted_step"}
     assert "import" in set(table.stage)  # the program's start-up is not its step
-    assert f"hotspots (pid {pid}: train_loader): fetch: " in proc.stderr and "planted_decode" in proc.stderr
+    # the line's stages come in the order of their sampled time, which a busy machine changes
+    line = next((ln for ln in proc.stderr.splitlines() if ln.startswith(f"hotspots (pid {pid}: train_loader): ")), "")
+    assert "fetch: " in line and "planted_decode" in line, proc.stderr[-2000:]
     md = (out / "report.md").read_text()
     assert "## Hotspots" in md and "`planted_decode`" in md
     html = (out / "report.html").read_text()
