@@ -211,25 +211,24 @@ class IterableEpoch:
 
     def __init__(self, owner) -> None:
         self.o = owner
-        if owner._epoch_open and owner.window is not None and owner._open_epoch is not None:
-            self._left_early(owner._open_epoch)
+        if owner._open_epoch is not None:  # the loop left it early (a step limit)
+            owner._open_epoch.leave()
         _begin_epoch(owner)
         if owner.tuner.tuning.settled is None and owner.window is None:
             owner.start_window()
-        owner._epoch_open = True
         owner._open_epoch = self
         self.first_record = len(owner.run.batches)
         self.start_ns = perf_counter_ns()
         self.config = owner._config(owner.current)
         self.it = self.config.iterator(owner.loader)
-        self.ended = False
+        self.ended = False  # and self.it None: ended by a failure
 
     def __iter__(self):
         return self
 
     def __next__(self):
         o = self.o
-        if self.ended and self.it is None:  # ended by a failure
+        if self.it is None:
             raise StopIteration
         try:
             return next(self.it)
@@ -248,7 +247,6 @@ class IterableEpoch:
         if self.ended:  # asked again past its end
             return
         self.ended = True
-        o._epoch_open = False
         o._open_epoch = None
         if o.tuner.tuning.settled is not None or len(o.run.batches) == self.first_record:
             return
@@ -258,11 +256,10 @@ class IterableEpoch:
         if self.config.key != o.current_key and not o.tuner.keeps(self.config.settings):
             self.config.release()
 
-    def _left_early(self, epoch: "IterableEpoch") -> None:
-        """The loop left that epoch early (a step limit): its turn ends at its last batch."""
-        o = self.o
-        end_ns = o.run.batches[-1].wait_end_ns if len(o.run.batches) > epoch.first_record else perf_counter_ns()
-        epoch._end(end_ns)
+    def leave(self) -> None:
+        """The loop left this epoch early: its turn ends at its last batch."""
+        batches = self.o.run.batches
+        self._end(batches[-1].wait_end_ns if len(batches) > self.first_record else perf_counter_ns())
 
     def _failed(self, exc: Exception) -> None:
         o = self.o
@@ -271,7 +268,6 @@ class IterableEpoch:
         shut_down(self.it._it, failed=True)
         self.it = None
         self.config.release()
-        o._epoch_open = False
         o._open_epoch = None
         note = (f"the epoch ended after {delivered} samples: an iterable dataset's epoch cannot go on in another "
                 f"configuration (its samples follow the worker count)")
