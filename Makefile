@@ -22,7 +22,7 @@ demo: setup
 # Two test processes, a test file each at a time (a file's scans are shared by its tests): most
 # tests wait on subprocesses and workers, so two keep the 2 cores busy; they pass under load.
 # Then the `solo` tests, alone: they compare processes side by side (ranks of a job), and a test
-# beside them would load one side more than the other.
+# beside them would load one side more than the other, or read their workers' memory.
 SOLO_ARGS ?=
 test: setup browser
 	$(PY) -m pytest -n 2 --dist loadfile -m "not solo" $(PYTEST_ARGS)

@@ -153,12 +153,25 @@ class AutotunedLoader:
 
     def _epochs_rate(self) -> tuple[float, float]:
         """The whole epochs' rate and the half-width of its 95% interval in % (their per-epoch
-        rates' t-interval; 100 from one epoch)."""
+        rates' t-interval; from one epoch, ``_one_epoch_ci``)."""
         epochs = self.window_epochs
         rate = sum(e[3] for e in epochs) / (sum(e[2] - e[1] for e in epochs) / 1e9)
         if len(epochs) < 2:
-            return rate, 100.0
+            return rate, self._one_epoch_ci(*epochs[0])
         return rate, 100.0 * half_width([e[3] / ((e[2] - e[1]) / 1e9) for e in epochs]) / rate
+
+    def _one_epoch_ci(self, first: int, start_ns: int, end_ns: int, samples: int) -> float:
+        """One whole epoch's interval, in %: its batches' (block means, as a window's), combined
+        with its start-up's share of the epoch (``iter()`` to the first batch), counted as
+        uncertain by all of itself: the start-up (workers started, files opened) is what varies
+        between epochs and one epoch cannot show by how much. A long epoch that starts quickly
+        then measures in one epoch, not two: an explored configuration costs the job one epoch."""
+        batches = self.run.batches[first:]
+        if len(batches) < MIN_WINDOW_BATCHES or end_ns <= start_ns:
+            return 100.0
+        _, ci = rate_and_ci([b.wait_end_ns for b in batches], [b.samples for b in batches])
+        startup_pct = 100.0 * (batches[0].wait_end_ns - start_ns) / (end_ns - start_ns)
+        return min(100.0, math.hypot(ci, startup_pct)) if math.isfinite(ci) else 100.0
 
     def end_window(self):
         """The window's figures; the configuration the tuner wants next (None: settled)."""

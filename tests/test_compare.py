@@ -89,8 +89,11 @@ def test_compare_real_scans_same_is_fine_slowdown_fails(tmp_path):
         return str(tmp_path / name / "results.json")
 
     base, same, slow = scan("a", 1), scan("b", 1), scan("c", 1 / 0.7)  # c: 30% fewer samples/s
-    compare = lambda a, b: subprocess.run([sys.executable, "-m", "dlprof", "compare", a, b], capture_output=True,
-                                          text=True, timeout=60)
+    # --threshold as a CI gate on this kind of machine sets it: above the drift between two
+    # processes minutes apart (each scan's interval holds only its own windows' noise; two scans
+    # of this pipeline read 7.9% apart with a 7.7% spread in one solo run), below the 30% slowdown
+    compare = lambda a, b: subprocess.run([sys.executable, "-m", "dlprof", "compare", a, b, "--threshold", "15%"],
+                                          capture_output=True, text=True, timeout=60)
     unchanged = compare(base, same)
     assert unchanged.returncode == 0, unchanged.stdout
     regressed = compare(base, slow)
