@@ -1,6 +1,7 @@
 """Where an autotuned run's time goes, phase by phase, against the same run as written.
 
-    python benchmarks/autotune_cost.py [--seconds 56] [--runs 3] [--control | --in-process] [--out FILE]
+    python benchmarks/autotune_cost.py [--seconds 56] [--runs 3] [--control | --in-process [--windows-cpu]]
+        [--out FILE]
         [recipes/x.py ...]
 
 Per recipe, in children forked from a process with torch imported (as benchmarks/autotune.py):
@@ -20,7 +21,10 @@ differ on this machine, the noise any one pair of the autotune benchmark carries
 fresh ``dlprof.autotune`` (its whole tuning in each block: sampler start-up, windows, turns),
 alternating which goes first. Blocks seconds apart in one process share the machine's drift,
 which separate processes do not, so the tuner's cost on a pipeline where it keeps the user's
-configuration (compute_bound: a few percent) is resolved in a few pairs. Every mode
+configuration (compute_bound: a few percent) is resolved in a few pairs. ``--windows-cpu``: the
+autotuned blocks measure windows in the user's configuration only (a tuner that never moves),
+timed in the main process's CPU seconds: what the windows' machinery costs, apart from the
+configurations explored and the machine's drift. Every mode
 ends with the pairs' ratio (geometric mean) and its 95% interval (Student's t over the log ratios).
 """
 from __future__ import annotations
@@ -78,20 +82,42 @@ def _short(s) -> str:
 def blocks_run(spec: str, plan: dict, seconds: float) -> dict:
     """In a forked child: ``plan["runs"]`` pairs of blocks of ``plan["epochs"]`` epochs, as
     written and through a fresh dlprof.autotune, alternating which goes first: (as written s,
-    autotuned s) per pair, and each autotuned block's decision."""
+    autotuned s) per pair, and each autotuned block's decision. ``plan["windows_cpu"]``: the
+    autotuned block's tuner measures windows in the user's configuration and never moves
+    (``Staying``), and each block's time is the main process's CPU seconds: the cost of the
+    windows' machinery itself, apart from what the configurations it explores cost."""
     import dlprof
     from dlprof.sweep.target import load_target
 
     target = load_target(spec)
     step = target.train_step
+    clock = time.process_time if plan.get("windows_cpu") else time.perf_counter
 
     def block(loader) -> float:
-        start = time.perf_counter()
+        start = clock()
         for _ in range(plan["epochs"]):
             for batch in loader:
                 if step is not None:
                     step(batch)
-        return time.perf_counter() - start
+        return clock() - start
+
+    if plan.get("windows_cpu"):
+        from dlprof.sweep.loaders import settings_of
+        from dlprof.sweep.online import MAX_WINDOW_S, Tuner
+        from dlprof.sweep.policy import SearchSpace
+        from dlprof.tuned import AutotunedLoader
+
+        class Staying(Tuner):
+            """Window after window in the user's configuration: never settles, never moves."""
+
+            def next_settings(self, measured, window):
+                self.tuning.windows.append(window)
+                return self.tuning.baseline
+
+        space = SearchSpace(cores=available_cores(), max_workers=16, window_s=MAX_WINDOW_S)
+        autotune = lambda loader: AutotunedLoader(loader, tuner=Staying(space, settings_of(loader), 1e9))  # noqa: E731
+    else:
+        autotune = dlprof.autotune
 
     block(target.loader)  # warm-up: caches, the allocator, the model's first steps
     pairs, reasons = [], []
@@ -99,9 +125,10 @@ def blocks_run(spec: str, plan: dict, seconds: float) -> dict:
         times = {}
         for tune in ((False, True) if i % 2 == 0 else (True, False)):
             if tune:
-                tuned = dlprof.autotune(target.loader)
+                tuned = autotune(target.loader)
                 times[tune] = block(tuned)
-                reasons.append(tuned.tuner.tuning.reason or "still exploring at the end")
+                reasons.append(f"{len(tuned.tuner.tuning.windows)} windows" if plan.get("windows_cpu")
+                               else tuned.tuner.tuning.reason or "still exploring at the end")
                 tuned.close()
             else:
                 times[tune] = block(target.loader)
@@ -140,6 +167,8 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--control", action="store_true", help="both runs of a pair as written")
     parser.add_argument("--in-process", action="store_true", help="pairs of blocks in one process")
+    parser.add_argument("--windows-cpu", action="store_true",
+                        help="with --in-process: a tuner that only measures windows, main-process CPU s")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     recipes = args.recipes or ["recipes/mnist_mlp.py"]
@@ -148,6 +177,7 @@ def main() -> int:
              "time for as many samples, at its whole-run rate; negative: it gained)",
              f"# command: python benchmarks/autotune_cost.py --seconds {args.seconds:g} --runs {args.runs} "
              + ("--control " if args.control else "") + ("--in-process " if args.in_process else "")
+             + ("--windows-cpu " if args.windows_cpu else "")
              + " ".join(args.recipes),
              f"# machine: {platform.platform()}, python {platform.python_version()}, {available_cores()} cores available",
              ""]
@@ -161,12 +191,14 @@ def main() -> int:
         epochs = first["epochs"]
         walls = []
         if args.in_process:
-            out = forked(recipe, {"epochs": epochs, "runs": args.runs}, args.seconds * 2 * (args.runs + 1) * 1.5,
-                         loop=blocks_run)
+            out = forked(recipe, {"epochs": epochs, "runs": args.runs, "windows_cpu": args.windows_cpu},
+                         args.seconds * 2 * (args.runs + 1) * 1.5, loop=blocks_run)
             walls = [tuple(p) for p in out.get("pairs", [])]
             for i, ((base_s, tuned_s), reason) in enumerate(zip(walls, out.get("reasons", []))):
-                say(f"{os.path.basename(recipe)} block pair {i}: {epochs} epochs as written {base_s:.1f} s, autotuned "
-                    f"{tuned_s:.1f} s (ratio {tuned_s / base_s:.3f}); {reason}")
+                unit = "CPU s" if args.windows_cpu else "s"
+                say(f"{os.path.basename(recipe)} block pair {i}: {epochs} epochs as written {base_s:.1f} {unit}, "
+                    f"{'windows only' if args.windows_cpu else 'autotuned'} {tuned_s:.1f} {unit} "
+                    f"(ratio {tuned_s / base_s:.3f}); {reason}")
             if not walls:
                 say(f"{recipe}: the child failed")
                 continue
