@@ -157,15 +157,17 @@ class AutotunedLoader:
         epochs = self.window_epochs
         rate = sum(e[3] for e in epochs) / (sum(e[2] - e[1] for e in epochs) / 1e9)
         if len(epochs) < 2:
-            return rate, self._one_epoch_ci(*epochs[0])
+            first, start_ns, end_ns, _ = epochs[0]
+            return rate, self._one_epoch_ci(first, start_ns, end_ns)
         return rate, 100.0 * half_width([e[3] / ((e[2] - e[1]) / 1e9) for e in epochs]) / rate
 
-    def _one_epoch_ci(self, first: int, start_ns: int, end_ns: int, samples: int) -> float:
+    def _one_epoch_ci(self, first: int, start_ns: int, end_ns: int) -> float:
         """One whole epoch's interval, in %: its batches' (block means, as a window's), combined
         with its start-up's share of the epoch (``iter()`` to the first batch), counted as
         uncertain by all of itself: the start-up (workers started, files opened) is what varies
         between epochs and one epoch cannot show by how much. A long epoch that starts quickly
-        then measures in one epoch, not two: an explored configuration costs the job one epoch."""
+        then measures in one epoch, not two: an explored configuration (an iterable's) or a turn
+        of whole epochs costs the job one epoch."""
         batches = self.run.batches[first:]
         if len(batches) < MIN_WINDOW_BATCHES or end_ns <= start_ns:
             return 100.0

@@ -479,18 +479,25 @@ def test_the_real_tuner_explores_an_iterable_dataset_between_epochs_and_settles(
         assert (w["end_ns"] - w["start_ns"]) / 1e9 * w["samples_per_s"] >= 0.99 * 96
 
 
-class SlowStartStream(SlowStream):
-    """As SlowStream, after a start-up of 0.4 s in each iterator (a file opened, an index read)."""
+class PacedStream(Stream):
+    """Each sample waits 10 ms (40 ms a batch of 4: a busy machine's late wake-ups of a few ms stay
+    a small part of a batch), after ``start_s`` of start-up in each iterator (a file opened)."""
+
+    def __init__(self, n, start_s=0.0):
+        super().__init__(n)
+        self.start_s = start_s
 
     def __iter__(self):
-        time.sleep(0.4)
-        yield from super().__iter__()
+        time.sleep(self.start_s)
+        for x in super().__iter__():
+            time.sleep(0.01)
+            yield x
 
 
 def test_an_iterable_window_takes_one_epoch_when_one_measures_it_and_more_when_start_up_varies():
     """A window of whole epochs ends after one epoch when that epoch's interval (its batches',
-    and its start-up's share) is within the window's; an epoch whose start-up is a quarter of it
-    measures over more. Measured on the same machine in the same run."""
+    and its start-up's share) is within the window's; an epoch whose start-up is an eighth of it
+    measures over more. Epochs of 3 s: under the 5 s that ends a window whatever its interval."""
     def first_window_epochs(ds):
         tuned = dlprof.autotune(_stream_loader(ds), budget=60, sample_system=False)
         epochs = 0
@@ -500,7 +507,7 @@ def test_an_iterable_window_takes_one_epoch_when_one_measures_it_and_more_when_s
         tuned.close()
         return epochs
 
-    steady, slow_start = first_window_epochs(SlowStream(n=640)), first_window_epochs(SlowStartStream(n=640))
+    steady, slow_start = first_window_epochs(PacedStream(300)), first_window_epochs(PacedStream(300, start_s=0.4))
     assert steady == 1 and slow_start >= 2, (steady, slow_start)
 
 
