@@ -16,7 +16,8 @@ from time import perf_counter_ns
 from torch.utils.data import DataLoader
 
 from dlprof.probe.loader import LoaderProbe
-from dlprof.probe.switching import IndexStream, RandomState, configured, draw_iterator_seed, shut_down
+from dlprof.probe.switching import (IndexStream, RandomState, checked_in_next, configured, draw_iterator_seed,
+                                    shut_down)
 from dlprof.records import ProfileRun
 
 _PIDS = re.compile(r"pid(?:\(s\))? (\d+(?:, \d+)*)")  # torch's "DataLoader worker (pid(s) 123, 456) ..."
@@ -37,10 +38,13 @@ def worker_failure(exc: Exception, workers: int) -> bool:
 
 class Config:
     """One configuration: a copy of the user's loader (drawing from tap samplers for a map-style
-    dataset) and its probe, recording into the tuned loader's run."""
+    dataset) and its probe, recording into the tuned loader's run. ``timeout_s``: an explored
+    configuration's batch time limit (None: the user's own, which behaves as torch's does); an
+    explored one's dead worker is reported by its own ``next()`` (``checked_in_next``)."""
 
     def __init__(self, loader: DataLoader, settings, run: ProfileRun, timeout_s: float | None, sync) -> None:
         self.settings = settings
+        self.explored = timeout_s is not None
         self.key = settings.key()
         self.loader, self.taps = configured(loader, settings, timeout_s, tapped=loader._dataset_kind == 0)
         self.probe = LoaderProbe(self.loader, None, lambda: None, run.batches, run.epochs, sync=sync)
@@ -51,9 +55,12 @@ class Config:
         try:
             with warnings.catch_warnings():  # torch's "more workers than cores" advice: exploring
                 warnings.filterwarnings("ignore", message=".*worker processes in total.*")
-                return iter(self.probe)
+                it = iter(self.probe)
         finally:
             state.restore()
+        if self.explored:
+            checked_in_next(it._it)
+        return it
 
     def open(self, stream: IndexStream, user_loader: DataLoader):
         """A segment: a torch iterator on ``stream``'s next batches."""

@@ -75,8 +75,9 @@ class Scripted(Tuner):
         return self.tuning.baseline
 
 
-def _epochs(iterable, epochs):
-    """Per epoch: the indices in the order the loop got them, and the errors where it got them."""
+def _epochs(iterable, epochs, step_s=0.0):
+    """Per epoch: the indices in the order the loop got them, and the errors where it got them.
+    ``step_s``: the loop's step after each batch (the loop's own code runs while workers work)."""
     out = []
     for _ in range(epochs):
         seen = []
@@ -90,6 +91,8 @@ def _epochs(iterable, epochs):
                 seen.append(next(line for line in str(exc).splitlines()[::-1] if "corrupt sample" in line))
                 continue
             seen.extend(batch.flatten().tolist())
+            if step_s:
+                time.sleep(step_s)
         out.append(seen)
     return out
 
@@ -234,12 +237,29 @@ def test_a_worker_killed_in_an_explored_configuration_loses_and_repeats_no_batch
     torch.manual_seed(1)
     tuned = AutotunedLoader(_loader(Indexed(**kill), num_workers=2), sample_system=False,
                             tuner=Scripted(S(2), [S(1), S(3), S(1, 4)], every=6))
-    got = _epochs(tuned, 2)
+    # the loop's step sleeps: the worker dies while the loop runs its own code, not in next()
+    got = _epochs(tuned, 2, step_s=0.01)
     tuned.close()
     assert got == bare
     tuning = tuned.tuner.tuning
     assert any("num_workers=3" in f for f in tuning.failed)
     assert any(w.outcome.startswith("failed:") and w.settings.num_workers == 3 for w in tuning.windows)
+
+
+def test_only_explored_workers_leave_torchs_sigchld_watch():
+    """The user's own configuration keeps torch's handling of a dead worker (its SIGCHLD watch);
+    an explored one's iterator reports its workers' death from its own next()."""
+    tuned = AutotunedLoader(_loader(Indexed(), num_workers=2), sample_system=False,
+                            tuner=Scripted(S(2), [S(3, 2, True)], every=3))
+    watched = {}
+    for _ in range(2):  # the persistent one's iterator is reset, not made again, in the second epoch
+        for _ in tuned:
+            for config in tuned._configs.values():
+                it = config.probe._shadow._iterator or (config.probe._torch_iter and config.probe._torch_iter())
+                if it is not None and getattr(it, "_workers", None):
+                    watched[config.settings.num_workers] = (it._worker_pids_set, "_try_get_data" in it.__dict__)
+    tuned.close()
+    assert watched == {2: (True, False), 3: (False, True)}
 
 
 def test_a_dataset_error_reaches_the_loop_once_where_the_untuned_loader_raises_it():
@@ -412,7 +432,7 @@ def test_a_worker_killed_in_an_explored_iterable_epoch_ends_it_with_a_warning_an
     tuned = AutotunedLoader(_stream_loader(ds, num_workers=2), sample_system=False, tuner=tuner)
     first = _epochs(tuned, 1)[0]
     with pytest.warns(RuntimeWarning, match=r"num_workers=3.*failed mid-epoch.*ended after \d+ samples"):
-        broken = _epochs(tuned, 1)[0]
+        broken = _epochs(tuned, 1, step_s=0.02)[0]  # the worker dies while the loop is in its step
     rest = _epochs(tuned, 2)
     tuned.close()
     plain = _epochs(_stream_loader(Stream(), num_workers=2), 1)[0]

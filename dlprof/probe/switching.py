@@ -17,12 +17,14 @@ follow (a RandomSampler's shuffle) are the untuned loader's.
 from __future__ import annotations
 
 import copy
+import time
+import weakref
 from collections import deque
 from typing import Iterator
 
 import torch
 from torch.utils.data import DataLoader
-from torch.utils.data._utils import signal_handling
+from torch.utils.data._utils import MP_STATUS_CHECK_INTERVAL, signal_handling
 
 from dlprof.scan_records import DEFAULT_PREFETCH, LoaderSettings
 
@@ -135,6 +137,39 @@ def draw_iterator_seed(loader: DataLoader) -> None:
     here so the draws that follow are the untuned loader's (torch/utils/data/dataloader.py,
     ``_BaseDataLoaderIter.__init__``)."""
     torch.empty((), dtype=torch.int64).random_(generator=loader.generator)
+
+
+# How often an explored configuration's iterator, waiting for a batch, checks that its workers live
+# (torch's SIGCHLD handler no longer watches them: see checked_in_next). The loop is already
+# waiting whenever it runs, so a shorter check costs nothing the loop would have used; a second
+# keeps a failure's stall far below the batch time limit (HANG_S) on any machine.
+LIVENESS_POLL_S = 1.0
+
+
+def checked_in_next(torch_iterator) -> None:
+    """A worker of this iterator that dies is reported by the iterator's own ``next()``, never
+    wherever the main thread happens to be. torch's SIGCHLD handler raises a dead worker's error
+    in whatever code runs then (the loop's own step, between two ``next()`` calls), where an
+    explored configuration's failure could not be caught and handed back. So the iterator's pids
+    leave that handler's watch, and its wait for a batch checks the workers' liveness every
+    ``LIVENESS_POLL_S`` (torch's own check on a timed-out wait) within its time limit. Only for
+    explored configurations: the user's own configuration keeps torch's behaviour."""
+    if not getattr(torch_iterator, "_workers", None) or "_try_get_data" in torch_iterator.__dict__:
+        return  # no workers, or done already (persistent workers: the same iterator each epoch)
+    if torch_iterator._worker_pids_set:
+        signal_handling._remove_worker_pids(id(torch_iterator))
+        torch_iterator._worker_pids_set = False
+    ref = weakref.ref(torch_iterator)  # no cycle: torch ends the workers when the iterator is freed
+    try_get = type(torch_iterator)._try_get_data
+
+    def polled(timeout: float = MP_STATUS_CHECK_INTERVAL) -> tuple[bool, object]:
+        deadline = time.monotonic() + timeout
+        while True:
+            ok, data = try_get(ref(), max(min(LIVENESS_POLL_S, deadline - time.monotonic()), 0.0))
+            if ok or time.monotonic() >= deadline:
+                return ok, data
+
+    torch_iterator._try_get_data = polled
 
 
 def shut_down(torch_iterator, failed: bool = False) -> None:
