@@ -66,7 +66,7 @@ def test_trial_fault_is_reported_and_the_scan_goes_on(case, scanned):
     data = outcome.results
     assert data is not None and data["trials"], "the results measured so far are saved"
     errors = failed_errors(outcome)
-    assert any(case.trial_error in e for e in errors), errors
+    assert any(case.trial_error in e for e in errors), (errors, outcome.stderr[-2000:])
     if case.exit_code == 0:  # the scan finished: the recommendation is a configuration that worked
         assert data["complete"] and chosen(data, "recommendation")["status"] == "ok"
         rec = chosen(data, "recommendation")["config"]
@@ -92,7 +92,7 @@ def test_failing_index_comes_with_the_workers_traceback(scanned):
 def test_hung_trial_leaves_its_stacks_in_the_log(scanned):
     outcome = scanned("worker-hangs")
     timed_out = [t for t in outcome.results["trials"] if t["status"] == "timeout"]
-    assert timed_out, [(t["purpose"], t["status"]) for t in outcome.results["trials"]]
+    assert timed_out, ([(t["purpose"], t["status"]) for t in outcome.results["trials"]], outcome.stderr[-2000:])
     log = (Path(outcome.out) / timed_out[0]["log"]).read_text()
     assert "the trial hung" in log
     # py-spy is a dependency and this suite runs as root: the hung worker's own stack is there

@@ -297,14 +297,15 @@ def _child(spec: str, settings: LoaderSettings, device: str | None, limits: Tria
         os._exit(code)
 
 
-def preload_torch() -> None:
+def preload_torch(compiler: bool = True) -> None:
     """Import what nearly every target imports, once, in the scan process: each forked trial
     then starts with it loaded. torch takes about 0.9 s to import on our 2-core machine, and
     creating any optimizer imports torch._dynamo, another 0.9 s: together most of a quick
-    trial. Importing runs no torch op, so forking stays safe."""
+    trial. Importing runs no torch op, so forking stays safe. ``compiler=False``: torch
+    without torch._dynamo (before the first trial: a target that does not load needs none)."""
     import importlib
 
-    for name in ("torch", "torch.nn", "torch.optim", "torch.utils.data", "torch._dynamo"):
+    for name in ("torch", "torch.nn", "torch.optim", "torch.utils.data") + (("torch._dynamo",) if compiler else ()):
         try:
             importlib.import_module(name)
         except ImportError:  # an older or slimmer torch: the trial imports what it needs itself
