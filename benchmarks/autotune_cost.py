@@ -1,6 +1,6 @@
 """Where an autotuned run's time goes, phase by phase, against the same run as written.
 
-    python benchmarks/autotune_cost.py [--seconds 56] [--runs 3] [--control | --in-process [--windows-cpu]]
+    python benchmarks/autotune_cost.py [--seconds 56] [--runs 3] [--control | --in-process [--windows-cpu | --cpu]]
         [--out FILE]
         [recipes/x.py ...]
 
@@ -24,7 +24,13 @@ which separate processes do not, so the tuner's cost on a pipeline where it keep
 configuration (compute_bound: a few percent) is resolved in a few pairs. ``--windows-cpu``: the
 autotuned blocks measure windows in the user's configuration only (a tuner that never moves),
 timed in the main process's CPU seconds: what the windows' machinery costs, apart from the
-configurations explored and the machine's drift. Every mode
+configurations explored and the machine's drift. ``--cpu``: the real tuner, each block timed in
+wall seconds and in the CPU seconds of the process and its children (workers, the system
+sampler; the tuned loader is closed inside its block, so its children are waited for and
+counted): the extra CPU seconds of an autotuned block over its pair's as-written block, as a
+share of the as-written block's wall time, bound what the tuner costs a loop whose every
+extra CPU second would delay it (a serial step), with a 95% interval (Student's t over the
+pairs) that the machine's wall-time drift does not widen as much. Every mode
 ends with the pairs' ratio (geometric mean) and its 95% interval (Student's t over the log ratios).
 """
 from __future__ import annotations
@@ -40,7 +46,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from autotune import emit  # noqa: E402
 from recommend import _count, forked  # noqa: E402
 
-from dlprof.analysis.throughput import paired_ratio  # noqa: E402
+from dlprof.analysis.throughput import half_width, paired_ratio  # noqa: E402
 from dlprof.probe.environment import available_cores  # noqa: E402
 from dlprof.sweep.trial import preload_torch  # noqa: E402
 
@@ -93,47 +99,46 @@ def blocks_run(spec: str, plan: dict, seconds: float) -> dict:
     step = target.train_step
     clock = time.process_time if plan.get("windows_cpu") else time.perf_counter
 
-    def block(loader) -> float:
-        start = clock()
+    def cpu_now() -> tuple[float, float]:
+        t = os.times()  # children: those ended and waited for (workers joined, the sampler)
+        return t.user + t.system, t.children_user + t.children_system
+
+    def block(make) -> tuple[float, object]:
+        """The epochs through ``make()``'s loader, its making and closing inside the time."""
+        start, (own, kids), began = clock(), cpu_now(), time.perf_counter()
+        loader = make()
+        made = time.perf_counter() - began
         for _ in range(plan["epochs"]):
             for batch in loader:
                 if step is not None:
                     step(batch)
-        return clock() - start
+        if hasattr(loader, "close"):  # the tuned loader: its sampler and workers end, counted here
+            loader.close()
+        wall = clock() - start
+        own2, kids2 = cpu_now()
+        cpus.append({"own": own2 - own, "children": kids2 - kids, "made_s": made})
+        return wall, loader
+
+    cpus: list[dict] = []
 
     if plan.get("windows_cpu"):
-        from dlprof.sweep.loaders import settings_of
-        from dlprof.sweep.online import MAX_WINDOW_S, Tuner
-        from dlprof.sweep.policy import SearchSpace
-        from dlprof.tuned import AutotunedLoader
-
-        class Staying(Tuner):
-            """Window after window in the user's configuration: never settles, never moves."""
-
-            def next_settings(self, measured, window):
-                self.tuning.windows.append(window)
-                return self.tuning.baseline
-
-        space = SearchSpace(cores=available_cores(), max_workers=16, window_s=MAX_WINDOW_S)
-        autotune = lambda loader: AutotunedLoader(loader, tuner=Staying(space, settings_of(loader), 1e9))  # noqa: E731
+        from staying import staying as autotune
     else:
         autotune = dlprof.autotune
 
-    block(target.loader)  # warm-up: caches, the allocator, the model's first steps
-    pairs, reasons = [], []
+    block(lambda: target.loader)  # warm-up: caches, the allocator, the model's first steps
+    pairs, reasons, cpu_pairs = [], [], []
     for i in range(plan["runs"]):
-        times = {}
+        times, used = {}, {}
         for tune in ((False, True) if i % 2 == 0 else (True, False)):
+            times[tune], loader = block((lambda: autotune(target.loader)) if tune else (lambda: target.loader))
+            used[tune] = cpus[-1]
             if tune:
-                tuned = autotune(target.loader)
-                times[tune] = block(tuned)
-                reasons.append(f"{len(tuned.tuner.tuning.windows)} windows" if plan.get("windows_cpu")
-                               else tuned.tuner.tuning.reason or "still exploring at the end")
-                tuned.close()
-            else:
-                times[tune] = block(target.loader)
+                reasons.append(f"{len(loader.tuner.tuning.windows)} windows" if plan.get("windows_cpu")
+                               else loader.tuner.tuning.reason or "still exploring at the end")
         pairs.append((times[False], times[True]))
-    return {"pairs": pairs, "reasons": reasons}
+        cpu_pairs.append((used[False], used[True]))
+    return {"pairs": pairs, "reasons": reasons, "cpu_pairs": cpu_pairs}
 
 
 def samples_between(run: dict, a_ns: int, b_ns: int) -> int:
@@ -160,6 +165,27 @@ def phases(tuned: dict, base_rate: float) -> list[tuple[str, float, int, float]]
     return out
 
 
+def say_cpu(say, name: str, walls: list[tuple[float, float]], cpus: list[tuple[dict, dict]]) -> None:
+    """Per pair: the CPU s of each block, the main process's and its ended children's (workers,
+    the system sampler), and the autotuned loader's making (``dlprof.autotune(loader)``: the
+    profiler, the sampler's start); then the child processes' extra CPU s as a share of the
+    as-written wall s, with its mean and 95% interval: the part of the tuner's cost that every
+    extra CPU second of another process would delay the loop by at most."""
+    shares = []
+    for i, ((base_wall, _), (base, tuned)) in enumerate(zip(walls, cpus)):
+        extra = tuned["children"] - base["children"]
+        shares.append(extra / base_wall)
+        say(f"{name} block pair {i}: CPU s as written {base['own']:.2f} + children {base['children']:.2f}, "
+            f"autotuned {tuned['own']:.2f} + children {tuned['children']:.2f} (making it {tuned['made_s']:.2f} s "
+            f"of wall): children {extra:+.2f} CPU s, {100 * shares[-1]:+.2f}% of the block's wall time")
+    mean = sum(shares) / len(shares)
+    half = half_width(shares) if len(shares) > 1 else float("inf")
+    made = [t["made_s"] for _, t in cpus]
+    say(f"{name}: the autotuned blocks' child processes' extra CPU s / as-written wall s {100 * mean:+.2f}% "
+        f"over {len(shares)} pairs (95% interval {100 * (mean - half):+.2f}% to {100 * (mean + half):+.2f}%); "
+        f"making the tuned loader {min(made):.2f}-{max(made):.2f} s of wall a block")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("recipes", nargs="*")
@@ -169,6 +195,8 @@ def main() -> int:
     parser.add_argument("--in-process", action="store_true", help="pairs of blocks in one process")
     parser.add_argument("--windows-cpu", action="store_true",
                         help="with --in-process: a tuner that only measures windows, main-process CPU s")
+    parser.add_argument("--cpu", action="store_true",
+                        help="with --in-process: also the CPU s of the process and its children per block")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     recipes = args.recipes or ["recipes/mnist_mlp.py"]
@@ -177,7 +205,7 @@ def main() -> int:
              "time for as many samples, at its whole-run rate; negative: it gained)",
              f"# command: python benchmarks/autotune_cost.py --seconds {args.seconds:g} --runs {args.runs} "
              + ("--control " if args.control else "") + ("--in-process " if args.in_process else "")
-             + ("--windows-cpu " if args.windows_cpu else "")
+             + ("--windows-cpu " if args.windows_cpu else "") + ("--cpu " if args.cpu else "")
              + " ".join(args.recipes),
              f"# machine: {platform.platform()}, python {platform.python_version()}, {available_cores()} cores available",
              ""]
@@ -202,6 +230,8 @@ def main() -> int:
             if not walls:
                 say(f"{recipe}: the child failed")
                 continue
+            if args.cpu:
+                say_cpu(say, os.path.basename(recipe), walls, [tuple(p) for p in out["cpu_pairs"]])
         for run in range(0 if args.in_process else args.runs):
             base = forked(recipe, {"epochs": epochs, "tune": False}, args.seconds * 3, loop=stamped_run)
             tuned = forked(recipe, {"epochs": epochs, "tune": not args.control}, args.seconds * 3, loop=stamped_run)

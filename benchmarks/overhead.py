@@ -1,9 +1,11 @@
 """Overhead of dlprof.profile, of `dlprof run` and of dlprof.autotune: the same loader iterated
 bare, profiled, as `dlprof run` instruments a program (DataLoader patched: one probe per loader
 object, no system sampler), and through dlprof.autotune once settled (its per-batch path: the
-shared index stream and the configuration's probe), in turn.
+shared index stream and the configuration's probe), and through dlprof.autotune while it measures
+windows in the loader's own configuration (``window``: its per-batch path before it settles; a
+tuner that never settles, benchmarks/staying.py), in turn.
 
-Runs A B C D A B C D ... (bare, profiled, run, tuned) so drift of the machine hits all alike, and prints per
+Runs A B C D E A B C D E ... (bare, profiled, run, tuned, window) so drift of the machine hits all alike, and prints per
 case and mode the throughput ratio to bare (median of the per-round ratios, with its IQR) and the CPU
 ratio (CPU time per sample of the main process and the workers, bare/profiled), which is
 steadier than throughput when workers and the main process share too few cores.
@@ -37,6 +39,7 @@ import dlprof  # noqa: E402
 from dlprof.probe import autowrap  # noqa: E402
 from dlprof.probe.stacks import StackSampler  # noqa: E402
 from dlprof.tuned import AutotunedLoader  # noqa: E402
+from staying import staying  # noqa: E402
 from dlprof.probe.environment import available_cores  # noqa: E402
 
 
@@ -57,7 +60,7 @@ class WorkDataset(Dataset):
 
 # name, seconds of work per sample, samples per run (about a second of loading), goal
 CASES = [("1ms", 1e-3, 64 * 16, 0.99), ("20us", 20e-6, 64 * 1000, 0.95)]
-MODES = ("bare", "profile", "run", "tuned")  # each round runs them in this order
+MODES = ("bare", "profile", "run", "tuned", "window")  # each round runs them in this order
 BATCH_SIZE = 64
 
 
@@ -93,6 +96,8 @@ def one_run(loader, mode: str) -> tuple[float, float]:
     elif mode == "tuned":  # dlprof.autotune once settled (on the loader's own settings): its per-batch path
         iterable = AutotunedLoader(loader, sample_system=False)
         iterable.tuner.settle(iterable.tuner.tuning.baseline, "the overhead benchmark")
+    elif mode == "window":  # dlprof.autotune before it settles: windows of the loader's own settings
+        iterable = staying(loader, sample_system=False)
     elif mode == "run":
         autowrap.install(at_exit=False)
         if STACKS:  # dlprof run --stacks: py-spy on the program from outside, from its start
@@ -106,7 +111,7 @@ def one_run(loader, mode: str) -> tuple[float, float]:
         samples += len(batch)
     elapsed = time.perf_counter() - start
     cpu = _cpu_s() - cpu0
-    if profiled or mode == "tuned":
+    if profiled or mode in ("tuned", "window"):
         iterable.close()
     if mode == "run":
         autowrap.uninstall()
@@ -160,7 +165,7 @@ def main() -> int:
         else "# profiled runs: dlprof.profile defaults (no stack sampling)",
         f"# machine: {platform.platform()}, python {platform.python_version()}, torch {torch.__version__}, "
         f"{available_cores()} cores available",
-        f"# {args.pairs} rounds (bare, profile, run, tuned) per case after one warm-up round; ratios are medians of "
+        f"# {args.pairs} rounds (bare, profile, run, tuned, window) per case after one warm-up round; ratios are medians of "
         "per-round ratios to bare",
         "",
         f"{'case':<8}{'workers':>8}{'mode':>9}{'bare samples/s':>16}{'profiled samples/s':>20}"
