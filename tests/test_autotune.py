@@ -23,11 +23,12 @@ from dlprof.sweep.policy import SearchSpace
 class Indexed(Dataset):
     """Sample i is i: the loop's batches say which indices it got."""
 
-    def __init__(self, n=400, fail_at=None, kill_with_workers=None, kill_at=None):
+    def __init__(self, n=400, fail_at=None, kill_with_workers=None, kill_at=None, hang=False):
         self.n = n
         self.fail_at = fail_at
         self.kill_with_workers = kill_with_workers
         self.kill_at = kill_at
+        self.hang = hang  # at kill_at, the worker hangs instead of dying
 
     def __len__(self):
         return self.n
@@ -37,6 +38,8 @@ class Indexed(Dataset):
             raise ValueError(f"corrupt sample {i}")
         info = get_worker_info()
         if info is not None and info.num_workers == self.kill_with_workers and i == self.kill_at:
+            if self.hang:
+                time.sleep(3600)  # a worker hangs mid-window (a network read that never returns)
             os.kill(os.getpid(), signal.SIGKILL)  # a worker dies mid-window (OOM killer, Bus error)
         return torch.tensor([i])
 
@@ -244,6 +247,31 @@ def test_a_worker_killed_in_an_explored_configuration_loses_and_repeats_no_batch
     tuning = tuned.tuner.tuning
     assert any("num_workers=3" in f for f in tuning.failed)
     assert any(w.outcome.startswith("failed:") and w.settings.num_workers == 3 for w in tuning.windows)
+
+
+def test_a_worker_hung_in_an_explored_configuration_is_left_after_the_time_limit(monkeypatch):
+    """The explored configuration's batch outlives its time limit (HANG_S, shortened here): the
+    tuner leaves it, the user's configuration delivers that batch and the rest, none twice."""
+    import dlprof.tuned
+
+    monkeypatch.setattr(dlprof.tuned, "HANG_S", 2.0)
+    hang = dict(kill_with_workers=3, kill_at=None, hang=True)
+    torch.manual_seed(3)
+    order = [i for b in _loader(Indexed()) for i in b.flatten().tolist()]
+    hang["kill_at"] = order[8 * 30 + 3]  # batch 30: mid-epoch, served by the 3-worker configuration
+    torch.manual_seed(3)
+    bare = _epochs(_loader(Indexed(**hang), num_workers=2), 1)  # the user's loader never has 3 workers
+    torch.manual_seed(3)
+    tuned = AutotunedLoader(_loader(Indexed(**hang), num_workers=2), sample_system=False,
+                            tuner=Scripted(S(2), [S(3)], every=6))
+    started = time.monotonic()
+    got = _epochs(tuned, 1)
+    took = time.monotonic() - started
+    tuned.close()
+    assert got == bare
+    failed = tuned.tuner.tuning.failed
+    assert len(failed) == 1 and "num_workers=3" in failed[0] and "timed out after 2" in failed[0], failed
+    assert took < 60  # left at its limit, not at torch's or a worker's leisure
 
 
 def test_only_explored_workers_leave_torchs_sigchld_watch():
