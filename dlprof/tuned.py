@@ -26,6 +26,7 @@ from dlprof.probe.environment import available_cores, shm_free_bytes
 from dlprof.probe.loader import describe_loader
 from dlprof.records import ProfileRun
 from dlprof.result import ProfileResult
+from dlprof.sweep.faults import loader_error_line
 from dlprof.sweep.loaders import settings_of
 from dlprof.sweep.online import MAX_WINDOW_S, MIN_WINDOW_BATCHES, Tuner, Window, tuning_to_dict
 from dlprof.sweep.policy import SearchSpace
@@ -223,7 +224,7 @@ class AutotunedLoader:
         delivering this epoch's batches."""
         now = perf_counter_ns()
         window = Window(settings, "explored", "", start_ns=now, end_ns=now)
-        error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}" + (f"; {note}" if note else "")
+        error = loader_error_line(exc) + (f"; {note}" if note else "")
         nxt = self.tuner.failed(settings, error, window)
         if nxt is None and self.tuner.tuning.settled is not None:
             self.settled(serving)

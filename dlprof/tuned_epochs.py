@@ -19,6 +19,7 @@ from dlprof.probe.loader import LoaderProbe
 from dlprof.probe.switching import (IndexStream, RandomState, checked_in_next, configured, draw_iterator_seed,
                                     shut_down)
 from dlprof.records import ProfileRun
+from dlprof.sweep.faults import loader_error_line
 
 _PIDS = re.compile(r"pid(?:\(s\))? (\d+(?:, \d+)*)")  # torch's "DataLoader worker (pid(s) 123, 456) ..."
 
@@ -279,7 +280,7 @@ class IterableEpoch:
         note = (f"the epoch ended after {delivered} samples: an iterable dataset's epoch cannot go on in another "
                 f"configuration (its samples follow the worker count)")
         warnings.warn(f"dlprof.autotune: {self.config.settings.label()} failed mid-epoch "
-                      f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); {note}",
+                      f"({loader_error_line(exc)}); {note}",
                       RuntimeWarning, stacklevel=3)
         o.after_failure(self.config.settings, exc, set(), note)
 

@@ -61,14 +61,32 @@ def explain_step_failure(exc: BaseException, batch_size) -> Failure:
     return Failure(STEP, f"train_step raised {last}", None, text)
 
 
+def _shm_ran_out(message: str) -> bool:
+    """torch's words when a worker's batch did not fit in /dev/shm: the worker dies of SIGBUS
+    writing it, or the write fails ("unable to write to file </torch_...>: No space left")."""
+    return "killed by signal: Bus error" in message or ("No space left on device" in message and "torch_" in message)
+
+
+def loader_error_line(exc: BaseException) -> str:
+    """One line for an exception the DataLoader raised: a worker's own error where torch wrapped
+    it ("Caught RuntimeError in DataLoader worker process 0." and its traceback), the advice
+    where shared memory ran out."""
+    message = str(exc)
+    caught = _WORKER_CAUGHT.search(message)
+    if caught:
+        line = f"{_last_line(caught.group(3))} (in DataLoader worker {caught.group(2)})"
+    else:
+        line = f"{type(exc).__name__}: {message.splitlines()[0]}" if message.strip() else type(exc).__name__
+    return f"{line}; {_SHM_ADVICE}" if _shm_ran_out(message) else line
+
+
 def explain_loader_failure(exc: BaseException, failed_batch, loader, dead_workers=()) -> Failure:
     """``failed_batch``: (index, batch indices) from the profiled loader, each None if unknown;
     ``dead_workers``: (worker id, pid, exit code) of workers that exited with an error."""
     message = str(exc)
     local_tb = "".join(tb.format_exception(type(exc), exc, exc.__traceback__))
     signals = {code: _signal_name(-code) for _, _, code in dead_workers if code < 0}
-    if ("killed by signal: Bus error" in message or "SIGBUS" in signals.values()
-            or ("No space left on device" in message and "torch_" in message)):
+    if _shm_ran_out(message) or "SIGBUS" in signals.values():
         return Failure(SHM, f"a DataLoader worker was killed by SIGBUS: {_SHM_ADVICE}", None, local_tb)
     if "killed by signal" in message or "exited unexpectedly" in message or dead_workers:
         if dead_workers:
