@@ -242,3 +242,14 @@ def test_candidate_that_fails_side_by_side_is_not_recommended(tmp_path):
     assert chosen(data, "recommendation")["config"]["num_workers"] == 0 and data["speedup"] == 1.0
     assert data["speedup_ci"] is None
     assert any("failed in the side-by-side measurement" in n for n in data["notes"])
+
+
+def test_a_budget_too_short_for_the_next_trial_says_which_and_why(tmp_path):
+    """A scan whose budget ends before a trial it wanted names that trial and the seconds that
+    decided it, in its progress and its results."""
+    proc, data = scan(write(tmp_path, "remote", IO_BOUND), tmp_path / "out", "--quick", "--budget", "6")
+    assert proc.returncode == 0, proc.stderr
+    notes = [n for n in data["notes"] if n.startswith("the budget left no room for the next trial (workers:")]
+    assert len(notes) == 1 and "side-by-side check keeps" in notes[0], data["notes"]
+    assert notes[0] in proc.stderr
+    assert [t["purpose"] for t in data["trials"]] == ["baseline"]

@@ -338,6 +338,15 @@ def test_worker_candidates_skip_half_the_estimate_only_when_it_was_capped():
     assert worker_candidates(fits, 2, 16) == [2, 1, 0]
 
 
+def test_worker_candidates_hold_a_worker_count_when_max_workers_is_below_the_cores():
+    """--max-workers 1 on 2 cores: the estimate (9) is capped at 1, not at the cores (2), whose
+    count the limit then drops: the scan must still try 1 worker (a suite run once tried none)."""
+    capped = TrialResult(LoaderSettings(0, False, None, False, 32), "ok", "baseline",
+                         stage_ms={"fetch": 90.0, "step": 10.0}, main_cpu_pct=99.0)
+    assert worker_candidates(capped, 2, 1) == [1, 0]
+    assert worker_candidates(capped, 4, 3) == [3, 0]
+
+
 def test_the_budget_counts_the_commands_start_and_keeps_time_for_the_reports():
     plan = ScanPlan("x.py", "/nonexistent", 30, cores=2, max_workers=16,
                     started_at=time.monotonic() - 4.0, finish_reserve_s=1.5)

@@ -25,7 +25,7 @@ def worker_candidates(reference: TrialResult, cores: int, max_workers: int) -> l
     consume = max(s.get("step", 0.0) + s.get("transfer", 0.0), 0.05)
     needed = max(1, math.ceil(produce / consume))
     io_bound = fetch_waits_on_io(reference)
-    limit = max_workers if io_bound else cores
+    limit = max_workers if io_bound else min(cores, max_workers)  # never past what the user allows
     # Idle workers are cheap, and the step measured at num_workers=0 is inflated by waking
     # from the long waits, so `needed` underestimates: start I/O-bound pipelines at the limit.
     first = limit if io_bound else min(needed, limit)

@@ -143,11 +143,17 @@ class Scan(Verification):
         start slowly (spawned ones import torch: 16 of them took 38 s on 2 cores); the turns of
         a slow baseline are longer. The first trial's wall time is not a guide to a trial's cost,
         it includes the target's first import."""
+        left, reserve, cost = self._room(settings)
+        return left - reserve >= cost
+
+    def _room(self, settings: LoaderSettings | None) -> tuple[float, float, float]:
+        """(seconds left, seconds kept for the side-by-side measurement, a trial's cost) for
+        ``affordable``."""
         best = self.best()
         reserve = max(self.side_by_side_s(MIN_PAIRS + 1, best.settings if best is not None else None),
                       self.side_by_side_s(MIN_PAIRS + 1, settings) if settings is not None else 0.0)
         cost = self.trial_cost_s + (self.startup_per_worker_s() * settings.num_workers if settings else 0.0)
-        return self.time_left() - reserve >= cost
+        return self.time_left(), reserve, cost
 
     # -- the search ------------------------------------------------------------------
     def run(self) -> ScanResult:
@@ -184,6 +190,12 @@ class Scan(Verification):
             proposal = next(proposals)
             while self.affordable(proposal.settings):
                 proposal = proposals.send(self.trial(proposal.settings, proposal.purpose))
+            left, reserve, cost = self._room(proposal.settings)
+            note = (f"the budget left no room for the next trial ({proposal.purpose}: {proposal.settings.label()}, "
+                    f"about {cost:.0f} s): {max(0.0, left):.0f} s were left and the side-by-side check keeps "
+                    f"{reserve:.0f} s; a larger --budget tries it")
+            self.result.notes.append(note)
+            self.progress(f"    {note}")
         except StopIteration:  # nothing left worth a trial
             pass
         finally:
