@@ -9,7 +9,6 @@ boundary, a failed configuration's batches go back to the stream. An iterable da
 """
 from __future__ import annotations
 
-import re
 import warnings
 from time import perf_counter_ns
 
@@ -19,9 +18,8 @@ from dlprof.probe.loader import LoaderProbe
 from dlprof.probe.switching import (IndexStream, RandomState, checked_in_next, configured, draw_iterator_seed,
                                     shut_down)
 from dlprof.records import ProfileRun
-from dlprof.sweep.faults import loader_error_line
+from dlprof.sweep.faults import dead_worker_pids, loader_error_line
 
-_PIDS = re.compile(r"pid(?:\(s\))? (\d+(?:, \d+)*)")  # torch's "DataLoader worker (pid(s) 123, 456) ..."
 
 
 def worker_failure(exc: Exception, workers: int) -> bool:
@@ -33,7 +31,7 @@ def worker_failure(exc: Exception, workers: int) -> bool:
     text = str(exc)
     if workers and isinstance(exc, (EOFError, ConnectionError)) and "DataLoader worker process" not in text:
         return True
-    return bool(_PIDS.search(text)) or "DataLoader timed out" in text or any(
+    return bool(dead_worker_pids(exc)) or "DataLoader timed out" in text or any(
         s in text for s in ("No space left on device", "shared memory"))
 
 
@@ -180,7 +178,7 @@ class MapEpoch:
     def _culprit(self, seg: Segment, exc: Exception) -> Segment:
         """The segment whose worker died: torch reports a worker's death in whichever of the
         process's iterators the main thread is in (its SIGCHLD handler), by pid."""
-        pids = {int(p) for group in _PIDS.findall(str(exc)) for p in group.split(", ")}
+        pids = dead_worker_pids(exc)
         if pids:
             for s in self.segments:
                 if pids & {w.pid for w in (getattr(s.it, "_workers", None) or [])}:

@@ -98,6 +98,14 @@ TRIAL_FAULTS = [
     Case("worker-segfault", "a worker dies of a segmentation fault (ctypes reads address 0)",
          _map("if get_worker_info() is not None:\n            import ctypes; ctypes.string_at(0)"),
          [*_QUICK, "--max-workers", "2"], 0, "", "was killed by SIGSEGV (Segmentation fault)"),
+    Case("worker-killed-in-step", "a worker is killed while the main process runs train_step",
+         _map("if i == 100 and get_worker_info() is not None:\n            os.kill(os.getpid(), 9)",
+              extra="""
+            def train_step(batch):
+                time.sleep(0.05)  # torch reports the death here, in the step's code
+                return float(batch.sum())
+            """),
+         [*_QUICK, "--max-workers", "2"], 0, "", "was killed by SIGKILL"),
     Case("worker-hangs", "a worker hangs forever on its first sample (--trial-timeout 6)",
          _map("if get_worker_info() is not None:\n            time.sleep(3600)"),
          [*_QUICK, "--max-workers", "1", "--trial-timeout", "6"], 0, "", "no result within 6 s"),

@@ -16,6 +16,9 @@ from dataclasses import dataclass
 DATASET, COLLATE, WORKER_DIED, SHM, OOM, STEP, CRASH, TIMEOUT = (
     "dataset", "collate", "worker-died", "shared-memory", "out-of-memory", "step", "crash", "timeout")
 
+# torch's words for a dead worker, from its SIGCHLD handler or its liveness check: "DataLoader
+# worker (pid 123) is killed by signal: ...", "DataLoader worker (pid(s) 123, 456) exited unexpectedly"
+_WORKER_DEATH = re.compile(r"DataLoader worker \(pid(?:\(s\))? (\d+(?:, \d+)*)\)")
 _WORKER_CAUGHT = re.compile(r"Caught (\w+) in DataLoader worker process (\d+)\.\s*\nOriginal (Traceback[\s\S]*)")
 _SHM_ADVICE = ("shared memory (/dev/shm) ran out: batches travel from workers through it, about "
                "batch bytes x prefetch_factor x num_workers at once. Raise it (docker run --shm-size=8g, "
@@ -59,6 +62,13 @@ def explain_step_failure(exc: BaseException, batch_size) -> Failure:
     if _is_oom(exc):
         return Failure(OOM, f"out of memory in train_step at batch_size={batch_size}: {last}", None, text)
     return Failure(STEP, f"train_step raised {last}", None, text)
+
+
+def dead_worker_pids(exc: BaseException) -> set[int]:
+    """The pids of the workers whose death ``exc`` reports (torch's message), else none. torch's
+    SIGCHLD handler raises it in whatever code the main thread runs then: the training step's
+    too, where it is still the loader's failure, not the step's."""
+    return {int(p) for group in _WORKER_DEATH.findall(str(exc)) for p in group.split(", ")}
 
 
 def _shm_ran_out(message: str) -> bool:

@@ -26,7 +26,8 @@ from dlprof.analysis.throughput import MIN_EPOCH_BLOCKS, rate_and_ci, share_and_
 from dlprof.errors import DlprofError
 from dlprof.records import save_json
 from dlprof.scan_records import LoaderSettings, TrialResult
-from dlprof.sweep.faults import Failure, explain_dead_trial, explain_loader_failure, explain_step_failure, explain_timeout
+from dlprof.sweep.faults import (Failure, dead_worker_pids, explain_dead_trial, explain_loader_failure,
+                                 explain_step_failure, explain_timeout)
 from dlprof.sweep.processes import die_with_parent, dump_stacks, kill_group, reap
 from dlprof.sweep.rules import buffer_matters
 
@@ -92,6 +93,8 @@ def measure(target, settings: LoaderSettings | None, device: str | None, limits:
         raise
     except StepRaised as raised:  # the training step failed
         raise TrialFailed(explain_step_failure(raised.exc, settings.batch_size)) from raised.exc
+    except WorkerDiedInStep as died:
+        raise TrialFailed(explain_loader_failure(died.exc, (None, None), loader, died.dead)) from died.exc
     except Exception as exc:  # the loader failed (dataset, collate, a worker): explain it
         raise TrialFailed(explain_loader_failure(exc, prof.failed_batch(), loader, prof.dead_workers())) from exc
     finally:
@@ -145,6 +148,16 @@ class StepRaised(Exception):
         self.exc = exc
 
 
+class WorkerDiedInStep(Exception):
+    """torch's SIGCHLD handler reported a worker's death while the step ran: the loader's
+    failure. ``dead``: the workers' exit codes, read before the loop lets go of its iterator
+    (and with it of the workers)."""
+
+    def __init__(self, exc: Exception, dead: list[tuple[int, int, int]]) -> None:
+        super().__init__(str(exc))
+        self.exc, self.dead = exc, dead
+
+
 def _loop(prof, step, batches, warm: int, limits: TrialLimits, min_batches: int,
           verdict_matters: bool = False, whole_epochs: bool = False) -> int:
     """Epochs of the training loop until the estimate is stable or the limits are reached.
@@ -167,6 +180,8 @@ def _loop(prof, step, batches, warm: int, limits: TrialLimits, min_batches: int,
                 try:
                     step(batch)
                 except Exception as exc:  # the user's step: reported as such, not as the loader's
+                    if dead_worker_pids(exc):  # a worker died while the step ran: the loader's failure
+                        raise WorkerDiedInStep(exc, prof.dead_workers()) from exc
                     raise StepRaised(exc) from exc
             now = perf_counter()
             n = len(batches) - warm
