@@ -24,6 +24,13 @@ WAITING = """
         def __getitem__(self, i):
             if os.environ.get("SBS_FAIL_IN_WORKERS") and get_worker_info() is not None and i % 7 == 3:
                 raise ValueError(f"bad record {{i}}")
+            flags = os.environ.get("SBS_KILL_DIR")  # the baseline kills a candidate's worker in its turn
+            if flags and get_worker_info() is not None:
+                with open(os.path.join(flags, "worker"), "w") as fh:
+                    fh.write(str(os.getpid()))
+            elif flags and os.path.exists(os.path.join(flags, "worker")):
+                os.kill(int(open(os.path.join(flags, "worker")).read()), 9)
+                os.unlink(os.path.join(flags, "worker"))
             time.sleep(0.002)  # storage latency: workers overlap it
             return torch.tensor([float(i)])
 
@@ -80,6 +87,16 @@ def test_a_candidate_that_fails_is_reported_failed_and_the_baseline_kept(tmp_pat
     assert base.status == "ok"
     assert cand.status == "failed" and "bad record" in cand.error and cand.failure_kind == "dataset", cand.error
     assert cand.purpose == "final: recommendation"
+
+
+def test_a_worker_death_in_the_other_sides_turn_fails_the_side_it_belongs_to(tmp_path, monkeypatch):
+    """A candidate's worker is killed while the baseline (no workers) takes its turn: torch
+    raises the death in the baseline's code, and the candidate is the side that failed."""
+    monkeypatch.setenv("SBS_KILL_DIR", str(tmp_path))
+    base, cand, pairs = run_side_by_side(target(tmp_path), BASE, FOUR, str(tmp_path / "trials"), 1, None,
+                                         turn_s=0.3, max_s=6.0, timeout_s=60)
+    assert base.status == "ok", base.error
+    assert cand.status == "failed" and "was killed by SIGKILL" in cand.error, cand.error
 
 
 def test_a_target_that_does_not_load_fails_both_sides(tmp_path):

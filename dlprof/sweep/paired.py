@@ -24,7 +24,7 @@ from time import perf_counter
 from dlprof.analysis.throughput import half_width, paired_ratio
 from dlprof.records import save_json
 from dlprof.scan_records import LoaderSettings, TrialResult
-from dlprof.sweep.faults import explain_loader_failure, explain_step_failure
+from dlprof.sweep.faults import dead_worker_pids, explain_loader_failure, explain_step_failure
 from dlprof.sweep.rules import buffer_matters, side_by_side_decided, whole_epoch_turns
 from dlprof.sweep.trial import (StepRaised, len_or_none, child_setup, dead_child, fork_and_wait,
                                 trial_paths, warmup_batches)
@@ -72,6 +72,8 @@ class _Side:
             try:
                 self.step(batch)
             except Exception as exc:  # the user's step: reported as such, not as the loader's
+                if dead_worker_pids(exc):  # a worker died while the step ran: a loader's failure
+                    raise
                 raise StepRaised(exc) from exc
         return self.prof.profiler.run.batches[-1].samples
 
@@ -156,7 +158,10 @@ def alternate(target, base: LoaderSettings, cand: LoaderSettings, device: str | 
             if perf_counter() >= deadline or (len(pairs) >= MIN_PAIRS and side_by_side_decided(paired_ratio(pairs))):
                 return a, b, pairs, None, None
     except Exception as exc:  # the pipeline failed in one side's turn
-        return a, b, pairs, side, exc
+        # torch reports a dead worker in whatever code runs then: the other side's turn too
+        pids = dead_worker_pids(exc)
+        owner = next((s for s in (a, b) if pids & {pid for _, pid, _ in s.prof.dead_workers()}), side)
+        return a, b, pairs, owner, exc
 
 
 def _child(spec: str, base: LoaderSettings, cand: LoaderSettings, device: str | None, turn_s: float, max_s: float,
