@@ -157,7 +157,7 @@ class Scan(Verification):
 
     # -- the search ------------------------------------------------------------------
     def run(self) -> ScanResult:
-        preload_torch(compiler=False)  # a target that does not load fails fast (a one-line error)
+        preload_torch()
         # the target's loader as the user configured it (kept from the saved scan on --resume)
         base = self.result.baseline or self.trial(None, "baseline")
         if base.status == "error":  # the target did not load: nothing was measured, no results
@@ -166,7 +166,6 @@ class Scan(Verification):
             if not self.result.trials and os.path.exists(results):
                 os.unlink(results)
             raise DlprofError(base.error, os.path.join(self.plan.out_dir, base.log))
-        preload_torch()  # the trials to come fork with torch._dynamo loaded
         self.result.baseline = base
         self._adopt_target_info(base)
         if base.status != "ok":
