@@ -9,7 +9,7 @@ import pytest
 from dlprof.analysis.throughput import rate_and_ci
 from dlprof.scan_records import LoaderSettings, ScanResult, TrialResult
 from dlprof.sweep.search import Scan, ScanPlan
-from dlprof.sweep.policy import SearchSpace, SearchState, rising_from, search, worker_candidates
+from dlprof.sweep.policy import Proposal, SearchSpace, SearchState, rising_from, search, worker_candidates
 
 
 def _short_epochs(epochs: int, per_epoch: int = 20, burst_ms: float = 5.0, restart_ms: float = 250.0):
@@ -371,6 +371,29 @@ def test_a_slow_baseline_reserves_longer_turns_for_the_side_by_side():
     scan.result.baseline = slow
     assert scan.side_by_side_s(4) == pytest.approx(1.0 + 5 * 2 * (0.75 + 1.0))
     assert not scan.affordable()
+
+
+def test_a_configuration_measured_before_costs_nothing_when_the_budget_is_short():
+    """The search proposes the baseline's own configuration (answered from its trial): a short
+    budget must not end the search there, only at the next configuration that needs a trial
+    (a demo scan once stopped at 'num_workers=0, about 12 s' with 37 s left)."""
+    scan = Scan(ScanPlan("x.py", "/nonexistent", 10, cores=2, max_workers=16, quick=True), ScanResult("x.py"),
+                lambda line: None)
+    scan.trial_cost_s = 5.0
+    base = TrialResult(LoaderSettings(0, False, None, False, 32), "ok", "baseline", samples_per_s=100.0,
+                       seconds=1.5, batches=150)
+    scan.result.baseline = base
+    scan.state.add(base)
+    assert not scan.affordable()
+    got = []
+
+    def proposals():
+        got.append((yield Proposal(base.settings, "workers", "")))
+        got.append((yield Proposal(LoaderSettings(2, False, 2, False, 32), "workers", "")))
+
+    scan._run_search(proposals())
+    assert got == [base]  # answered from its trial; the 2-worker one was not run
+    assert [n for n in scan.result.notes if "next trial (workers: num_workers=2," in n]
 
 
 def test_slow_starting_workers_are_counted_before_a_trial_and_the_side_by_side():

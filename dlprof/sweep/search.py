@@ -187,7 +187,8 @@ class Scan(Verification):
         measurement; a configuration measured before is answered from its first trial."""
         try:
             proposal = next(proposals)
-            while self.affordable(proposal.settings):
+            # a configuration measured before is answered from its trial: it costs nothing
+            while proposal.settings.key() in self.seen or self.affordable(proposal.settings):
                 proposal = proposals.send(self.trial(proposal.settings, proposal.purpose))
             left, reserve, cost = self._room(proposal.settings)
             note = (f"the budget left no room for the next trial ({proposal.purpose}: {proposal.settings.label()}, "
