@@ -23,6 +23,7 @@ from dlprof.analysis.trial import trial_stats
 from dlprof.api import Profiler
 from dlprof.probe.device import synchronize
 from dlprof.probe.environment import available_cores, shm_free_bytes
+from dlprof.probe.handoff import receive_ms
 from dlprof.probe.loader import describe_loader
 from dlprof.records import ProfileRun
 from dlprof.result import ProfileResult
@@ -74,6 +75,9 @@ class AutotunedLoader:
         self.epoch_samples = 0  # samples of the last whole epoch (0 until one ended)
         self._printed = False
         self.window: Window | None = None  # the window being measured (start_window)
+        # an iterable dataset read by the training process itself: its first batch times what
+        # receiving a batch from a worker would cost (the tuner's bound on what workers can gain)
+        self.time_receive = self.iterable and self.tuner.tuning.baseline.num_workers == 0
 
     @property
     def current(self):
@@ -197,6 +201,11 @@ class AutotunedLoader:
         if not w.purpose or w.purpose == "baseline":
             w.outcome = "the user's configuration"
         return self.tuner.next_settings(measured, w)
+
+    def receive_timed(self, batch) -> None:
+        """Once, on the first batch: time its reception from a worker (on a copy) for the tuner."""
+        self.time_receive = False
+        self.tuner.received(receive_ms(batch))
 
     def settled(self, serving: set[tuple]) -> None:
         """Once settled: say so, stop sampling, and end the workers of every configuration but the

@@ -237,7 +237,7 @@ class IterableEpoch:
         if self.it is None:
             raise StopIteration
         try:
-            return next(self.it)
+            batch = next(self.it)
         except StopIteration:
             self._end(perf_counter_ns())
             raise
@@ -246,6 +246,9 @@ class IterableEpoch:
                 raise
             self._failed(exc)
             raise StopIteration from None
+        if o.time_receive:
+            o.receive_timed(batch)
+        return batch
 
     def _end(self, end_ns: int) -> None:
         """The epoch ended (or was left): a turn's epoch measured, a decision for the next."""

@@ -358,6 +358,7 @@ def test_the_real_tuner_explores_then_settles_and_says_so(tmp_path, capsys):
     tuning = tuned.result().run.tuning
     assert tuning["settled"] is not None and len(tuning["windows"]) >= 2
     assert tuning["windows"][0]["samples_per_s"] > 0 and tuning["windows"][1]["settings"]["num_workers"] > 0
+    assert tuning["receive_ms"] is None  # timed only for an iterable dataset's loop without workers
     # the windows after the first epoch knew its length (the records' epochs are segments)
     later = [t.samples_per_epoch for t in tuned.tuner.state.trials()[1:]]
     assert later and set(later) == {512}
@@ -523,6 +524,9 @@ def test_the_real_tuner_explores_an_iterable_dataset_between_epochs_and_settles(
     tuning = tuned.result().run.tuning
     assert tuning["settled"] is not None and tuning["reason"]
     assert any(s.num_workers > 0 for s in served) and len(tuning["windows"]) >= 2
+    # the first batch timed what receiving one from a worker costs: small against its 8 ms fetch
+    assert 0 < tuning["receive_ms"] < 8
+    assert "receiving a batch from a worker would cost" in tuned.result().format_summary()
     for w in tuning["windows"]:  # whole epochs: a window holds one epoch at least
         assert (w["end_ns"] - w["start_ns"]) / 1e9 * w["samples_per_s"] >= 0.99 * 96
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from dlprof.scan_records import LoaderSettings, TrialResult
-from dlprof.sweep.online import MAX_TURN_S, MIN_PAIRS, TURN_REL_CI, Tuner, Window, window_done
+from dlprof.sweep.online import (MAX_TURN_S, MIN_PAIRS, TURN_REL_CI, Tuner, Window, tuning_to_dict, window_done,
+                                 workers_ceiling)
 from dlprof.sweep.policy import SearchSpace
 
 BASE = LoaderSettings(num_workers=0, pin_memory=False, prefetch_factor=None, persistent_workers=False, batch_size=32)
@@ -223,3 +224,52 @@ def test_a_search_with_nothing_left_to_try_is_not_said_to_be_out_of_budget():
     tuner = Tuner(SearchSpace(cores=2, max_workers=0, window_s=5.0), BASE, budget_s=60)
     drive(tuner)
     assert "budget" not in tuner.tuning.reason
+
+
+def stream_window(main_cpu_pct: float, wait_ms: float, step_ms: float) -> tuple:
+    """The user's window of an iterable dataset read without workers: ``wait_ms`` of fetch and
+    collate a batch in the loop's own time, then a ``step_ms`` step."""
+    t, w = window(BASE, 700.0, wait=100.0 * wait_ms / (wait_ms + step_ms))
+    t.stage_ms = {"fetch": wait_ms - 0.2, "collate": 0.2, "wait": wait_ms, "transfer": 0.0, "step": step_ms}
+    t.main_cpu_pct = main_cpu_pct
+    return t, w
+
+
+def test_workers_ceiling_counts_the_receiving_and_the_cores():
+    t, _ = stream_window(main_cpu_pct=100.0, wait_ms=8.0, step_ms=2.0)
+    # the wait goes to workers, (half) the receiving comes in: 10 / (2 + 1); the cores hold (10 + 1) / 2
+    assert workers_ceiling(t, receive_ms=2.0, cores=2) == pytest.approx(10 / 5.5)
+    assert workers_ceiling(t, receive_ms=2.0, cores=16) == pytest.approx(10 / 3)
+    t.main_cpu_pct = 0.0  # the CPU not sampled: only the loop's own bound
+    assert workers_ceiling(t, receive_ms=2.0, cores=2) == pytest.approx(10 / 3)
+    t.main_cpu_pct = 200.0  # the loop already kept both cores busy: workers can only add work
+    assert workers_ceiling(t, receive_ms=2.0, cores=2) < 1
+
+
+@pytest.mark.parametrize("epochs_only", [True, False])
+def test_an_iterable_loop_whose_workers_cannot_repay_an_epoch_keeps_its_configuration(epochs_only):
+    """Without workers, a loop that waits 2 ms a batch for data, with both cores busy and 1.5 ms
+    to receive each batch from a worker, has no epoch to spare on workers: an iterable dataset
+    keeps the user's configuration after its first window, and says why. A map-style dataset's
+    windows, which are cut when they lose, still try them."""
+    tuner = Tuner(SPACE, BASE, budget_s=120, epochs_only=epochs_only)
+    tuner.received(1.5)
+    t, w = stream_window(main_cpu_pct=197.0, wait_ms=2.0, step_ms=1.4)
+    nxt = tuner.next_settings(t, w)
+    if epochs_only:
+        assert nxt is None and tuner.tuning.settled == BASE
+        assert "at most 0." in tuner.tuning.reason and "1.50 ms" in tuner.tuning.reason
+        assert "cannot be cut" in tuner.tuning.reason
+    else:
+        assert nxt is not None and nxt.num_workers > 0 and tuner.tuning.settled is None
+
+
+def test_an_iterable_loop_whose_workers_can_repay_it_explores_them():
+    """The same loop with a 20 ms fetch (one core busy): workers could make it several times
+    faster, and the tuner tries them; the reception timed is kept in the results."""
+    tuner = Tuner(SPACE, BASE, budget_s=120, epochs_only=True)
+    tuner.received(1.5)
+    t, w = stream_window(main_cpu_pct=100.0, wait_ms=20.0, step_ms=1.4)
+    nxt = tuner.next_settings(t, w)
+    assert nxt is not None and nxt.num_workers > 0
+    assert tuner.tuning.receive_ms == 1.5 and tuning_to_dict(tuner.tuning)["receive_ms"] == 1.5

@@ -54,4 +54,7 @@ def tuning_lines(tuning: dict) -> list[str]:
         lines.append(f"  put in the code: {dataloader_call(settled)}")
     for failure in tuning.get("failed") or []:
         lines.append(f"  left after a failure: {failure}")
+    if tuning.get("receive_ms") is not None:
+        lines.append(f"  receiving a batch from a worker would cost the training process {tuning['receive_ms']:.2f} ms "
+                     "(timed once, on a copy of the first batch)")
     return lines

@@ -47,6 +47,10 @@ MAX_PAIRS = 6
 # of it (issue 20), which a job that runs for epochs repays if the tuner finds a few percent.
 DEFAULT_BUDGET_S = 60.0
 BUDGET_EPOCH_SHARE = 0.03
+# The share of the timed reception of a batch (probe.handoff) that the workers' ceiling counts:
+# timed in this process it came out at 0.1-0.9x a real worker's hand-over, at times up to 1.6x
+# (tests/test_handoff.py); half of it keeps the ceiling an upper bound.
+RECEIVE_SHARE = 0.5
 
 
 @dataclass
@@ -76,6 +80,7 @@ class Tuning:
     speedup: tuple[float, float, float] | None = None  # (ratio, low, high) of the side-by-side pairs
     pairs: list[tuple[float, float]] = field(default_factory=list)  # (baseline, candidate) samples/s
     failed: list[str] = field(default_factory=list)  # configurations left after a failure
+    receive_ms: float | None = None  # receiving a batch from a worker, timed once (iterable, no workers)
 
 
 def window_done(seconds: float, batches: int, ci_pct: float, rel_ci: float = REL_CI,
@@ -113,6 +118,22 @@ def nothing_to_gain(t: TrialResult) -> bool:
     """The loop waits under BALANCED_PCT of its time, the whole interval included: no loader
     setting can make it faster by more than that share, under the smallest gain worth a change."""
     return t.wait_pct + (t.wait_ci_pct if t.wait_ci_pct is not None else t.wait_pct) < BALANCED_PCT
+
+
+def workers_ceiling(t: TrialResult, receive_ms: float, cores: int) -> float:
+    """The most that any number of workers can speed up a loop measured without them (``t``).
+    They take over its wait for data (the fetch and collate, in the loop's own time at
+    num_workers=0); the training process still steps, copies to the device and receives each
+    batch from a worker (``receive_ms``, timed by ``probe.handoff``; RECEIVE_SHARE of it counts).
+    And the work moves, it does not go away: the CPU the training process spent a batch (all of
+    the loop's work, without workers), plus the receiving, is spread over ``cores`` at best. An
+    upper bound: it counts no worker-side cost and no waiting between the processes."""
+    receive_ms *= RECEIVE_SHARE
+    s = t.stage_ms
+    wait = s.get("wait", 0.0)
+    loop = wait + s.get("transfer", 0.0) + s.get("step", 0.0)
+    cpu_ms = t.main_cpu_pct / 100.0 * loop  # 0 when the CPU was not sampled: that bound is left out
+    return loop / max(loop - wait + receive_ms, (cpu_ms + receive_ms) / max(cores, 1), 1e-6)
 
 
 class Tuner:
@@ -175,6 +196,8 @@ class Tuner:
             if nothing_to_gain(measured):
                 return self.settle(self.tuning.baseline, f"the loop waits {measured.wait_pct:.1f}% of its time: "
                                     f"under {BALANCED_PCT:.0f}%, no loader setting can gain more")
+            if self._workers_cannot_repay(measured):
+                return None
             self._search = search(self.space, self.state, measured)
             return self._propose(None)
         if self._candidate is not None:
@@ -211,7 +234,33 @@ class Tuner:
         # the search goes on from what worked
         return self._propose(TrialResult(settings=settings, status="error", error=error))
 
+    def received(self, ms: float | None) -> None:
+        """What receiving a batch from a worker costs the training process (``probe.handoff``)."""
+        self.tuning.receive_ms = ms
+
     # -- inside -----------------------------------------------------------------------------
+
+    def _workers_cannot_repay(self, baseline: TrialResult) -> bool:
+        """An iterable dataset read by the training process itself: an explored configuration
+        serves a whole epoch, which cannot be cut once it is slower. Workers are tried only when
+        their ceiling (``workers_ceiling``) clears MIN_GAIN, the smallest gain worth a change;
+        under it, receiving each batch from a worker costs the loop about what the workers
+        would take over, and the explored epoch could only lose. (A map-style window that loses
+        is cut after a second: there, the windows decide.)"""
+        ms = self.tuning.receive_ms
+        if not self.epochs_only or self.tuning.baseline.num_workers or ms is None:
+            return False
+        ceiling = workers_ceiling(baseline, ms, self.space.cores)
+        if ceiling >= 1 + MIN_GAIN:
+            return False
+        loop = sum(baseline.stage_ms.get(k, 0.0) for k in ("wait", "transfer", "step"))
+        self.settle(self.tuning.baseline, (
+            f"workers could make this loop at most {ceiling:.2f}x as fast: it takes {loop:.2f} ms a batch, "
+            f"{baseline.stage_ms.get('wait', 0.0):.2f} ms of it waiting for data, using "
+            f"{baseline.main_cpu_pct / 100:.1f} of {self.space.cores} cores; receiving a batch from a worker would "
+            f"cost it {ms:.2f} ms. An iterable dataset's explored epoch cannot be cut, so none was tried"))
+        return True
+
 
     def _reserve_s(self) -> float:
         """Time kept for the side-by-side check: MIN_PAIRS pairs of windows as long as the
