@@ -1,7 +1,7 @@
 """Online tuning against the user's configuration and the grid's best (`make bench-autotune`).
 
-    python benchmarks/autotune.py [--seconds 120] [--runs 1] [--rounds 3] [--final-seconds 4] [--out FILE]
-        [recipes/x.py ...]
+    python benchmarks/autotune.py [--seconds 120] [--runs 1] [--rounds 3] [--final-seconds 4] [--lengthen 2]
+        [--out FILE] [recipes/x.py ...]
 
 Per recipe, each run in a child forked from a process with torch imported (as benchmarks/
 recommend.py runs its grid):
@@ -12,7 +12,9 @@ recommend.py runs its grid):
    the geometric mean of the pairs' and, from two pairs, its 95% interval (Student's t over their
    log ratios, as the side-by-side check's): this machine's runs of the same loop differ by up to
    10-15% (`benchmarks/autotune_cost.py --control`), so one pair cannot tell a few percent
-   (goal: <= 1.00; on a compute-bound recipe the tuner's cost, under 1.03).
+   (goal: <= 1.00; on a compute-bound recipe the tuner's cost, under 1.03). When the autotuned
+   run ended before the tuner decided (its budget is seconds: a recipe it makes much faster
+   ends its epochs first), the recipe's runs are doubled, up to --lengthen times.
 3. quality: the settled configuration and the grid's best (from reports/benchmarks/recommend.txt,
    the exhaustive grid of `make bench-recommend`) measured by recommend.py's plain loop in
    --rounds interleaved rounds of --final-seconds; quality = settled / grid best (median of the
@@ -87,20 +89,27 @@ def grid_best() -> dict[str, dict]:
 
 def one_recipe(recipe: str, args, best: dict) -> dict:
     first = forked(recipe, {"epochs": 0, "tune": False}, args.seconds, loop=timed_run)
-    epochs = first["epochs"]
-    # then --runs pairs, baseline and autotuned in turn: the ratio is the median of the pairs'
-    pairs = []
-    for _ in range(args.runs):
-        base = forked(recipe, {"epochs": epochs, "tune": False}, first["wall_s"] * 3, loop=timed_run)
-        tuned = forked(recipe, {"epochs": epochs, "tune": True}, first["wall_s"] * 3, loop=timed_run)
-        pairs.append((base.get("wall_s", 0.0), tuned.get("wall_s", 0.0)))
+    epochs, wall_s, undecided = first["epochs"], first["wall_s"], []
+    while True:
+        # then --runs pairs, baseline and autotuned in turn: the ratio is the median of the pairs'
+        pairs = []
+        for _ in range(args.runs):
+            base = forked(recipe, {"epochs": epochs, "tune": False}, wall_s * 3, loop=timed_run)
+            tuned = forked(recipe, {"epochs": epochs, "tune": True}, wall_s * 3, loop=timed_run)
+            pairs.append((base.get("wall_s", 0.0), tuned.get("wall_s", 0.0)))
+        # a run that ended before the tuner decided shows no settled configuration to judge:
+        # the runs are doubled, up to --lengthen times (the tuner's budget is time, not epochs)
+        if tuned.get("decided", True) or "wall_s" not in tuned or len(undecided) >= args.lengthen:
+            break
+        undecided.append(f"undecided in {epochs} epochs ({tuned['wall_s']:.0f} s autotuned)")
+        epochs, wall_s = 2 * epochs, 2 * wall_s
     ratios = sorted(t / b for b, t in pairs if b > 0 and t > 0)
     interval = paired_ratio([(b, t) for b, t in pairs if b > 0 and t > 0])
     row = {"recipe": os.path.basename(recipe), "epochs": epochs, "base_s": statistics.median(b for b, _ in pairs),
            "tuned_s": statistics.median(t for _, t in pairs), "ratio": interval[0], "interval": interval[1:],
            "ratios": ratios, "settled": tuned.get("settled"), "reason": tuned.get("reason", "failed"),
            "windows": tuned.get("windows", 0), "speedup": tuned.get("speedup"), "decided": tuned.get("decided", False),
-           "decided_s": tuned.get("decided_s")}
+           "decided_s": tuned.get("decided_s"), "undecided": undecided}
     grid = best.get(row["recipe"])
     settled = tuned.get("settled")
     if grid and settled:
@@ -140,6 +149,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--runs", type=int, default=1, help="pairs of runs (baseline, autotuned) after the first")
     parser.add_argument("--final-seconds", type=float, default=4.0)
+    parser.add_argument("--lengthen", type=int, default=2,
+                        help="times a recipe's runs are doubled while its autotuned run ends before a decision")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     recipes = args.recipes or [f"recipes/{r}.py" for r in RECIPES]
@@ -147,13 +158,14 @@ def main() -> int:
     best = grid_best()
     lines = ["# dlprof.autotune: a run of the baseline's epochs, autotuned, against the same run as written",
              f"# command: python benchmarks/autotune.py --seconds {args.seconds:g} --runs {args.runs} --rounds {args.rounds} "
-             f"--final-seconds {args.final_seconds:g} " + " ".join(args.recipes),
+             f"--final-seconds {args.final_seconds:g} --lengthen {args.lengthen} " + " ".join(args.recipes),
              f"# machine: {platform.platform()}, python {platform.python_version()}, {available_cores()} cores available",
              "# ratio = autotuned wall s / baseline wall s, same epochs, geometric mean of --runs pairs run in turn "
              "and its 95% interval from 2 pairs (goal <= 1.00; "
              "a compute-bound recipe < 1.03); the last autotuned run's decision; "
              "quality = settled / grid best (plain loop, median of interleaved rounds; goal >= 0.90); "
-             "*: the run ended before a decision, the configuration it was in",
+             "*: the run ended before a decision, the configuration it was in; "
+             "a recipe whose autotuned run ended undecided runs again, twice as long (--lengthen), as noted",
              "",
              f"{'recipe':<20}{'epochs':>7}{'base s':>8}{'tuned s':>8}{'ratio':>7}{'quality':>8}  settled | grid best; decision"]
     for recipe in recipes:
@@ -165,7 +177,7 @@ def main() -> int:
                 f"[{', '.join(f'{x:.2f}' for x in r['ratios'])}{_interval(r['interval'])}] "
                 f"{_key(r['settled'])}{'' if r['decided'] else '*'} | {_key(r['grid'])}; {r['windows']} windows"
                 f"{'' if r['decided_s'] is None else ' in %.0f s' % r['decided_s']}: "
-                f"{r['reason']}")
+                f"{r['reason']}" + (f" (runs doubled: {'; '.join(r['undecided'])})" if r["undecided"] else ""))
         lines.append(line)
         print(line, file=sys.stderr, flush=True)
     emit(lines, args.out)

@@ -44,9 +44,10 @@ class AutotunedLoader:
     switches and what it settled on (also in ``summary()`` and the HTML report)."""
 
     def __init__(self, loader: DataLoader, budget_s: float | None = None, sample_system: bool = True,
-                 tuner: Tuner | None = None, device_sync: bool = False) -> None:
+                 tuner: Tuner | None = None, device_sync: bool = False, explore_epochs: bool = False) -> None:
         """``tuner``: the decisions (tests drive the switching with a scripted one).
-        ``device_sync``: as ``dlprof.profile``'s, in every configuration."""
+        ``device_sync``: as ``dlprof.profile``'s, in every configuration. ``explore_epochs``: an
+        iterable dataset's tuner explores other configurations, a whole epoch each (``autotune``)."""
         if not isinstance(loader, DataLoader):
             raise TypeError(f"dlprof.autotune expects a torch.utils.data.DataLoader, got {type(loader).__name__}")
         if budget_s is not None and not budget_s > 0:
@@ -66,7 +67,8 @@ class AutotunedLoader:
         cores = available_cores()
         space = SearchSpace(cores=cores, max_workers=max(16, 4 * cores), window_s=MAX_WINDOW_S,
                             shm_free_bytes=shm_free_bytes())
-        self.tuner = tuner or Tuner(space, settings_of(loader), budget_s, epochs_only=self.iterable)
+        self.tuner = tuner or Tuner(space, settings_of(loader), budget_s, epochs_only=self.iterable,
+                                    explore_epochs=explore_epochs)
         self.current = self.tuner.first()  # the configuration that serves (see current_key)
         self._configs: dict[tuple, Config] = {}
         self._epochs = 0
@@ -258,11 +260,15 @@ class AutotunedLoader:
 
 
 def autotune(loader: DataLoader, budget: float | None = None, sample_system: bool = True,
-             device_sync: bool = False) -> AutotunedLoader:
+             device_sync: bool = False, explore_epochs: bool = False) -> AutotunedLoader:
     """Iterate ``loader`` tuned online: the same batches in the same order, epoch after epoch,
     while up to ``budget`` seconds of the first part of training (default: 60 s, or 3% of the
     first epoch if longer) try other DataLoader settings in measured windows; then it settles
     on the fastest (kept only when it beat ``loader``'s own settings side by side beyond noise)
     and prints the ``DataLoader(...)`` call once.
+    An iterable dataset's configurations change only between epochs, and an explored one serves
+    a whole epoch, which cannot be cut if it turns out slower: its settings are kept, with what
+    workers could gain at most, unless ``explore_epochs=True``.
     ``device_sync``: as ``dlprof.profile``'s."""
-    return AutotunedLoader(loader, budget_s=budget, sample_system=sample_system, device_sync=device_sync)
+    return AutotunedLoader(loader, budget_s=budget, sample_system=sample_system, device_sync=device_sync,
+                           explore_epochs=explore_epochs)

@@ -511,7 +511,7 @@ def test_the_real_tuner_explores_an_iterable_dataset_between_epochs_and_settles(
     """The real decisions on an iterable dataset: windows of whole epochs, one configuration an
     epoch (its workers' ids), every sample once an epoch, and a decision with its reason."""
     # a budget that holds windows of 5 s (a noisy machine's) and the pairs' reserve after them
-    tuned = dlprof.autotune(_stream_loader(SlowStream(n=96)), budget=45, sample_system=False)
+    tuned = dlprof.autotune(_stream_loader(SlowStream(n=96)), budget=45, sample_system=False, explore_epochs=True)
     served, epochs = [], []
     while tuned.tuner.tuning.settled is None and len(epochs) < 400:
         served.append(tuned.current)
@@ -529,6 +529,25 @@ def test_the_real_tuner_explores_an_iterable_dataset_between_epochs_and_settles(
     assert "receiving a batch from a worker would cost" in tuned.result().format_summary()
     for w in tuning["windows"]:  # whole epochs: a window holds one epoch at least
         assert (w["end_ns"] - w["start_ns"]) / 1e9 * w["samples_per_s"] >= 0.99 * 96
+
+
+def test_by_default_an_iterable_dataset_keeps_its_configuration_and_says_what_workers_could_gain():
+    """No epoch is explored unless asked: the user's configuration serves every epoch, and the
+    decision says what workers could gain at most (the waits are the storage's: several times)."""
+    tuned = dlprof.autotune(_stream_loader(SlowStream(n=96)), budget=45)
+    epochs = []
+    while tuned.tuner.tuning.settled is None and len(epochs) < 50:
+        first = len(tuned.run.batches)
+        epochs.append(_epochs(tuned, 1)[0])
+        assert {b.worker_id for b in tuned.run.batches[first:]} == {MAIN_PROCESS}
+    epochs.append(_epochs(tuned, 1)[0])
+    tuned.close()
+    assert all(sorted(e) == list(range(96)) for e in epochs)
+    tuning = tuned.result().run.tuning
+    assert tuning["settled"] == tuning["baseline"] and len(tuning["windows"]) == 1
+    assert "explore_epochs=True" in tuning["reason"] and "at most" in tuning["reason"], tuning["reason"]
+    ceiling = float(tuning["reason"].split("at most ")[1].split("x")[0])
+    assert ceiling > 2, tuning["reason"]
 
 
 class PacedStream(Stream):

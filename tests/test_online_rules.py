@@ -205,14 +205,14 @@ def test_an_iterable_datasets_windows_are_whole_epochs_and_a_long_epoch_leaves_n
     """Epochs only (an iterable dataset): every window is whole epochs, side-by-side turns too;
     where the first window (an epoch) already spent the budget with its pairs' reserve, the
     user's configuration is kept and the reason says why; a shorter epoch is explored."""
-    tuner = Tuner(SPACE, BASE, budget_s=60, epochs_only=True)
+    tuner = Tuner(SPACE, BASE, budget_s=60, epochs_only=True, explore_epochs=True)
     assert tuner.whole_epochs
     t, w = window(BASE, 700.0, seconds=40.0)  # one epoch: 40 s
     assert tuner.next_settings(t, w) is None
     assert tuner.tuning.settled == BASE and "iterable dataset" in tuner.tuning.reason
     assert "budget" in tuner.tuning.reason and not tuner.whole_epochs
 
-    tuner = Tuner(SPACE, BASE, budget_s=60, epochs_only=True)
+    tuner = Tuner(SPACE, BASE, budget_s=60, epochs_only=True, explore_epochs=True)
     served = drive(tuner)  # 2 s windows
     assert any(s.num_workers > 0 for s in served)
     sides = [w for w in tuner.tuning.windows if w.purpose.startswith("side by side")]
@@ -250,26 +250,41 @@ def test_workers_ceiling_counts_the_receiving_and_the_cores():
 def test_an_iterable_loop_whose_workers_cannot_repay_an_epoch_keeps_its_configuration(epochs_only):
     """Without workers, a loop that waits 2 ms a batch for data, with both cores busy and 1.5 ms
     to receive each batch from a worker, has no epoch to spare on workers: an iterable dataset
-    keeps the user's configuration after its first window, and says why. A map-style dataset's
-    windows, which are cut when they lose, still try them."""
-    tuner = Tuner(SPACE, BASE, budget_s=120, epochs_only=epochs_only)
+    asked to explore keeps the user's configuration after its first window, and says why. A
+    map-style dataset's windows, which are cut when they lose, still try them."""
+    tuner = Tuner(SPACE, BASE, budget_s=120, epochs_only=epochs_only, explore_epochs=True)
     tuner.received(1.5)
     t, w = stream_window(main_cpu_pct=197.0, wait_ms=2.0, step_ms=1.4)
     nxt = tuner.next_settings(t, w)
     if epochs_only:
         assert nxt is None and tuner.tuning.settled == BASE
         assert "at most 0." in tuner.tuning.reason and "1.50 ms" in tuner.tuning.reason
-        assert "cannot be cut" in tuner.tuning.reason
+        assert "cannot be cut" in tuner.tuning.reason and "none was tried" in tuner.tuning.reason
     else:
         assert nxt is not None and nxt.num_workers > 0 and tuner.tuning.settled is None
 
 
-def test_an_iterable_loop_whose_workers_can_repay_it_explores_them():
+def test_an_iterable_loop_whose_workers_can_repay_it_explores_them_when_asked():
     """The same loop with a 20 ms fetch (one core busy): workers could make it several times
-    faster, and the tuner tries them; the reception timed is kept in the results."""
-    tuner = Tuner(SPACE, BASE, budget_s=120, epochs_only=True)
+    faster. Asked to explore epochs, the tuner tries them; by default it keeps the user's
+    configuration and says what they could gain and how to try them."""
+    tuner = Tuner(SPACE, BASE, budget_s=120, epochs_only=True, explore_epochs=True)
     tuner.received(1.5)
     t, w = stream_window(main_cpu_pct=100.0, wait_ms=20.0, step_ms=1.4)
     nxt = tuner.next_settings(t, w)
     assert nxt is not None and nxt.num_workers > 0
     assert tuner.tuning.receive_ms == 1.5 and tuning_to_dict(tuner.tuning)["receive_ms"] == 1.5
+
+    tuner = Tuner(SPACE, BASE, budget_s=120, epochs_only=True)
+    tuner.received(1.5)
+    assert tuner.next_settings(t, w) is None and tuner.tuning.settled == BASE
+    assert "at most 1.9" in tuner.tuning.reason and "explore_epochs=True" in tuner.tuning.reason
+
+
+def test_an_iterable_loop_with_workers_keeps_them_unless_asked_to_explore():
+    with_workers = LoaderSettings(num_workers=2, pin_memory=False, prefetch_factor=2, persistent_workers=False,
+                                  batch_size=32)
+    tuner = Tuner(SPACE, with_workers, budget_s=120, epochs_only=True)
+    t, w = window(with_workers, 700.0)
+    assert tuner.next_settings(t, w) is None and tuner.tuning.settled == with_workers
+    assert "explore_epochs=True" in tuner.tuning.reason and "at most" not in tuner.tuning.reason

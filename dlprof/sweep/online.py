@@ -145,10 +145,13 @@ class Tuner:
     next window goes back to the best configuration that worked."""
 
     def __init__(self, space: SearchSpace, baseline: LoaderSettings, budget_s: float | None = None,
-                 epochs_only: bool = False) -> None:
+                 epochs_only: bool = False, explore_epochs: bool = False) -> None:
         """``budget_s``: seconds of exploring; None: the default, set from the baseline's window
         (``default_budget_s``). ``epochs_only``: configurations change only between epochs (an
-        iterable dataset), so every window is made of whole epochs."""
+        iterable dataset), so every window is made of whole epochs. ``explore_epochs``: such a
+        tuner explores (each explored configuration then serves a whole epoch, slower or not);
+        without it, it keeps the user's configuration after its first window and says what
+        workers could gain at most (``workers_ceiling``)."""
         self.space = space
         self.budget_s = budget_s or DEFAULT_BUDGET_S
         self._auto_budget = budget_s is None
@@ -162,6 +165,7 @@ class Tuner:
         self._failed: set[tuple] = set()  # keys of configurations that failed: never again
         # side-by-side turns span whole epochs, as the scan's (set with the candidate: _whole_epochs)
         self.epochs_only = epochs_only
+        self.explore_epochs = explore_epochs
         self.whole_epochs = epochs_only
 
     # -- the conversation ------------------------------------------------------------------
@@ -196,7 +200,7 @@ class Tuner:
             if nothing_to_gain(measured):
                 return self.settle(self.tuning.baseline, f"the loop waits {measured.wait_pct:.1f}% of its time: "
                                     f"under {BALANCED_PCT:.0f}%, no loader setting can gain more")
-            if self._workers_cannot_repay(measured):
+            if self._keeps_an_iterables_epochs(measured):
                 return None
             self._search = search(self.space, self.state, measured)
             return self._propose(None)
@@ -240,27 +244,31 @@ class Tuner:
 
     # -- inside -----------------------------------------------------------------------------
 
-    def _workers_cannot_repay(self, baseline: TrialResult) -> bool:
-        """An iterable dataset read by the training process itself: an explored configuration
-        serves a whole epoch, which cannot be cut once it is slower. Workers are tried only when
-        their ceiling (``workers_ceiling``) clears MIN_GAIN, the smallest gain worth a change;
-        under it, receiving each batch from a worker costs the loop about what the workers
-        would take over, and the explored epoch could only lose. (A map-style window that loses
-        is cut after a second: there, the windows decide.)"""
+    def _keeps_an_iterables_epochs(self, baseline: TrialResult) -> bool:
+        """An iterable dataset: an explored configuration serves a whole epoch, which cannot be
+        cut once it turns out slower (a map-style window that loses is cut after a second).
+        Unless ``explore_epochs``, none is explored: the user's configuration is kept, and the
+        reason says what workers could gain at most. With it, a loop without workers tries them
+        only when their ceiling (``workers_ceiling``) clears MIN_GAIN, the smallest gain worth a
+        change: under it, the explored epoch could only lose."""
+        if not self.epochs_only:
+            return False
         ms = self.tuning.receive_ms
-        if not self.epochs_only or self.tuning.baseline.num_workers or ms is None:
+        ceiling = (workers_ceiling(baseline, ms, self.space.cores)
+                   if ms is not None and not self.tuning.baseline.num_workers else None)
+        if self.explore_epochs and (ceiling is None or ceiling >= 1 + MIN_GAIN):
             return False
-        ceiling = workers_ceiling(baseline, ms, self.space.cores)
-        if ceiling >= 1 + MIN_GAIN:
-            return False
-        loop = sum(baseline.stage_ms.get(k, 0.0) for k in ("wait", "transfer", "step"))
-        self.settle(self.tuning.baseline, (
-            f"workers could make this loop at most {ceiling:.2f}x as fast: it takes {loop:.2f} ms a batch, "
-            f"{baseline.stage_ms.get('wait', 0.0):.2f} ms of it waiting for data, using "
-            f"{baseline.main_cpu_pct / 100:.1f} of {self.space.cores} cores; receiving a batch from a worker would "
-            f"cost it {ms:.2f} ms. An iterable dataset's explored epoch cannot be cut, so none was tried"))
+        why = ("an iterable dataset's explored epoch cannot be cut when it turns out slower, so "
+               + ("none was tried" if self.explore_epochs else
+                  "none is tried unless asked (dlprof.autotune(loader, explore_epochs=True))"))
+        if ceiling is not None:
+            loop = sum(baseline.stage_ms.get(k, 0.0) for k in ("wait", "transfer", "step"))
+            why = (f"workers could make this loop at most {ceiling:.2f}x as fast (it takes {loop:.2f} ms a batch, "
+                   f"{baseline.stage_ms.get('wait', 0.0):.2f} ms of it waiting for data, using "
+                   f"{baseline.main_cpu_pct / 100:.1f} of {self.space.cores} cores; receiving a batch from a "
+                   f"worker would cost it {ms:.2f} ms); " + why)
+        self.settle(self.tuning.baseline, why)
         return True
-
 
     def _reserve_s(self) -> float:
         """Time kept for the side-by-side check: MIN_PAIRS pairs of windows as long as the
