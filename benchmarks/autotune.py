@@ -2,6 +2,7 @@
 
     python benchmarks/autotune.py [--seconds 120] [--runs 1] [--rounds 3] [--final-seconds 4] [--lengthen 2]
         [--out FILE] [recipes/x.py ...]
+    python benchmarks/autotune.py --quality-of 0,None,False,64 [--rounds 3] [--final-seconds 4] recipes/x.py
 
 Per recipe, each run in a child forked from a process with torch imported (as benchmarks/
 recommend.py runs its grid):
@@ -113,15 +114,40 @@ def one_recipe(recipe: str, args, best: dict) -> dict:
     grid = best.get(row["recipe"])
     settled = tuned.get("settled")
     if grid and settled:
-        ratios = []
-        for _ in range(args.rounds):
-            a = forked(recipe, settled, args.final_seconds)["samples_per_s"]
-            b = forked(recipe, grid, args.final_seconds)["samples_per_s"]
-            if b > 0:
-                ratios.append(a / b)
+        ratios = quality_rounds(recipe, settled, grid, args)
         row["quality"] = statistics.median(ratios) if ratios else 0.0
     row["grid"] = grid
     return row
+
+
+def quality_rounds(recipe: str, settled: dict, grid: dict, args) -> list[float]:
+    """--rounds interleaved rounds of recommend.py's plain loop: ``settled``'s rate / ``grid``'s."""
+    ratios = []
+    for _ in range(args.rounds):
+        a = forked(recipe, settled, args.final_seconds)["samples_per_s"]
+        b = forked(recipe, grid, args.final_seconds)["samples_per_s"]
+        if b > 0:
+            ratios.append(a / b)
+    return ratios
+
+
+def quality_of(spec: str, recipes: list[str], args, best: dict) -> list[str]:
+    """--quality-of: a configuration against the grid's best only (no runs): how far apart the
+    two are, round by round, on this machine now."""
+    w, p, keep, bs = (x.strip() for x in spec.split(","))
+    settled = {"num_workers": int(w), "prefetch_factor": None if p == "None" else int(p),
+               "persistent_workers": keep == "True", "batch_size": int(bs), "pin_memory": False}
+    lines = [f"# command: python benchmarks/autotune.py --quality-of {spec} --rounds {args.rounds} "
+             f"--final-seconds {args.final_seconds:g} " + " ".join(args.recipes),
+             f"# quality of {_key(settled)} = its rate / the grid best's, per round (plain loop, interleaved)"]
+    for recipe in recipes:
+        grid = best.get(os.path.basename(recipe))
+        if grid is None:
+            raise SystemExit(f"benchmarks/autotune.py: {recipe} has no grid best in {GRID}")
+        ratios = quality_rounds(recipe, settled, grid, args)
+        lines.append(f"{os.path.basename(recipe):<20} {_key(settled)} | {_key(grid)}: rounds "
+                     f"{', '.join(f'{r:.2f}' for r in ratios)}; median {statistics.median(ratios):.2f}")
+    return lines
 
 
 def emit(lines: list[str], out: str | None) -> None:
@@ -151,11 +177,17 @@ def main() -> int:
     parser.add_argument("--final-seconds", type=float, default=4.0)
     parser.add_argument("--lengthen", type=int, default=2,
                         help="times a recipe's runs are doubled while its autotuned run ends before a decision")
+    parser.add_argument("--quality-of", default=None, metavar="W,P,K,B",
+                        help="only measure this configuration (num_workers, prefetch_factor, persistent_workers, "
+                             "batch_size) against each recipe's grid best")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     recipes = args.recipes or [f"recipes/{r}.py" for r in RECIPES]
     preload_torch()
     best = grid_best()
+    if args.quality_of:
+        emit(quality_of(args.quality_of, recipes, args, best), args.out)
+        return 0
     lines = ["# dlprof.autotune: a run of the baseline's epochs, autotuned, against the same run as written",
              f"# command: python benchmarks/autotune.py --seconds {args.seconds:g} --runs {args.runs} --rounds {args.rounds} "
              f"--final-seconds {args.final_seconds:g} --lengthen {args.lengthen} " + " ".join(args.recipes),

@@ -14,6 +14,8 @@ Schema history (bump ``SCHEMA_VERSION`` and add a line on every incompatible cha
   3  ``batches[].pin_cpu_ns``: CPU time of the pin-memory thread on the batch (0 without one).
   4  ``tuning``: what ``dlprof.autotune`` did (its windows, what it settled on, the side-by-side
      speedup; ``sweep.online.tuning_to_dict``), null otherwise. Versions 1 to 3 are still read.
+     A key added to ``tuning`` later is optional, read with ``.get``: ``receive_ms`` (what
+     receiving a batch from a worker costs, timed for an iterable dataset without workers).
 """
 from __future__ import annotations
 

@@ -71,6 +71,7 @@ def test_a_candidate_within_noise_of_the_baseline_side_by_side_is_not_kept():
         at += 2.0
         s = tuner.next_settings(t, w)
     assert tuner.tuning.settled == BASE and "not measurably faster" in tuner.tuning.reason
+    assert "best candidate (num_workers=2," in tuner.tuning.reason  # which one, for the reader
 
 
 def test_a_failed_configuration_is_never_proposed_again_and_the_budget_bounds_exploring():

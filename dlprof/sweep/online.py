@@ -361,8 +361,9 @@ class Tuner:
             if len(pairs) >= MIN_PAIRS and measurably_faster(ratio):
                 return self.settle(self._candidate, f"{ratio[0]:.2f}x the user's configuration side by side "
                                     f"(95% interval {ratio[1]:.2f}-{ratio[2]:.2f}x, {len(pairs)} pairs)")
-            return self.settle(self.tuning.baseline, f"the best candidate was not measurably faster side by side "
-                                f"({ratio[0]:.2f}x, 95% interval {ratio[1]:.2f}-{ratio[2]:.2f}x, {len(pairs)} pairs)")
+            return self.settle(self.tuning.baseline, f"the best candidate ({self._candidate.label()}) was not "
+                               f"measurably faster side by side ({ratio[0]:.2f}x, 95% interval "
+                               f"{ratio[1]:.2f}-{ratio[2]:.2f}x, {len(pairs)} pairs)")
         return self._candidate
 
     def settle(self, settings: LoaderSettings, reason: str) -> None:
