@@ -6,7 +6,8 @@ configuration side by side beyond noise.
 
 A map-style dataset's configurations switch mid-epoch (their index stream is shared by the
 configurations); an iterable dataset's only between epochs, as its samples follow the worker
-count (``tuned_epochs``).
+count (``tuned_epochs``), and only when asked (``explore_epochs``): an explored epoch cannot be
+cut once it turns out slower.
 """
 from __future__ import annotations
 

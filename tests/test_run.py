@@ -146,8 +146,11 @@ def test_a_program_without_a_dataloader_and_a_missing_command(tmp_path):
 @pytest.mark.solo  # two processes' timings compared: a test beside them would load one more
 def test_the_stage_table_matches_dlprof_profile(tmp_path):
     """recipes/mnist_mlp.py run as a plain script under `dlprof run`: its stdout as without
-    dlprof, and its fetch and step per batch as `dlprof profile` measures them (within 2x: the
-    two runs are separate processes on a shared machine)."""
+    dlprof, and its fetch and step per batch as `dlprof profile` measures them. The two runs are
+    separate processes on a shared machine: the fetch (about 30 ms a batch) within 2x, and the
+    step (about 3 ms, where a busy host shows most) as its ratio to the fetch of the same run,
+    which a host slower during one run leaves as it was, within 2x: a stage counted in the wrong
+    place (the wait in the step) moves it far more."""
     recipe = os.path.join(REPO, "recipes", "mnist_mlp.py")
     bare = subprocess.run([sys.executable, recipe], cwd=REPO, capture_output=True, text=True, timeout=300)
     out = tmp_path / "run"
@@ -167,9 +170,10 @@ def test_the_stage_table_matches_dlprof_profile(tmp_path):
         profiled = ProfileRun.from_dict(json.load(fh))
     a, b = batch_frame(ran), batch_frame(profiled)
     assert len(a) == len(b) == 94
-    for stage in ("fetch_ms", "step_ms"):
-        ratio = a[stage].median() / b[stage].median()
-        assert 0.5 < ratio < 2.0, (stage, ratio)
+    fetch = a["fetch_ms"].median() / b["fetch_ms"].median()
+    assert 0.5 < fetch < 2.0, ("fetch_ms", fetch)
+    step_to_fetch = (a["step_ms"].median() / a["fetch_ms"].median()) / (b["step_ms"].median() / b["fetch_ms"].median())
+    assert 0.5 < step_to_fetch < 2.0, ("step_ms / fetch_ms", step_to_fetch, a["step_ms"].median(), b["step_ms"].median())
 
 
 DDP_JOB = """
