@@ -18,9 +18,12 @@ import pickle
 from multiprocessing.reduction import ForkingPickler
 from time import perf_counter_ns, thread_time_ns
 
+import time
+
 import torch
 import torch.multiprocessing  # noqa: F401  (registers torch's reductions with ForkingPickler)
 from torch.utils._pytree import tree_flatten, tree_map
+from torch.utils.data import DataLoader, Dataset
 
 # The fastest of up to this many receptions, within TIME_CAP_S: the cost without the machine's
 # interruptions (a bound on what workers can gain wants the cost at its lowest); a large batch
@@ -62,3 +65,30 @@ def receive_ms(batch, repeats: int = REPEATS) -> float | None:
             # thread in this process to pass them: stop it, as the process was before
             resource_sharer.stop()
     return min(times)
+
+
+class _Copies(Dataset):
+    """``batch`` again and again, a copy each time (``batch_size=None``: each item is a batch)."""
+
+    def __init__(self, batch, n: int) -> None:
+        self.batch, self.n = batch, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i):
+        return tree_map(lambda x: x.clone() if isinstance(x, torch.Tensor) else x, self.batch)
+
+
+def worker_receive_ms(batch, batches: int = 60) -> float:
+    """The reference ``receive_ms`` is checked against: the training thread's CPU milliseconds a
+    batch while it iterates a real 1-worker DataLoader that has ``batches`` copies of ``batch``
+    ready (receiving them, and the loop's own few microseconds). Starts a worker: for tests and
+    benchmarks, not for a training job."""
+    it = iter(DataLoader(_Copies(batch, batches + 1), batch_size=None, num_workers=1,
+                         prefetch_factor=batches + 1))
+    next(it)
+    time.sleep(1.0)  # the worker makes its batches ahead
+    start = thread_time_ns()
+    count = sum(1 for _ in it)
+    return (thread_time_ns() - start) / 1e6 / count

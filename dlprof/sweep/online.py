@@ -48,8 +48,9 @@ MAX_PAIRS = 6
 DEFAULT_BUDGET_S = 60.0
 BUDGET_EPOCH_SHARE = 0.03
 # The share of the timed reception of a batch (probe.handoff) that the workers' ceiling counts:
-# timed in this process it came out at 0.1-0.9x a real worker's hand-over, at times up to 1.6x
-# (tests/test_handoff.py); half of it keeps the ceiling an upper bound.
+# timed in this process it came out at 0.08-1.75x a real worker's hand-over, by batch shape and
+# round (benchmarks/handoff.py, reports/benchmarks/handoff.txt); half of it keeps the ceiling an
+# upper bound.
 RECEIVE_SHARE = 0.5
 
 
@@ -120,6 +121,11 @@ def nothing_to_gain(t: TrialResult) -> bool:
     return t.wait_pct + (t.wait_ci_pct if t.wait_ci_pct is not None else t.wait_pct) < BALANCED_PCT
 
 
+def loop_ms(t: TrialResult) -> float:
+    """The loop's time a batch: its wait for data, the copy to the device and the step."""
+    return sum(t.stage_ms.get(k, 0.0) for k in ("wait", "transfer", "step"))
+
+
 def workers_ceiling(t: TrialResult, receive_ms: float, cores: int) -> float:
     """The most that any number of workers can speed up a loop measured without them (``t``).
     They take over its wait for data (the fetch and collate, in the loop's own time at
@@ -129,9 +135,7 @@ def workers_ceiling(t: TrialResult, receive_ms: float, cores: int) -> float:
     the loop's work, without workers), plus the receiving, is spread over ``cores`` at best. An
     upper bound: it counts no worker-side cost and no waiting between the processes."""
     receive_ms *= RECEIVE_SHARE
-    s = t.stage_ms
-    wait = s.get("wait", 0.0)
-    loop = wait + s.get("transfer", 0.0) + s.get("step", 0.0)
+    wait, loop = t.stage_ms.get("wait", 0.0), loop_ms(t)
     cpu_ms = t.main_cpu_pct / 100.0 * loop  # 0 when the CPU was not sampled: that bound is left out
     return loop / max(loop - wait + receive_ms, (cpu_ms + receive_ms) / max(cores, 1), 1e-6)
 
@@ -262,8 +266,8 @@ class Tuner:
                + ("none was tried" if self.explore_epochs else
                   "none is tried unless asked (dlprof.autotune(loader, explore_epochs=True))"))
         if ceiling is not None:
-            loop = sum(baseline.stage_ms.get(k, 0.0) for k in ("wait", "transfer", "step"))
-            why = (f"workers could make this loop at most {ceiling:.2f}x as fast (it takes {loop:.2f} ms a batch, "
+            why = (f"workers could make this loop at most {ceiling:.2f}x as fast (it takes {loop_ms(baseline):.2f} "
+                   f"ms a batch, "
                    f"{baseline.stage_ms.get('wait', 0.0):.2f} ms of it waiting for data, using "
                    f"{baseline.main_cpu_pct / 100:.1f} of {self.space.cores} cores; receiving a batch from a "
                    f"worker would cost it {ms:.2f} ms); " + why)
