@@ -143,6 +143,18 @@ class ProfiledLoader:
     def __len__(self) -> int:
         return len(self._probe)
 
+    def __getattr__(self, name: str):
+        """The DataLoader's own attributes (``dataset``, ``sampler``, ``batch_size``, ...), read
+        from the user's loader as the bare one gives them: a loop that computes
+        ``len(loader.dataset)`` or calls ``loader.sampler.set_epoch(epoch)`` runs unchanged. Only
+        looked up for names the wrapper does not have."""
+        if name.startswith("__") or name in ("_probe", "profiler"):  # not set yet (copy, unpickling)
+            raise AttributeError(name)
+        loader = self._probe.loader
+        if loader is None:
+            raise AttributeError(f"{name!r}: the DataLoader this profile wraps is gone")
+        return getattr(loader, name)
+
     @property
     def loader(self):
         return self._probe.loader

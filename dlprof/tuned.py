@@ -105,6 +105,16 @@ class AutotunedLoader:
     def __len__(self) -> int:
         return len(self.loader)
 
+    def __getattr__(self, name: str):
+        """The DataLoader's own attributes (``dataset``, ``sampler``, ``batch_size``, ...) as the
+        user wrote them (the configuration serving now is ``current``): a loop that computes
+        ``len(loader.dataset)`` or calls ``loader.sampler.set_epoch(epoch)`` runs unchanged (the
+        sampler is the user's own object, which every configuration draws from). Only looked up
+        for names the wrapper does not have."""
+        if name.startswith("__") or name == "loader":  # not set yet (a failed __init__, a copy)
+            raise AttributeError(name)
+        return getattr(self.loader, name)
+
     def __iter__(self):
         return IterableEpoch(self) if self.iterable else MapEpoch(self)
 

@@ -1,7 +1,8 @@
 """A profiled loader behaves like the bare one in what PyTorch's own DataLoader tests check:
 iteration goes on after a caught exception, torch's iterator attributes are there, workers end
 when the loop drops the iterator, the IterableDataset length warning fires, and the start method
-stays free to set. Real workers throughout."""
+stays free to set; the loader's own attributes (``dataset``, ``sampler``) read through the
+profiled and the autotuned loader. Real workers throughout."""
 from __future__ import annotations
 
 import subprocess
@@ -146,3 +147,42 @@ def test_an_epoch_left_by_an_exception_ends_when_it_was_raised():
     epoch = prof.profiler.run.epochs[0]
     assert not epoch.completed and epoch.batches == 3
     assert epoch.end_ns <= raised  # not the time the iterator was dropped
+
+
+@pytest.mark.parametrize("wrap", ["profile", "autotune"])
+def test_the_loaders_own_attributes_read_through_as_a_training_loop_uses_them(wrap):
+    """The seed's loop divides by ``len(data_loader.dataset)``; a DistributedSampler's loop calls
+    ``loader.sampler.set_epoch(epoch)`` to reshuffle: both run unchanged on the wrapper, and the
+    epochs' batches are the bare loader's, each epoch shuffled as set."""
+    from torch.utils.data import TensorDataset
+    from torch.utils.data.distributed import DistributedSampler
+
+    dataset = TensorDataset(torch.arange(40.0))
+
+    def make():
+        sampler = DistributedSampler(dataset, num_replicas=2, rank=0, shuffle=True, seed=3)
+        return DataLoader(dataset, batch_size=4, sampler=sampler, num_workers=2)
+
+    def epochs(loader):
+        seen = []
+        for epoch in range(3):
+            loader.sampler.set_epoch(epoch)
+            total = sum(float(x.sum()) for (x,) in loader)
+            seen.append((total / len(loader.dataset), [x.tolist() for (x,) in loader]))
+        return seen
+
+    bare = make()
+    wrapped = getattr(dlprof, wrap)(make())
+    try:
+        for name in ("dataset", "sampler", "batch_sampler", "batch_size", "drop_last", "num_workers",
+                     "collate_fn", "generator"):
+            assert getattr(wrapped, name) == getattr(wrapped.loader, name), name
+        assert len(wrapped.dataset) == len(bare.dataset) == 40
+        assert wrapped.batch_size == 4 and wrapped.num_workers == 2
+        got, want = epochs(wrapped), epochs(bare)
+        assert got == want
+        assert want[0][1] != want[1][1]  # set_epoch reshuffled: the test can tell epochs apart
+        with pytest.raises(AttributeError):
+            wrapped.no_such_attribute
+    finally:
+        wrapped.close()
