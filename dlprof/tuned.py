@@ -40,6 +40,14 @@ from dlprof.tuned_epochs import Config, IterableEpoch, MapEpoch
 HANG_S = 60.0
 
 
+MAIN_DRAWS_NOTE = (
+    "the dataset draws from torch's random generator in the training process (random augmentation at "
+    "num_workers=0): in the configurations with workers those draws happened in the workers, so the "
+    "augmentations, the step's own random draws and the later epochs' shuffle differ from the untuned run's, as "
+    "with num_workers changed by hand; every epoch still gave each sample once. DataLoader(generator=...) keeps "
+    "the shuffle's order")
+
+
 class AutotunedLoader:
     """Iterate it exactly like the DataLoader it wraps; ``result()`` has the windows, the
     switches and what it settled on (also in ``summary()`` and the HTML report)."""
@@ -81,6 +89,9 @@ class AutotunedLoader:
         # an iterable dataset read by the training process itself: its first batch times what
         # receiving a batch from a worker would cost (the tuner's bound on what workers can gain)
         self.time_receive = self.iterable and self.tuner.tuning.baseline.num_workers == 0
+        # the user's configuration without workers: does its dataset draw from torch's global random
+        # generator in the training process (checked on its first batch; None: not known)
+        self.main_draws: bool | None = None
 
     @property
     def current(self):
@@ -95,8 +106,12 @@ class AutotunedLoader:
         key = settings.key()
         if key not in self._configs:
             users = key == self.tuner.tuning.baseline.key()  # the user's own: no limit it did not set
-            self._configs[key] = Config(self.loader, settings, self.run, None if users else HANG_S, self._sync)
+            self._configs[key] = Config(self.loader, settings, self.run, None if users else HANG_S, self._sync,
+                                        on_draws=self._drew if users else None)
         return self._configs[key]
+
+    def _drew(self, drew: bool) -> None:
+        self.main_draws = drew
 
     def fallback(self):
         """Where a failure goes back to: what the tuner settled on, else the user's configuration."""
@@ -121,6 +136,8 @@ class AutotunedLoader:
     def result(self) -> ProfileResult:
         result = self.profiler.result()
         result.run.tuning = tuning_to_dict(self.tuner.tuning)
+        if self.main_draws and any(w.settings.num_workers for w in self.tuner.tuning.windows):
+            result.run.notes.append(MAIN_DRAWS_NOTE)
         return result
 
     def summary(self, file=None) -> None:

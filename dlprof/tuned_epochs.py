@@ -15,8 +15,8 @@ from time import perf_counter_ns
 from torch.utils.data import DataLoader
 
 from dlprof.probe.loader import LoaderProbe
-from dlprof.probe.switching import (IndexStream, RandomState, checked_in_next, configured, draw_iterator_seed,
-                                    shut_down)
+from dlprof.probe.switching import (IndexStream, OwnRandom, RandomState, checked_in_next, configured,
+                                    draw_iterator_seed, draws_from_global_random, shut_down)
 from dlprof.records import ProfileRun
 from dlprof.sweep.faults import dead_worker_pids, loader_error_line
 
@@ -39,14 +39,36 @@ class Config:
     """One configuration: a copy of the user's loader (drawing from tap samplers for a map-style
     dataset) and its probe, recording into the tuned loader's run. ``timeout_s``: an explored
     configuration's batch time limit (None: the user's own, which behaves as torch's does); an
-    explored one's dead worker is reported by its own ``next()`` (``checked_in_next``)."""
+    explored one's dead worker is reported by its own ``next()`` (``checked_in_next``).
 
-    def __init__(self, loader: DataLoader, settings, run: ProfileRun, timeout_s: float | None, sync) -> None:
+    ``next(it)`` gets a batch from one of its iterators: without workers, for a loader written
+    with them, under its own random generator (``OwnRandom``); the user's own configuration
+    without workers checks its first batch for draws from the global one (``on_draws``)."""
+
+    def __init__(self, loader: DataLoader, settings, run: ProfileRun, timeout_s: float | None, sync,
+                 on_draws=None) -> None:
         self.settings = settings
         self.explored = timeout_s is not None
         self.key = settings.key()
         self.loader, self.taps = configured(loader, settings, timeout_s, tapped=loader._dataset_kind == 0)
         self.probe = LoaderProbe(self.loader, None, lambda: None, run.batches, run.epochs, sync=sync)
+        self.next = next
+        if not settings.num_workers and loader.num_workers:
+            self._own = OwnRandom()
+            self.next = self._own_next
+        elif not settings.num_workers and on_draws is not None:
+            self._on_draws = on_draws
+            self.next = self._checked_next
+
+    def _own_next(self, it):
+        with self._own:
+            return next(it)
+
+    def _checked_next(self, it):
+        batch, drew = draws_from_global_random(it)
+        self.next = next  # once
+        self._on_draws(drew)
+        return batch
 
     def iterator(self, user_loader: DataLoader):
         """A torch iterator; it draws nothing from the random generators (their state is put back)."""
@@ -126,7 +148,7 @@ class MapEpoch:
         while True:
             seg = self.segments[0]
             try:
-                batch = next(seg.it)
+                batch = seg.config.next(seg.it)
             except StopIteration:
                 self.segments.pop(0)
                 if seg.config.key != o.current_key and not o.tuner.keeps(seg.config.settings):
@@ -237,7 +259,7 @@ class IterableEpoch:
         if self.it is None:
             raise StopIteration
         try:
-            batch = next(self.it)
+            batch = self.config.next(self.it)
         except StopIteration:
             self._end(perf_counter_ns())
             raise

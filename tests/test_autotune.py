@@ -613,3 +613,75 @@ def test_a_break_mid_epoch_then_more_epochs_match_the_untuned_loader():
         time.sleep(0.1)
     assert ours() == []
     tuned.close()
+
+
+class Augmented(Dataset):
+    """Sample i is (i, a random draw), as a dataset that augments with torch's generator."""
+
+    def __len__(self):
+        return 96
+
+    def __getitem__(self, i):
+        return torch.tensor([float(i), torch.rand(1).item()])
+
+
+def _indices_and_step_draws(iterable, epochs=3):
+    """Per epoch: the indices in the loop's order, then the step's own random draws (dropout)."""
+    out = []
+    for _ in range(epochs):
+        indices, draws = [], []
+        for batch in iterable:
+            indices += batch[:, 0].long().tolist()
+            draws.append(torch.rand(1).item())
+        out.append((indices, draws))
+    return out
+
+
+def test_a_configuration_without_workers_leaves_the_loops_random_draws_as_the_untuned_loaders():
+    """Written with workers, the dataset's random draws happen in them. A configuration without
+    workers fetches under a generator of its own, so the step's draws and the next epochs'
+    shuffle (both from torch's global generator) are the untuned loader's."""
+    torch.manual_seed(2)
+    bare = _indices_and_step_draws(DataLoader(Augmented(), batch_size=4, shuffle=True, num_workers=2))
+    torch.manual_seed(2)
+    tuned = AutotunedLoader(DataLoader(Augmented(), batch_size=4, shuffle=True, num_workers=2), sample_system=False,
+                            tuner=Scripted(S(2, batch_size=4), [S(0, batch_size=4), S(2, 2, True, batch_size=4),
+                                                                S(0, batch_size=4)], every=4))
+    got = _indices_and_step_draws(tuned)
+    assert [w.settings.num_workers for w in tuned.tuner.tuning.windows] == [2, 0, 2, 0]
+    tuned.close()
+    assert got == bare
+    assert tuned.main_draws is None and not any("random generator" in n for n in tuned.result().run.notes)
+
+
+@pytest.mark.parametrize("own_generator", [False, True])
+def test_a_dataset_drawing_in_the_training_process_is_noted_and_a_loader_generator_keeps_the_order(own_generator):
+    """Written without workers, the dataset's draws advance the generator the next epoch's
+    shuffle draws from; served by workers, they do not (as with num_workers changed by hand).
+    Every epoch still gives each sample once, the results say why the order may differ, and a
+    DataLoader generator keeps the untuned order."""
+    def make():
+        g = torch.Generator().manual_seed(7) if own_generator else None
+        return DataLoader(Augmented(), batch_size=4, shuffle=True, generator=g)
+
+    torch.manual_seed(3)
+    bare = [indices for indices, _ in _indices_and_step_draws(make())]
+    torch.manual_seed(3)
+    tuned = AutotunedLoader(make(), sample_system=False,
+                            tuner=Scripted(S(0, batch_size=4), [S(2, batch_size=4), S(0, batch_size=4)], every=6))
+    got = [indices for indices, _ in _indices_and_step_draws(tuned)]
+    tuned.close()
+    assert all(sorted(epoch) == list(range(96)) for epoch in got)
+    assert got[0] == bare[0]  # the first epoch's order was drawn before any switch
+    assert (got == bare) == own_generator
+    assert tuned.main_draws is True
+    assert any("random generator in the training process" in n for n in tuned.result().run.notes)
+
+
+def test_a_dataset_that_draws_nothing_gets_no_note():
+    torch.manual_seed(3)
+    tuned = AutotunedLoader(_loader(Indexed(96)), sample_system=False,
+                            tuner=Scripted(S(0), [S(2), S(0)], every=4))
+    _epochs(tuned, 2)
+    tuned.close()
+    assert tuned.main_draws is False and not any("random generator" in n for n in tuned.result().run.notes)

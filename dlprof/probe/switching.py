@@ -132,6 +132,38 @@ class RandomState:
             self._generator.set_state(self._own)
 
 
+class OwnRandom:
+    """torch's global random generator, kept apart while a configuration without workers fetches
+    for a loader written with them (``with own_random: next(it)``). Written with workers, the
+    dataset's random draws (augmentation) happen in the workers, never in the training process;
+    fetched here, they would advance the generator that the step's own draws (dropout) and the
+    next epoch's shuffle come from, and the later batches would no longer be the untuned
+    loader's. This one is seeded from ``torch.initial_seed()`` (a seeded job's augmentations stay
+    reproducible) without drawing from the global generator."""
+
+    def __init__(self) -> None:
+        g = torch.Generator()
+        g.manual_seed((torch.initial_seed() + 0x9E3779B97F4A7C15) % 2 ** 63)
+        self._state = g.get_state()
+        self._main = None
+
+    def __enter__(self) -> None:
+        self._main = torch.get_rng_state()
+        torch.set_rng_state(self._state)
+
+    def __exit__(self, *exc) -> None:
+        self._state = torch.get_rng_state()
+        torch.set_rng_state(self._main)
+
+
+def draws_from_global_random(it) -> tuple[object, bool]:
+    """``next(it)``, and whether it drew from torch's global random generator (a dataset at
+    num_workers=0 whose ``__getitem__`` augments with ``torch.rand``)."""
+    before = torch.get_rng_state()
+    batch = next(it)
+    return batch, not torch.equal(before, torch.get_rng_state())
+
+
 def draw_iterator_seed(loader: DataLoader) -> None:
     """What torch draws when the user's loader makes an iterator (its workers' base seed), drawn
     here so the draws that follow are the untuned loader's (torch/utils/data/dataloader.py,
