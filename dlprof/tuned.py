@@ -26,6 +26,7 @@ from dlprof.probe.device import synchronize
 from dlprof.probe.environment import available_cores, shm_free_bytes
 from dlprof.probe.handoff import receive_ms
 from dlprof.probe.loader import describe_loader
+from dlprof.probe.switching import OwnRandom
 from dlprof.records import ProfileRun
 from dlprof.result import ProfileResult
 from dlprof.sweep.faults import loader_error_line
@@ -92,6 +93,7 @@ class AutotunedLoader:
         # the user's configuration without workers: does its dataset draw from torch's global random
         # generator in the training process (checked on its first batch; None: not known)
         self.main_draws: bool | None = None
+        self._own_random: OwnRandom | None = None  # see Config
 
     @property
     def current(self):
@@ -106,8 +108,10 @@ class AutotunedLoader:
         key = settings.key()
         if key not in self._configs:
             users = key == self.tuner.tuning.baseline.key()  # the user's own: no limit it did not set
+            if not settings.num_workers and self.loader.num_workers and self._own_random is None:
+                self._own_random = OwnRandom()
             self._configs[key] = Config(self.loader, settings, self.run, None if users else HANG_S, self._sync,
-                                        on_draws=self._drew if users else None)
+                                        on_draws=self._drew if users else None, own_random=self._own_random)
         return self._configs[key]
 
     def _drew(self, drew: bool) -> None:

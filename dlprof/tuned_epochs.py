@@ -46,7 +46,9 @@ class Config:
     without workers checks its first batch for draws from the global one (``on_draws``)."""
 
     def __init__(self, loader: DataLoader, settings, run: ProfileRun, timeout_s: float | None, sync,
-                 on_draws=None) -> None:
+                 on_draws=None, own_random: OwnRandom | None = None) -> None:
+        """``own_random``: the generator that every configuration without workers of a loader written
+        with them fetches under (one, so that two such configurations do not repeat its draws)."""
         self.settings = settings
         self.explored = timeout_s is not None
         self.key = settings.key()
@@ -54,7 +56,7 @@ class Config:
         self.probe = LoaderProbe(self.loader, None, lambda: None, run.batches, run.epochs, sync=sync)
         self.next = next
         if not settings.num_workers and loader.num_workers:
-            self._own = OwnRandom()
+            self._own = own_random or OwnRandom()
             self.next = self._own_next
         elif not settings.num_workers and on_draws is not None:
             self._on_draws = on_draws
