@@ -41,12 +41,18 @@ from dlprof.tuned_epochs import Config, IterableEpoch, MapEpoch
 HANG_S = 60.0
 
 
-MAIN_DRAWS_NOTE = (
-    "the dataset draws from torch's random generator in the training process (random augmentation at "
-    "num_workers=0): in the configurations with workers those draws happened in the workers, so the "
-    "augmentations, the step's own random draws and the later epochs' shuffle differ from the untuned run's, as "
-    "with num_workers changed by hand; every epoch still gave each sample once. DataLoader(generator=...) keeps "
-    "the shuffle's order")
+def main_draws_note(generators: list[str]) -> str:
+    """What changes when a dataset that draws from the training process's global random generators
+    (``generators``: "torch", "numpy", "random") is served by workers, which draw from their own."""
+    names = ", ".join({"torch": "torch's", "numpy": "numpy's", "random": "Python's"}[g] for g in generators)
+    note = (f"the dataset draws from {names} global random generator in the training process (random "
+            f"augmentation at num_workers=0): in the configurations with workers those draws happened in the "
+            f"workers, from their own generators, as with num_workers changed by hand, so the augmentations differ "
+            f"from the untuned run's")
+    if "torch" in generators:
+        note += (", and so do the step's own random draws and the later epochs' shuffle (DataLoader(generator=...) "
+                 "keeps its order)")
+    return note + "; every epoch still gave each sample once"
 
 
 class AutotunedLoader:
@@ -90,9 +96,9 @@ class AutotunedLoader:
         # an iterable dataset read by the training process itself: its first batch times what
         # receiving a batch from a worker would cost (the tuner's bound on what workers can gain)
         self.time_receive = self.iterable and self.tuner.tuning.baseline.num_workers == 0
-        # the user's configuration without workers: does its dataset draw from torch's global random
-        # generator in the training process (checked on its first batch; None: not known)
-        self.main_draws: bool | None = None
+        # the user's configuration without workers: the global random generators its dataset draws
+        # from in the training process (checked on its first batch; None: not known)
+        self.main_draws: list[str] | None = None
         self._own_random: OwnRandom | None = None  # see Config
 
     @property
@@ -114,8 +120,8 @@ class AutotunedLoader:
                                         on_draws=self._drew if users else None, own_random=self._own_random)
         return self._configs[key]
 
-    def _drew(self, drew: bool) -> None:
-        self.main_draws = drew
+    def _drew(self, generators: list[str]) -> None:
+        self.main_draws = generators
 
     def fallback(self):
         """Where a failure goes back to: what the tuner settled on, else the user's configuration."""
@@ -141,7 +147,7 @@ class AutotunedLoader:
         result = self.profiler.result()
         result.run.tuning = tuning_to_dict(self.tuner.tuning)
         if self.main_draws and any(w.settings.num_workers for w in self.tuner.tuning.windows):
-            result.run.notes.append(MAIN_DRAWS_NOTE)
+            result.run.notes.append(main_draws_note(self.main_draws))
         return result
 
     def summary(self, file=None) -> None:

@@ -67,9 +67,9 @@ class Config:
             return next(it)
 
     def _checked_next(self, it):
-        batch, drew = draws_from_global_random(it)
+        batch, generators = draws_from_global_random(it)
         self.next = next  # once
-        self._on_draws(drew)
+        self._on_draws(generators)
         return batch
 
     def iterator(self, user_loader: DataLoader):

@@ -7,6 +7,7 @@ import os
 import signal
 import time
 
+import numpy as np
 import psutil
 import pytest
 import torch
@@ -674,8 +675,9 @@ def test_a_dataset_drawing_in_the_training_process_is_noted_and_a_loader_generat
     assert all(sorted(epoch) == list(range(96)) for epoch in got)
     assert got[0] == bare[0]  # the first epoch's order was drawn before any switch
     assert (got == bare) == own_generator
-    assert tuned.main_draws is True
-    assert any("random generator in the training process" in n for n in tuned.result().run.notes)
+    assert tuned.main_draws == ["torch"]
+    assert any("torch's global random generator in the training process" in n and "shuffle" in n
+               for n in tuned.result().run.notes)
 
 
 def test_a_dataset_that_draws_nothing_gets_no_note():
@@ -684,4 +686,29 @@ def test_a_dataset_that_draws_nothing_gets_no_note():
                             tuner=Scripted(S(0), [S(2), S(0)], every=4))
     _epochs(tuned, 2)
     tuned.close()
-    assert tuned.main_draws is False and not any("random generator" in n for n in tuned.result().run.notes)
+    assert tuned.main_draws == [] and not any("random generator" in n for n in tuned.result().run.notes)
+
+
+class NumpyAugmented(Dataset):
+    def __len__(self):
+        return 64
+
+    def __getitem__(self, i):
+        return torch.tensor([float(i), float(np.random.rand())])
+
+
+def test_a_dataset_drawing_from_numpy_in_the_training_process_is_noted_without_the_shuffle():
+    """numpy's generator is not the shuffle's: the order stays the untuned loader's, only the
+    augmentations move to the workers' generators, and the note says only that."""
+    torch.manual_seed(3)
+    np.random.seed(0)
+    bare = [i for i, _ in _indices_and_step_draws(DataLoader(NumpyAugmented(), batch_size=4, shuffle=True))]
+    torch.manual_seed(3)
+    np.random.seed(0)
+    tuned = AutotunedLoader(DataLoader(NumpyAugmented(), batch_size=4, shuffle=True), sample_system=False,
+                            tuner=Scripted(S(0, batch_size=4), [S(2, batch_size=4), S(0, batch_size=4)], every=4))
+    got = [i for i, _ in _indices_and_step_draws(tuned)]
+    tuned.close()
+    assert got == bare and tuned.main_draws == ["numpy"]
+    (note,) = [n for n in tuned.result().run.notes if "random generator" in n]
+    assert "numpy's" in note and "shuffle" not in note

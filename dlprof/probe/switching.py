@@ -156,12 +156,33 @@ class OwnRandom:
         torch.set_rng_state(self._main)
 
 
-def draws_from_global_random(it) -> tuple[object, bool]:
-    """``next(it)``, and whether it drew from torch's global random generator (a dataset at
-    num_workers=0 whose ``__getitem__`` augments with ``torch.rand``)."""
-    before = torch.get_rng_state()
+def _global_states() -> dict[str, object]:
+    """The global random generators a dataset's ``__getitem__`` may draw from, by the name of their
+    module; each worker seeds its own of each (torch's ``_worker_loop``)."""
+    import random
+
+    import numpy as np
+
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "random": random.getstate()}
+
+
+def _same_state(a, b) -> bool:
+    if isinstance(a, torch.Tensor):
+        return torch.equal(a, b)
+    if isinstance(a, tuple):  # numpy's (name, keys, pos, ...) and Python's (version, state, gauss)
+        return len(a) == len(b) and all(_same_state(x, y) for x, y in zip(a, b))
+    if hasattr(a, "shape"):  # numpy's keys
+        return bool((a == b).all())
+    return a == b
+
+
+def draws_from_global_random(it) -> tuple[object, list[str]]:
+    """``next(it)``, and which global random generators it drew from (a dataset at num_workers=0
+    whose ``__getitem__`` augments with ``torch.rand``, ``np.random``, ``random``)."""
+    before = _global_states()
     batch = next(it)
-    return batch, not torch.equal(before, torch.get_rng_state())
+    after = _global_states()
+    return batch, [name for name in before if not _same_state(before[name], after[name])]
 
 
 def draw_iterator_seed(loader: DataLoader) -> None:
