@@ -289,6 +289,8 @@ class AutotunedLoader:
         t = self.tuner.tuning
         if t.settled is not None and t.settled.key() != t.baseline.key():
             print(f"dlprof.autotune: {self.settled_call()}  # {t.reason}", file=sys.stderr, flush=True)
+            if self.main_draws and t.settled.num_workers:  # what that call changes beyond the speed
+                print(f"dlprof.autotune: note: {main_draws_note(self.main_draws)}", file=sys.stderr, flush=True)
         else:
             print(f"dlprof.autotune: keeping the DataLoader as it is: {t.reason}", file=sys.stderr, flush=True)
 

@@ -672,6 +672,7 @@ def test_a_dataset_drawing_in_the_training_process_is_noted_and_a_loader_generat
                             tuner=Scripted(S(0, batch_size=4), [S(2, batch_size=4), S(0, batch_size=4)], every=6))
     got = [indices for indices, _ in _indices_and_step_draws(tuned)]
     tuned.close()
+    assert tuned.tuner.tuning.settled == S(0, batch_size=4)  # back to none: nothing more to print
     assert all(sorted(epoch) == list(range(96)) for epoch in got)
     assert got[0] == bare[0]  # the first epoch's order was drawn before any switch
     assert (got == bare) == own_generator
@@ -712,3 +713,12 @@ def test_a_dataset_drawing_from_numpy_in_the_training_process_is_noted_without_t
     assert got == bare and tuned.main_draws == ["numpy"]
     (note,) = [n for n in tuned.result().run.notes if "random generator" in n]
     assert "numpy's" in note and "shuffle" not in note
+
+
+def test_settling_on_workers_for_a_dataset_drawing_in_the_training_process_prints_the_note(capsys):
+    tuned = AutotunedLoader(DataLoader(Augmented(), batch_size=4, shuffle=True), sample_system=False,
+                            tuner=Scripted(S(0, batch_size=4), [S(2, batch_size=4)], every=4))
+    _indices_and_step_draws(tuned, 2)
+    tuned.close()
+    err = capsys.readouterr().err
+    assert "num_workers=2" in err and "note: the dataset draws from torch's global random generator" in err

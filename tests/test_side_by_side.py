@@ -106,3 +106,12 @@ def test_a_target_that_does_not_load_fails_both_sides(tmp_path):
                                          turn_s=0.3, max_s=6.0, timeout_s=60)
     assert base.status == cand.status == "failed" and pairs == []
     assert "no data today" in base.error
+
+
+def test_turns_longer_than_planned_still_give_the_fewest_pairs_judged(tmp_path):
+    """A deadline that passes before MIN_PAIRS pairs (turns longer than the scan planned) is
+    overrun by the missing pairs: an interval from fewer can only say "keep"."""
+    base, cand, pairs = run_side_by_side(target(tmp_path, length=100), BASE, BASE, str(tmp_path / "trials"), 1,
+                                         None, turn_s=0.3, max_s=0.1, timeout_s=60)
+    assert base.status == cand.status == "ok"
+    assert len(pairs) == MIN_PAIRS, pairs
