@@ -25,12 +25,15 @@ from dlprof.analysis.throughput import half_width, paired_ratio
 from dlprof.records import save_json
 from dlprof.scan_records import LoaderSettings, TrialResult
 from dlprof.sweep.faults import dead_worker_pids, explain_loader_failure, explain_step_failure
-from dlprof.sweep.rules import buffer_matters, side_by_side_decided, whole_epoch_turns
+from dlprof.sweep.rules import buffer_matters, side_by_side_decided, side_by_side_futile, whole_epoch_turns
 from dlprof.sweep.trial import (StepRaised, len_or_none, child_setup, dead_child, fork_and_wait,
                                 trial_paths, warmup_batches)
 
 SIDE_BY_SIDE_SCHEMA = "dlprof.side_by_side"  # the child's file: pairs, and both sides' trials
 MIN_PAIRS = 3  # pairs before the interval is judged: Student's t with 2 degrees of freedom at least
+# the scan's check takes turns until the speedup is decided; past this many pairs (t with 11
+# degrees of freedom: the interval is within 10% of its limit) more time buys little
+MAX_PAIRS = 12
 
 
 class _Side:
@@ -137,8 +140,9 @@ def alternate(target, base: LoaderSettings, cand: LoaderSettings, device: str | 
     MIN_PAIRS pairs, the fewest whose interval is judged: turns that run longer than the scan
     planned (a machine slower than during the trials) overrun ``max_s`` by the missing pairs
     rather than end on an interval that can only say "keep" (with 2 pairs Student's t is 12.7,
-    and the demo's 1.72x read 1.00-2.96x). (baseline side, candidate side, pairs of rates, the
-    side that failed, its exception)."""
+    and the demo's 1.72x read 1.00-2.96x). It also ends when even MAX_PAIRS pairs measured like
+    these would leave no gain in the interval (``side_by_side_futile``: it only ends on "keep").
+    (baseline side, candidate side, pairs of rates, the side that failed, its exception)."""
     from dlprof.sweep.loaders import build_loader, settings_of
 
     deadline = perf_counter() + max_s
@@ -159,7 +163,9 @@ def alternate(target, base: LoaderSettings, cand: LoaderSettings, device: str | 
                 s.turns.append(measured[id(s)])
             (na, sa), (nb, sb) = measured[id(a)], measured[id(b)]
             pairs.append((na / sa, nb / sb))
-            if len(pairs) >= MIN_PAIRS and (perf_counter() >= deadline or side_by_side_decided(paired_ratio(pairs))):
+            ratio = paired_ratio(pairs)
+            if len(pairs) >= MIN_PAIRS and (perf_counter() >= deadline or side_by_side_decided(ratio)
+                                            or side_by_side_futile(ratio, len(pairs), MAX_PAIRS)):
                 return a, b, pairs, None, None
     except Exception as exc:  # the pipeline failed in one side's turn
         # torch reports a dead worker in whatever code runs then: the other side's turn too

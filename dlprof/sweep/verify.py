@@ -9,12 +9,9 @@ import time
 
 from dlprof.analysis.throughput import paired_ratio
 from dlprof.scan_records import LoaderSettings, TrialResult
-from dlprof.sweep.paired import MIN_PAIRS, run_side_by_side
+from dlprof.sweep.paired import MAX_PAIRS, MIN_PAIRS, run_side_by_side
 from dlprof.sweep.rules import measurably_faster
 
-# the side-by-side measurement takes turns until the speedup is decided; past this many pairs
-# (t with 11 degrees of freedom: the interval is within 10% of its limit) more time buys little
-MAX_PAIRS = 12
 # a trial's wall time beyond its measured window (fork, load, warm-up): 0.8-1.1 s for trials
 # of 0-2 workers in a quick scan of recipes/startup_cost.py on our 2-core machine
 TRIAL_SETUP_S = 1.0
@@ -107,9 +104,10 @@ class Verification:
         to MAX_PAIRS pairs while the budget lasts; both records join the trials."""
         pair_s = self._side_turn_s(self.result.baseline) + self._side_turn_s(self.seen.get(cand.key()))
         start_s = self._startup_s(base) + self._startup_s(cand)  # inside the child's time
-        hotspots = 2 * self.trial_cost_s if self.plan.hotspots and not self.plan.quick else 0.0
+        # the verdict before the hotspots: an undecided check may take the time their trials
+        # would (they run after it, in what is left); a decided or futile one ends early
         max_s = start_s + max((1 + MIN_PAIRS) * pair_s,
-                              min(self.time_left() - hotspots - TRIAL_SETUP_S - start_s, (1 + MAX_PAIRS) * pair_s))
+                              min(self.time_left() - TRIAL_SETUP_S - start_s, (1 + MAX_PAIRS) * pair_s))
         index = len(self.result.trials) + 1
         self.progress(f"[trial {index}, {max(0, self.time_left()):.0f} s left] side by side, in turns of "
                       f"{self.turn_s:g} s (up to {max_s:.0f} s): the baseline and {cand.label()}")
