@@ -99,7 +99,8 @@ class AutotunedLoader:
         # the user's configuration without workers: the global random generators its dataset draws
         # from in the training process (checked on its first batch; None: not known)
         self.main_draws: list[str] | None = None
-        self._own_random: OwnRandom | None = None  # see Config
+        # written with workers: the generator its configurations without workers fetch under (Config)
+        self._own_random = OwnRandom() if loader.num_workers else None
 
     @property
     def current(self):
@@ -114,8 +115,6 @@ class AutotunedLoader:
         key = settings.key()
         if key not in self._configs:
             users = key == self.tuner.tuning.baseline.key()  # the user's own: no limit it did not set
-            if not settings.num_workers and self.loader.num_workers and self._own_random is None:
-                self._own_random = OwnRandom()
             self._configs[key] = Config(self.loader, settings, self.run, None if users else HANG_S, self._sync,
                                         on_draws=self._drew if users else None, own_random=self._own_random)
         return self._configs[key]

@@ -47,16 +47,16 @@ class Config:
 
     def __init__(self, loader: DataLoader, settings, run: ProfileRun, timeout_s: float | None, sync,
                  on_draws=None, own_random: OwnRandom | None = None) -> None:
-        """``own_random``: the generator that every configuration without workers of a loader written
-        with them fetches under (one, so that two such configurations do not repeat its draws)."""
+        """``own_random``: for a loader written with workers, the generator its configurations
+        without workers fetch under (one for all, so that two of them do not repeat its draws)."""
         self.settings = settings
         self.explored = timeout_s is not None
         self.key = settings.key()
         self.loader, self.taps = configured(loader, settings, timeout_s, tapped=loader._dataset_kind == 0)
         self.probe = LoaderProbe(self.loader, None, lambda: None, run.batches, run.epochs, sync=sync)
         self.next = next
-        if not settings.num_workers and loader.num_workers:
-            self._own = own_random or OwnRandom()
+        if not settings.num_workers and own_random is not None:
+            self._own = own_random
             self.next = self._own_next
         elif not settings.num_workers and on_draws is not None:
             self._on_draws = on_draws

@@ -16,9 +16,7 @@ import io
 import multiprocessing.resource_sharer as resource_sharer
 import pickle
 from multiprocessing.reduction import ForkingPickler
-from time import perf_counter_ns, thread_time_ns
-
-import time
+from time import perf_counter_ns, sleep, thread_time_ns
 
 import torch
 import torch.multiprocessing  # noqa: F401  (registers torch's reductions with ForkingPickler)
@@ -88,7 +86,7 @@ def worker_receive_ms(batch, batches: int = 60) -> float:
     it = iter(DataLoader(_Copies(batch, batches + 1), batch_size=None, num_workers=1,
                          prefetch_factor=batches + 1))
     next(it)
-    time.sleep(1.0)  # the worker makes its batches ahead
+    sleep(1.0)  # the worker makes its batches ahead
     start = thread_time_ns()
     count = sum(1 for _ in it)
     return (thread_time_ns() - start) / 1e6 / count

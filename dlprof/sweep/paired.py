@@ -163,10 +163,11 @@ def alternate(target, base: LoaderSettings, cand: LoaderSettings, device: str | 
                 s.turns.append(measured[id(s)])
             (na, sa), (nb, sb) = measured[id(a)], measured[id(b)]
             pairs.append((na / sa, nb / sb))
-            ratio = paired_ratio(pairs)
-            if len(pairs) >= MIN_PAIRS and (perf_counter() >= deadline or side_by_side_decided(ratio)
-                                            or side_by_side_futile(ratio, len(pairs), MAX_PAIRS)):
-                return a, b, pairs, None, None
+            if len(pairs) >= MIN_PAIRS:
+                ratio = paired_ratio(pairs)
+                if (perf_counter() >= deadline or side_by_side_decided(ratio)
+                        or side_by_side_futile(ratio, len(pairs), MAX_PAIRS)):
+                    return a, b, pairs, None, None
     except Exception as exc:  # the pipeline failed in one side's turn
         # torch reports a dead worker in whatever code runs then: the other side's turn too
         pids = dead_worker_pids(exc)
