@@ -6,8 +6,6 @@ import os
 import platform
 import sys
 
-import torch
-
 
 def available_cores() -> int:
     """Cores this process may use: its CPU affinity (cpuset), capped by a cgroup CPU quota
@@ -43,6 +41,11 @@ def shm_free_bytes(path: str = "/dev/shm") -> int | None:
 
 
 def collect_environment(device: str | None = None) -> dict:
+    """Called in the process that runs the loader (torch is imported there already); the module
+    itself imports no torch, so that a scan's parent process, which only reads the cores and
+    /dev/shm here, does not pay torch's import (seconds on a small machine)."""
+    import torch
+
     from dlprof import __version__
 
     env = {
