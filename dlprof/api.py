@@ -129,6 +129,10 @@ class Profiler:
     def save_trace(self, path: str | os.PathLike) -> None:
         self.result().save_trace(path)
 
+    def save_reports(self, folder: str | os.PathLike) -> list[str]:
+        """report.html, report.md (plot files beside it) and trace.json in ``folder``."""
+        return self.result().save_reports(folder)
+
 
 class ProfiledLoader:
     """Iterate it exactly like the DataLoader it wraps; each pass is one recorded epoch."""
@@ -177,6 +181,11 @@ class ProfiledLoader:
     def save_trace(self, path: str | os.PathLike) -> None:
         """Chrome trace-event JSON, one track per worker plus the training loop (Perfetto)."""
         self.profiler.save_trace(path)
+
+    def save_reports(self, folder: str | os.PathLike) -> list[str]:
+        """report.html (self-contained), report.md (plot files beside it) and trace.json in
+        ``folder``, as ``dlprof profile`` writes them; returns the paths."""
+        return self.profiler.save_reports(folder)
 
     def close(self) -> None:
         self.profiler.close()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import glob
 import os
 import signal
 import sys
@@ -39,13 +40,15 @@ def cmd_profile(args) -> int:
     os.makedirs(out, exist_ok=True)
     results = os.path.join(out, "results.json")
     prof.save(results)
-    text = prof.result().format_summary()
+    result = prof.result()
+    text = result.format_summary()
     if step is None:
         text += "  note: no train_step in the target: the loader was measured alone\n"
     with open(os.path.join(out, "summary.txt"), "w", encoding="utf-8") as fh:
         fh.write(text)
     print(text, end="")
-    print(f"results: {results}")
+    reports = result.save_reports(out)
+    print(f"results: {results}; reports: {', '.join(reports)}")
     return 0
 
 
@@ -210,26 +213,45 @@ def cmd_run(args) -> int:
 
 
 def cmd_report(args) -> int:
-    """Render the reports of a saved scan or `dlprof run` again (no torch needed)."""
-    from dlprof.records import load_json
+    """Render the reports of a saved scan, profile or `dlprof run` again (no torch needed): a
+    results.json, or the folder that holds it."""
+    from dlprof.records import SCHEMA_NAME, ProfileRun, load_json
     from dlprof.report.build import load_scan, write_reports
     from dlprof.run_records import RUN_SCHEMA_NAME
+    from dlprof.scan_records import SCAN_SCHEMA_NAME
 
-    if os.path.isdir(args.results) or load_json(args.results).get("schema") == RUN_SCHEMA_NAME:
+    path = args.results
+    if os.path.isdir(path):
+        if glob.glob(os.path.join(path, "process-*.json")):  # a dlprof run stopped before it merged
+            return _report_run(args)
+        path = os.path.join(path, "results.json")
+        if not os.path.exists(path):
+            raise DlprofError(f"{args.results} holds no results.json: give the folder a scan, profile or "
+                              f"dlprof run wrote")
+    data = load_json(path)
+    schema = data.get("schema") if isinstance(data, dict) else None
+    if schema == RUN_SCHEMA_NAME:
         return _report_run(args)
-    result = load_scan(args.results)
-    results_dir = os.path.dirname(os.path.abspath(args.results))
+    results_dir = os.path.dirname(os.path.abspath(path))
+    out = args.out or results_dir
     formats = ("md", "html") if args.format == "all" else (args.format,)
-    for path in write_reports(result, args.out or results_dir, results_dir, formats):
-        print(path)
+    if schema == SCHEMA_NAME:  # dlprof profile, ProfileResult.save
+        from dlprof.result import ProfileResult
+
+        written = ProfileResult(ProfileRun.from_dict(data)).save_reports(out, formats)
+    elif schema == SCAN_SCHEMA_NAME:
+        written = write_reports(load_scan(path), out, results_dir, formats)
+    else:
+        raise ResultsFileError(f"{path} is not a dlprof results file (its 'schema' is {schema!r}; dlprof writes "
+                               f"{SCAN_SCHEMA_NAME!r}, {SCHEMA_NAME!r} and {RUN_SCHEMA_NAME!r})")
+    for p in written:
+        print(p)
     return 0
 
 
 def _report_run(args) -> int:
     """A `dlprof run` folder: its results.json, or the processes' own files where the run was
     stopped before it merged them (a torchrun job's ranks' report included)."""
-    import glob
-
     from dlprof import run_command
     from dlprof.run_records import RunResult, merge
 

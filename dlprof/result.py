@@ -58,6 +58,13 @@ class ProfileResult:
 
         return ProfileHtmlRenderer().render(profile_view(self.run))
 
+    def save_reports(self, folder: str | os.PathLike, formats: tuple[str, ...] = ("md", "html")) -> list[str]:
+        """report.html (self-contained, plots inline), report.md (plot files beside it) and
+        trace.json (Perfetto) in ``folder``; returns the paths written."""
+        from dlprof.report.profile_report import write_profile_reports
+
+        return write_profile_reports(self.run, os.fspath(folder), formats)
+
     def save_trace(self, path: str | os.PathLike) -> None:
         """Chrome trace-event JSON: open it in Perfetto (ui.perfetto.dev) or chrome://tracing."""
         with open(path, "w", encoding="utf-8") as fh:

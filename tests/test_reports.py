@@ -54,6 +54,20 @@ def scanned(tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="module")
+def profiled(tmp_path_factory):
+    """``dlprof profile`` of the same target (no workers: its dataset raises only in one)."""
+    root = tmp_path_factory.mktemp("profile")
+    target = root / "hostile.py"
+    target.write_text(textwrap.dedent(HOSTILE))
+    out = root / "out"
+    proc = subprocess.run([sys.executable, "-m", "dlprof", "profile", str(target), "--epochs", "1", "--out", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert f"reports: {out / 'report.html'}, {out / 'report.md'}, {out / 'trace.json'}" in proc.stdout
+    return out
+
+
 def test_html_is_self_contained_escaped_and_complete(scanned):
     html = (scanned / "report.html").read_text()
     parser = _Tags()
@@ -88,10 +102,48 @@ def test_report_command_rerenders_without_torch(scanned, tmp_path):
         assert (tmp_path / name).read_text() == (scanned / name).read_text(), name
 
 
+def test_profile_writes_a_self_contained_page_markdown_and_a_trace(profiled):
+    html = (profiled / "report.html").read_text()
+    parser = _Tags()
+    parser.feed(html)
+    assert parser.external == [] and "script" not in parser.tags
+    assert "<script>alert" not in html and "Hostile&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert html.count("data:image/svg+xml;base64,") == 1  # the timeline
+    for shown in ("data-bound", "stage", "fetch", "wait", "steady state"):
+        assert shown in html, shown
+    md = (profiled / "report.md").read_text()
+    links = [line.split("](")[1].rstrip(")") for line in md.splitlines() if line.startswith("![")]
+    assert links == ["plot-timeline.svg"] and (profiled / links[0]).read_text().startswith("<svg")
+    assert (profiled / "summary.txt").read_text().split("  note: no train_step")[0] in md  # the same table
+    trace = json.loads((profiled / "trace.json").read_text())
+    assert sum(e.get("name") == "wait" for e in trace["traceEvents"]) == 32  # 256 samples, batches of 8
+
+
+def test_report_command_takes_a_results_folder_scan_or_profile_without_torch(scanned, profiled, tmp_path):
+    """`dlprof report FOLDER` of a scan (it used to read every folder as a `dlprof run`'s) and of a
+    profile (it used to refuse a profile's results): the same files, byte for byte."""
+    code = NO_TORCH + "\nfrom dlprof.cli import main\nraise SystemExit(main(sys.argv[1:]))"
+    for source in (scanned, profiled):
+        out = tmp_path / source.parent.name
+        proc = subprocess.run([sys.executable, "-c", "import sys\n" + code, "report", str(source), "--out", str(out)],
+                              cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        written = sorted(os.listdir(out))
+        assert {"report.html", "report.md", "trace.json"} <= set(written), written
+        for name in written:
+            assert (out / name).read_text() == (source / name).read_text(), (source, name)
+    bad = tmp_path / "list.json"
+    bad.write_text("[1, 2]")
+    proc = subprocess.run([sys.executable, "-m", "dlprof", "report", str(bad)], cwd=REPO, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.startswith("dlprof: error:") and "not a dlprof results file" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 
 
-def test_html_in_headless_chromium(scanned, tmp_path):
+def test_html_in_headless_chromium(scanned, profiled, tmp_path):
     if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
         pytest.skip("Chromium could not be installed here (Debian packages chromium and chromium-driver; "
                     "`make test` tries apt-get install): the browser test did not run")
@@ -119,6 +171,15 @@ def test_html_in_headless_chromium(scanned, tmp_path):
             driver.switch_to.alert.text  # the dataset's name ran nothing
         errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
         assert errors == []
+        driver.get((profiled / "report.html").as_uri())  # dlprof profile's page
+        sizes = driver.execute_script(
+            "return [...document.images].map(i => [i.complete, i.naturalWidth, i.naturalHeight]);")
+        assert len(sizes) == 1 and all(done and w > 0 and h > 0 for done, w, h in sizes), sizes
+        assert "Hostile<script>alert(1)</script>" in driver.find_element("tag name", "h1").text
+        with pytest.raises(NoAlertPresentException):
+            driver.switch_to.alert.text
+        assert [e for e in driver.get_log("browser") if e["level"] == "SEVERE"] == []
+        driver.get((scanned / "report.html").as_uri())  # the scan's, for the screenshot
         shots = os.path.join(REPO, "reports", "screenshots")
         os.makedirs(shots, exist_ok=True)
         assert driver.save_screenshot(os.path.join(shots, "test-report.png"))

@@ -11,7 +11,7 @@ from html import escape
 from dlprof.report.model import ScanReport
 from dlprof.report.scan_text import HOTSPOTS_INTRO, TRIAL_HEAD, trial_cells
 
-_CSS = """
+PAGE_CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1100px;
 color:#222;padding:0 1em}
 h1{font-size:1.5em}h2{font-size:1.2em;margin-top:1.8em;border-bottom:1px solid #ddd}
@@ -54,7 +54,7 @@ class HtmlRenderer:
     def render(self, m: ScanReport) -> str:
         e = escape
         parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>dlprof scan: {e(m.target)}</title>",
-                 f"<style>{_CSS}</style></head><body>", f"<h1>dlprof scan: <code>{e(m.target)}</code></h1>"]
+                 f"<style>{PAGE_CSS}</style></head><body>", f"<h1>dlprof scan: <code>{e(m.target)}</code></h1>"]
         if not m.complete:
             parts.append("<p class='verdict'><b>Incomplete scan</b>: results of the trials done so far.</p>")
         parts.append(f"<p class='verdict {e(m.verdict)}' id='verdict'>{e(m.headline)}</p>")

@@ -17,6 +17,7 @@ class ProfileView:
     text: str  # the console summary
     timeline_svg: str  # "" with no batch
     tuning_svg: str = ""  # dlprof.autotune's windows ("" when not tuned)
+    name: str = "DataLoader"  # what was profiled: the loader's dataset type (a page's title)
 
 
 def profile_view(run: ProfileRun, figures: bool = True, title: str = "per worker and loop") -> ProfileView:
@@ -34,7 +35,8 @@ def profile_view(run: ProfileRun, figures: bool = True, title: str = "per worker
         from dlprof.report import plots
 
         tuning_svg = plots.tuning_windows(windows_frame(run.tuning), "autotune: each window's rate")
-    return ProfileView(summary, ConsoleRenderer().render(summary), svg, tuning_svg)
+    name = run.loader.dataset_type if run.loader is not None else "DataLoader"
+    return ProfileView(summary, ConsoleRenderer().render(summary), svg, tuning_svg, name)
 
 
 class ProfileHtmlRenderer:
