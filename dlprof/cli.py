@@ -269,16 +269,24 @@ def _report_run(args) -> int:
 
 
 def cmd_summary(args) -> int:
-    """Print the summary of a saved profile or scan results file (no torch needed)."""
+    """Print the summary of a saved profile, scan or `dlprof run` (a results.json or its folder;
+    no torch needed)."""
     from dlprof.records import ProfileRun, load_json
     from dlprof.report.model import scan_report
     from dlprof.report.scan_text import ConsoleScanRenderer
     from dlprof.result import ProfileResult
+    from dlprof.run_records import RUN_SCHEMA_NAME, RunResult
     from dlprof.scan_records import SCAN_SCHEMA_NAME, ScanResult
 
-    data = load_json(args.results)
-    if isinstance(data, dict) and data.get("schema") == SCAN_SCHEMA_NAME:
+    path = os.path.join(args.results, "results.json") if os.path.isdir(args.results) else args.results
+    data = load_json(path)
+    schema = data.get("schema") if isinstance(data, dict) else None
+    if schema == SCAN_SCHEMA_NAME:
         print(ConsoleScanRenderer().render(scan_report(ScanResult.from_dict(data), figures=False)), end="")
+    elif schema == RUN_SCHEMA_NAME:
+        from dlprof.report.run_report import RunConsoleRenderer, run_report
+
+        print(RunConsoleRenderer().render(run_report(RunResult.load(path), figures=False)), end="")
     else:
         ProfileResult(ProfileRun.from_dict(data)).summary()
     return 0

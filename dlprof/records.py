@@ -217,5 +217,9 @@ def load_json(path: str | os.PathLike) -> dict[str, Any]:
             return json.load(fh)
     except FileNotFoundError:
         raise ResultsFileError(f"results file not found: {os.fspath(path)}") from None
+    except IsADirectoryError:
+        raise ResultsFileError(f"{os.fspath(path)} is a folder: give its results.json") from None
+    except UnicodeDecodeError:
+        raise ResultsFileError(f"{os.fspath(path)} is not a results file (not UTF-8 text)") from None
     except json.JSONDecodeError as exc:
         raise ResultsFileError(f"{os.fspath(path)} is not valid JSON: {exc}") from None

@@ -132,6 +132,13 @@ def test_report_command_takes_a_results_folder_scan_or_profile_without_torch(sca
         assert {"report.html", "report.md", "trace.json"} <= set(written), written
         for name in written:
             assert (out / name).read_text() == (source / name).read_text(), (source, name)
+        summary = subprocess.run([sys.executable, "-c", "import sys\n" + code, "summary", str(source)], cwd=REPO,
+                                 capture_output=True, text=True, timeout=120)
+        assert summary.returncode == 0 and "data-bound" in summary.stdout, summary.stderr
+    for command in ("report", "summary"):  # a folder without results: one line (summary raised a traceback)
+        proc = subprocess.run([sys.executable, "-m", "dlprof", command, str(tmp_path)],
+                              cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2 and proc.stderr.startswith("dlprof: error:"), proc.stderr
     bad = tmp_path / "list.json"
     bad.write_text("[1, 2]")
     proc = subprocess.run([sys.executable, "-m", "dlprof", "report", str(bad)], cwd=REPO, capture_output=True,

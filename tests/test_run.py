@@ -252,6 +252,10 @@ def test_dlprof_report_renders_a_run_again_from_its_folder(tmp_path):
     again = subprocess.run(DLPROF + ["report", str(stopped)], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0, again.stderr
     assert len(_results(stopped)["loaders"]) == 2 and (stopped / "report.html").exists()
+    # its summary, as the run printed it at its end (it read a run's results as a profile's)
+    summary = subprocess.run(DLPROF + ["summary", str(out)], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert summary.returncode == 0, summary.stderr
+    assert summary.stdout.count("== ") == 2 and "training loader" in summary.stdout.split("\n")[0]
 
 
 PLANTED = """
