@@ -278,7 +278,7 @@ def cmd_summary(args) -> int:
     from dlprof.run_records import RUN_SCHEMA_NAME, RunResult
     from dlprof.scan_records import SCAN_SCHEMA_NAME, ScanResult
 
-    path = os.path.join(args.results, "results.json") if os.path.isdir(args.results) else args.results
+    path = _results_file(args.results)
     data = load_json(path)
     schema = data.get("schema") if isinstance(data, dict) else None
     if schema == SCAN_SCHEMA_NAME:
@@ -290,6 +290,11 @@ def cmd_summary(args) -> int:
     else:
         ProfileResult(ProfileRun.from_dict(data)).summary()
     return 0
+
+
+def _results_file(path: str) -> str:
+    """A results file, or the folder dlprof wrote it in."""
+    return os.path.join(path, "results.json") if os.path.isdir(path) else path
 
 
 class _Parser(argparse.ArgumentParser):
@@ -316,8 +321,8 @@ def cmd_compare(args) -> int:
     from dlprof.report.compare_text import CompareRenderer
     from dlprof.scan_records import ScanResult
 
-    base = ScanResult.from_dict(load_json(args.base))
-    new = ScanResult.from_dict(load_json(args.new))
+    base = ScanResult.from_dict(load_json(_results_file(args.base)))
+    new = ScanResult.from_dict(load_json(_results_file(args.new)))
     result = compare(base, new, args.threshold)
     print(CompareRenderer().render(result), end="")
     return 1 if result.regression else 0

@@ -50,6 +50,10 @@ def test_cli_exit_code_is_1_on_regression(tmp_path):
     save_json(scan({A: 990.0, B: 2015.0}).to_dict(), again)
     same = run(str(base), str(again))
     assert same.returncode == 0 and "within noise" in same.stdout and "-1.0%" in same.stdout
+    folder = tmp_path / "scan-folder"  # the folder a scan wrote its results.json in
+    folder.mkdir()
+    save_json(scan({A: 700.0, B: 1400.0}).to_dict(), folder / "results.json")
+    assert run(str(base), str(folder)).stdout == slower.stdout
     bad = run(str(base), str(tmp_path / "missing.json"))
     assert bad.returncode == 2 and bad.stderr.startswith("dlprof: error: results file not found")
 
