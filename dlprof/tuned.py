@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import math
 import sys
+import weakref
 from time import perf_counter_ns
 
 from torch.utils.data import DataLoader
@@ -87,6 +88,7 @@ class AutotunedLoader:
                                     explore_epochs=explore_epochs)
         self.current = self.tuner.first()  # the configuration that serves (see current_key)
         self._configs: dict[tuple, Config] = {}
+        self._maps: list[weakref.ref] = []  # map-style epochs made, weakly (an abandoned one is gone)
         self._epochs = 0
         self._epoch_open = False  # an epoch began and has not ended (the loop may leave one early)
         self._open_epoch: IterableEpoch | None = None  # an iterable's epoch not ended
@@ -111,13 +113,16 @@ class AutotunedLoader:
         self._current = settings
         self.current_key = settings.key()  # compared with each batch's configuration
 
-    def _config(self, settings) -> Config:
+    def _config(self, settings, configs: dict | None = None) -> Config:
+        """The configuration's Config, made once in ``configs`` (default: the loader's own; an
+        epoch iterated beside another has its own, see ``__iter__``)."""
+        configs = self._configs if configs is None else configs
         key = settings.key()
-        if key not in self._configs:
+        if key not in configs:
             users = key == self.tuner.tuning.baseline.key()  # the user's own: no limit it did not set
-            self._configs[key] = Config(self.loader, settings, self.run, None if users else HANG_S, self._sync,
-                                        on_draws=self._drew if users else None, own_random=self._own_random)
-        return self._configs[key]
+            configs[key] = Config(self.loader, settings, self.run, None if users else HANG_S, self._sync,
+                                  on_draws=self._drew if users else None, own_random=self._own_random)
+        return configs[key]
 
     def _drew(self, generators: list[str]) -> None:
         self.main_draws = generators
@@ -140,7 +145,23 @@ class AutotunedLoader:
         return getattr(self.loader, name)
 
     def __iter__(self):
-        return IterableEpoch(self) if self.iterable else MapEpoch(self)
+        if self.iterable:
+            return IterableEpoch(self)
+        # epochs iterated at once (zip(loader, loader); an iterator kept while another is made)
+        # behave as the untuned loader's: with persistent workers torch has one iterator, which
+        # a new iter() resets, so the open epochs go on as the new one; without, each is a pass
+        # of its own, on configurations of its own (a persistent configuration's one iterator
+        # cannot serve two epochs)
+        open_epochs = [e for e in (ref() for ref in self._maps) if e is not None and not e.ended]
+        if open_epochs and self.tuner.tuning.baseline.persistent_workers:
+            epoch = MapEpoch(self)
+            for e in open_epochs:
+                e.continue_as(epoch)
+            open_epochs = []
+        else:
+            epoch = MapEpoch(self, own_configs=bool(open_epochs))
+        self._maps = [weakref.ref(e) for e in open_epochs] + [weakref.ref(epoch)]
+        return epoch
 
     def result(self) -> ProfileResult:
         result = self.profiler.result()

@@ -120,10 +120,26 @@ class MapEpoch:
     """One epoch of a map-style dataset: the segments of its configurations, oldest first (a
     switched-from one drains)."""
 
-    def __init__(self, owner) -> None:
+    def __init__(self, owner, own_configs: bool = False) -> None:
+        """``own_configs``: another epoch is open (two iterated at once, without persistent
+        workers): this one's configurations are its own, released at its end."""
         self.o = owner
         loader = owner.loader
-        _begin_epoch(owner)
+        self.configs: dict | None = {} if own_configs else None
+        self.ended = False
+        self.joined: MapEpoch | None = None  # continue_as
+        # what torch's DataLoader.__iter__ asks of the sampler and the random generator, in its
+        # order (a batch sampler may draw when iter() is called): a new iterator calls iter() on
+        # the sampler, draws its workers' seed and, with workers, calls iter() again (its
+        # _reset), whose batches it serves; a persistent iterator reused calls iter() once
+        sampler = loader._index_sampler
+        reused = loader.persistent_workers and loader.num_workers > 0 and owner._epochs > 0
+        self.stream = IndexStream(sampler)
+        if not reused:
+            draw_iterator_seed(loader)
+            if loader.num_workers:
+                self.stream = IndexStream(sampler)
+        owner._epochs += 1
         if owner._epoch_open and owner.tuner.whole_epochs:
             # the loop left an epoch before its end (a break, a step limit): turns that end only
             # at epoch ends might never end, so they are cut within epochs from now on
@@ -133,21 +149,53 @@ class MapEpoch:
         self.start_ns = perf_counter_ns()
         # a turn of whole epochs counts this epoch if one configuration serves all of it
         self.whole = owner.tuner.whole_epochs and owner.window is not None
-        self.stream = IndexStream(loader._index_sampler)
-        try:  # the sampler's own draws happen now, outside the restored iterators
+        self.segments: list[Segment] = []
+        self.primed = False
+        if loader.num_workers:  # the user's workers are handed the first batches as the iterator is made
+            self._prime()
+        # without workers the sampler is first asked at the first batch (its draws then: a
+        # RandomSampler's shuffle follows whatever the loop drew after iter())
+
+    def _prime(self) -> None:
+        """The epoch's first batch of indices taken (the sampler's own draws happen now, outside
+        the iterators whose random state is restored) and its first configuration opened."""
+        o = self.o
+        self.primed = True
+        try:
             self.stream.give_back([self.stream.pull()])
         except StopIteration:
             pass
-        self.segments = [owner._config(owner.current).open(self.stream, loader)]
-        if owner.tuner.tuning.settled is None and owner.window is None:
-            owner.start_window()
+        self.segments = [self._config(o.current).open(self.stream, o.loader)]
+        if o.tuner.tuning.settled is None and o.window is None:
+            o.start_window()
 
     def __iter__(self):
         return self
 
+    def _config(self, settings):
+        return self.o._config(settings, self.configs)
+
+    def continue_as(self, other: "MapEpoch") -> None:
+        """A new iter() of a loader with persistent workers: torch resets its one iterator, so
+        this epoch's batches not delivered are dropped and its iterator gives the new epoch's."""
+        for seg in self.segments:
+            seg.tap.closed = True
+            seg.tap.taken.clear()
+            if not seg.config.settings.persistent_workers:
+                shut_down(seg.it._it)
+        self.segments = []
+        self.primed = self.ended = True
+        self.joined = other
+
     def __next__(self):
+        if self.joined is not None:
+            return next(self.joined)
+        if not self.primed:
+            self._prime()
         o = self.o
         while True:
+            if not self.segments:  # ended
+                raise StopIteration
             seg = self.segments[0]
             try:
                 batch = seg.config.next(seg.it)
@@ -158,8 +206,11 @@ class MapEpoch:
                 if self.segments:
                     continue
                 if not self.stream.empty():  # the current one was cut off, nothing opened after
-                    self.segments.append(o._config(o.current).open(self.stream, o.loader))
+                    self.segments.append(self._config(o.current).open(self.stream, o.loader))
                     continue
+                self.ended = True
+                for config in (self.configs or {}).values():
+                    config.release()
                 o._epoch_open = False
                 if o.tuner.tuning.settled is None:  # the windows' epoch length (end_window)
                     o.epoch_samples = sum(b.samples for b in o.run.batches[self.first_record:])
@@ -195,7 +246,7 @@ class MapEpoch:
         old.tap.closed = True  # torch delivers what it has in flight, then ends (see __next__)
         o.current = settings
         if not self.stream.empty():
-            self.segments.append(o._config(settings).open(self.stream, o.loader))
+            self.segments.append(self._config(settings).open(self.stream, o.loader))
         if o.tuner.tuning.settled is None:
             o.start_window()
 
@@ -225,7 +276,7 @@ class MapEpoch:
         self.whole = False  # not one configuration's epoch
         self.stream.give_back(lost)
         o.after_failure(seg.config.settings, exc, {s.config.key for s in self.segments})
-        self.segments.append(o._config(o.current).open(self.stream, o.loader))
+        self.segments.append(self._config(o.current).open(self.stream, o.loader))
 
 
 class IterableEpoch:

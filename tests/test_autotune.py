@@ -722,3 +722,36 @@ def test_settling_on_workers_for_a_dataset_drawing_in_the_training_process_print
     tuned.close()
     err = capsys.readouterr().err
     assert "num_workers=2" in err and "note: the dataset draws from torch's global random generator" in err
+
+
+@pytest.mark.parametrize("users", [S(0), S(2), S(2, 2, True)], ids=["0 workers", "2 workers", "2 persistent"])
+def test_epochs_iterated_at_once_give_the_untuned_batches(users):
+    """zip(loader, loader) (pairs for mixup), and an iterator kept while another epoch runs:
+    the batches are the untuned loader's, with switches to persistent configurations in both.
+    Without persistent workers each iter() is a pass of its own; with them torch has one
+    iterator, which each iter() resets (a kept one then gives the new epoch's batches). The
+    configurations without workers used to take the newest epoch's indices (IndexError), and a
+    persistent one's iterator, reset by the second epoch, broke the first."""
+    kw = dict(num_workers=users.num_workers, persistent_workers=users.persistent_workers)
+
+    def loop(loader):
+        out = [[(a.flatten().tolist(), b.flatten().tolist()) for a, b in zip(loader, loader)]]
+        kept = iter(loader)
+        out.append(next(kept).flatten().tolist())
+        out.append([b.flatten().tolist() for b in loader])
+        out.append([b.flatten().tolist() for b in kept])
+        return out
+
+    torch.manual_seed(8)
+    bare = loop(_loader(Indexed(240), **kw))
+    torch.manual_seed(8)
+    tuner = Scripted(users, [S(2, 2, True), S(0), S(3, 2, True), S(1)], every=3)
+    tuned = AutotunedLoader(_loader(Indexed(240), **kw), sample_system=False, tuner=tuner)
+    got = loop(tuned)
+    tuned.close()
+    assert got == bare
+    assert len(tuner.tuning.windows) >= 4  # the plan's configurations served
+    if users.persistent_workers:  # one pass, shared: the kept iterator ended with the new epoch
+        assert got[3] == [] and sum(len(a) + len(b) for a, b in got[0]) == 240
+    else:
+        assert sorted(x for a, b in got[0] for x in a) == list(range(240)) and len(got[3]) == 29

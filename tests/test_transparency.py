@@ -186,3 +186,39 @@ def test_the_loaders_own_attributes_read_through_as_a_training_loop_uses_them(wr
             wrapped.no_such_attribute
     finally:
         wrapped.close()
+
+
+class _PermutedBatches(torch.utils.data.Sampler):
+    """A batch sampler that draws its order when iter() is called, not at its first batch (as
+    custom samplers that return an iterator do)."""
+
+    def __len__(self):
+        return 6
+
+    def __iter__(self):
+        return iter(torch.randperm(48).view(6, 8).tolist())
+
+
+@pytest.mark.parametrize("kw", [dict(num_workers=0), dict(num_workers=2),
+                                dict(num_workers=2, persistent_workers=True)], ids=["0", "2", "2 persistent"])
+def test_epochs_iterated_at_once_are_the_bare_loaders(kw):
+    """zip(loader, loader), an iterator kept while another epoch runs, and random draws between
+    iter() and the first batch, with a shuffle and with a batch sampler that draws at iter(): the
+    profiled loader gives the bare one's batches (the autotuned one: tests/test_autotune.py)."""
+    def loop(loader):
+        out = [[(a.tolist(), b.tolist()) for a, b in zip(loader, loader)]]
+        kept = iter(loader)
+        torch.rand(3)  # the loop's own draw before its first batch
+        out.append(next(kept).tolist())
+        out.append([b.tolist() for b in loader])
+        out.append([b.tolist() for b in kept])
+        return out
+
+    for sampling in (dict(shuffle=True, batch_size=8), dict(batch_sampler=_PermutedBatches())):
+        make = lambda: DataLoader(range(48), **sampling, **kw)
+        torch.manual_seed(3)
+        bare = loop(make())
+        torch.manual_seed(3)
+        assert loop(dlprof.profile(make(), sample_system=False)) == bare, sampling
+        torch.manual_seed(3)
+        assert loop(dlprof.autotune(make(), sample_system=False)) == bare, sampling

@@ -97,16 +97,24 @@ class IndexSamplerProxy:
         return len(self.inner)
 
     def __iter__(self):
-        if self.in_main_process:  # num_workers=0: the fetch follows the yield at once
-            for item in self.inner:
-                yield _arrive_list(item) if type(item) is list else _arrive_value(item)
-        else:  # the arrival is noted when the worker unpickles the item
-            recent = self.recent
-            recent.clear()
-            self.handed_out = 0
-            for self.handed_out, item in enumerate(self.inner, 1):
-                recent.append(item)
-                yield _Carrier(item)
+        # the sampler's iter() now, when torch calls it (a torch iterator is made), not at the
+        # first batch as a generator would: a sampler whose iter() binds state (a shared index
+        # stream, a draw) binds it to this iterator even when two are alive at once
+        inner = iter(self.inner)
+        return self._main(inner) if self.in_main_process else self._workers(inner)
+
+    @staticmethod
+    def _main(inner):
+        for item in inner:  # num_workers=0: the fetch follows the yield at once
+            yield _arrive_list(item) if type(item) is list else _arrive_value(item)
+
+    def _workers(self, inner):
+        recent = self.recent  # the arrival is noted when the worker unpickles the item
+        recent.clear()
+        self.handed_out = 0
+        for self.handed_out, item in enumerate(inner, 1):
+            recent.append(item)
+            yield _Carrier(item)
 
     def indices_of(self, position: int):
         """The indices of the ``position``-th batch (0-based) of the current pass, if still held."""
