@@ -173,6 +173,17 @@ class AutotunedLoader:
     def summary(self, file=None) -> None:
         self.result().summary(file)
 
+    def save(self, path) -> None:
+        """The results file, as ``dlprof.profile``'s (with what the tuner did in ``tuning``)."""
+        self.result().save(path)
+
+    def save_trace(self, path) -> None:
+        self.result().save_trace(path)
+
+    def save_reports(self, folder) -> list[str]:
+        """report.html (the windows' plot included), report.md and trace.json in ``folder``."""
+        return self.result().save_reports(folder)
+
     def close(self) -> None:
         for c in self._configs.values():
             c.release()

@@ -366,10 +366,14 @@ def test_the_real_tuner_explores_then_settles_and_says_so(tmp_path, capsys):
     text = tuned.result().format_summary()
     assert "autotune: " in text and "configuration; purpose: outcome" in text
     assert "dlprof.autotune: " in capsys.readouterr().err  # printed once, when settled
-    tuned.result().save(tmp_path / "results.json")
+    tuned.save(tmp_path / "results.json")
     again = dlprof.load(tmp_path / "results.json")
     assert again.run.tuning == tuning
     assert "autotune windows" in again._repr_html_()
+    written = tuned.save_reports(tmp_path / "reports")  # the page and report.md with the windows' plot
+    assert [os.path.basename(p) for p in written] == ["report.html", "report.md", "trace.json"]
+    assert "autotune windows" in (tmp_path / "reports" / "report.html").read_text()
+    assert (tmp_path / "reports" / "plot-autotune.svg").read_text().startswith("<svg")
 
 
 class Stream(torch.utils.data.IterableDataset):
