@@ -34,7 +34,7 @@ from dlprof.sweep.faults import loader_error_line
 from dlprof.sweep.loaders import settings_of
 from dlprof.sweep.online import MAX_WINDOW_S, MIN_WINDOW_BATCHES, Tuner, Window, tuning_to_dict
 from dlprof.sweep.policy import SearchSpace
-from dlprof.sweep.trial import warmup_batches
+from dlprof.sweep.trial import next_check, warmup_batches
 from dlprof.tuned_epochs import Config, IterableEpoch, MapEpoch
 
 # An explored configuration whose next batch takes this long has hung (the user's own loader
@@ -208,7 +208,7 @@ class AutotunedLoader:
         n = len(self.run.batches) - self.window_first
         if n < self._next_check:
             return False
-        self._next_check = n + max(4, n // 8)
+        self._next_check = next_check(n)
         window = self.run.batches[self.window_first:]
         seconds = (window[-1].wait_end_ns - window[0].wait_end_ns) / 1e9
         rate, ci = rate_and_ci([b.wait_end_ns for b in window], [b.samples for b in window], [b.epoch for b in window])

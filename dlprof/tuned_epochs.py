@@ -229,8 +229,11 @@ class MapEpoch:
             # a window measures its own configuration: not the batches a switched-from one still
             # delivers (it took the epoch's last batches, so nothing was opened after it)
             if (o.tuner.tuning.settled is None and not o.tuner.whole_epochs and len(self.segments) == 1
-                    and seg.config.key == o.current_key and o.window_check()):
-                self._switch(o.end_window())
+                    and seg.config.key == o.current_key):
+                t0 = perf_counter_ns()
+                if o.window_check():
+                    self._switch(o.end_window())
+                seg.config.probe.not_a_step(perf_counter_ns() - t0)  # the tuner's time, not the step's
             return batch
 
     def _switch(self, settings) -> None:

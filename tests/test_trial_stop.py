@@ -65,3 +65,36 @@ def test_a_configuration_holding_much_of_an_epoch_in_flight_is_measured_over_a_w
     epochs = [b["epoch"] for b in json.loads(profile.read_text())["batches"]]
     window = epochs[len(epochs) - result.batches:]
     assert window[-1] - window[0] >= 2, window  # a whole epoch, from its first batch to its last
+
+
+class _Records(__import__("torch").utils.data.Dataset):
+    """In-memory samples handed out one by one (batch_size=None): microseconds a batch."""
+
+    def __len__(self):
+        return 4000
+
+    def __getitem__(self, i):
+        return i
+
+
+def test_the_trials_own_checks_are_not_timed_as_the_step(tmp_path):
+    """A loop of microseconds a batch, measured long (a rel_ci it cannot reach): the trial's
+    interval checks walk the window between two batches. They used to run every 4 batches, each
+    walk as long as the window, and landed in the step's time: past a few thousand batches a
+    quarter of the steps read milliseconds (a scan of such a loop read its wait share 78%, then
+    11%, its step 0.49 ms against 0.009 ms). Now they run when the window grew by an eighth, and
+    their time is left out of the step."""
+    loader = DataLoader(_Records(), batch_size=None)
+    limits = TrialLimits(max_seconds=1.5, max_epochs=None, rel_ci=1e-9, min_seconds=0.1, hard_factor=2.0)
+    settings = LoaderSettings(num_workers=0, pin_memory=False, prefetch_factor=None, persistent_workers=False,
+                              batch_size=None)
+    profile = tmp_path / "profile.json"
+    result = measure(Target("records", loader, lambda batch: None), settings, None, limits, "baseline", str(profile))
+    batches = json.loads(profile.read_text())["batches"]
+    assert result.batches > 5000  # windows long enough for the walks to cost milliseconds
+    # stalls of over a millisecond, for a step and a wait of microseconds: a busy machine's
+    # preemptions land in both, in proportion to their time (the wait is the longer); the
+    # checks landed in the steps only (before: 1,374 slow steps of 12,132, and no slow wait)
+    slow_steps = sum(b["step_ns"] > 1_000_000 for b in batches)
+    slow_waits = sum(b["wait_end_ns"] - b["wait_start_ns"] > 1_000_000 for b in batches)
+    assert slow_steps <= slow_waits + 0.002 * len(batches), (slow_steps, slow_waits, len(batches))

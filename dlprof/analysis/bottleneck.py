@@ -80,11 +80,16 @@ def diagnose(baseline: TrialResult | None, trials: list[TrialResult], cores: int
                             f"({'decoding, transforms' if s['fetch_per_sample'] > 0.05 else 'per-sample work'}); "
                             f"workers help up to the {cores} cores available")
     else:
-        evidence.append(f"{stage} took {produce[stage]:.2f} ms a batch, more than fetch ({s['fetch']:.2f} ms)")
+        evidence.append(f"{stage} took {_ms(produce[stage])} ms a batch, more than fetch ({_ms(s['fetch'])} ms)")
         if stage == "pin":
             evidence.append(f"the pin-memory thread spent {s.get('pin_cpu', 0.0):.2f} ms of CPU a batch in the "
                             f"training process; the loop waited {s.get('pin_wait', 0.0):.2f} ms a batch on it")
     return Bottleneck(verdict, stage, kind, evidence), warnings
+
+
+def _ms(x: float) -> str:
+    """Milliseconds with the digits a per-batch time needs (0.006, not 0.00)."""
+    return f"{x:.2f}" if x >= 0.1 else f"{x:.3f}"
 
 
 def epoch_ms_of(t: TrialResult, startup_ms: float) -> tuple[float, bool]:

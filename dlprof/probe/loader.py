@@ -87,6 +87,7 @@ class LoaderProbe:
         # the current epoch's torch iterator, weakly: its workers for post-mortems, yet the
         # workers end when the loop drops the iterator (a ``break``), as with the bare loader
         self._torch_iter = lambda: None
+        self._current = lambda: None  # the epoch iterator made last, weakly (not_a_step)
         self._batches = batches
         self._epochs = epochs
 
@@ -114,7 +115,16 @@ class LoaderProbe:
                              first_batch_ns=0, end_ns=0, batches=0, workers_reused=reused,
                              completed=False)
         self._epochs.append(record)
-        return (_EpochIterator if self.sync is None else _SyncedEpochIterator)(self, it, record)
+        epoch = (_EpochIterator if self.sync is None else _SyncedEpochIterator)(self, it, record)
+        self._current = weakref.ref(epoch)
+        return epoch
+
+    def not_a_step(self, ns: int) -> None:
+        """``ns`` spent by the code iterating (a scan's own checks, between two batches) is not
+        the training step's: it leaves the step time of the batch being stepped on."""
+        epoch = self._current()
+        if epoch is not None and epoch._last is not None:
+            epoch._last_handed_ns += ns
 
     def failed_batch(self) -> tuple[object, object]:
         """After the loader raised: (the dataset index that failed, the indices of its batch),
@@ -148,7 +158,7 @@ class _EpochIterator:
     """The hot path: one ``__next__`` per batch, kept to a few clock reads and one record."""
 
     __slots__ = ("_probe", "_it", "_epoch", "_batches", "_mover", "_last", "_last_handed_ns", "_done",
-                 "_raised_after")
+                 "_raised_after", "__weakref__")
 
     def __init__(self, probe: LoaderProbe, it, epoch: EpochRecord) -> None:
         self._probe = probe

@@ -19,7 +19,7 @@ import tempfile
 import time
 import traceback
 from dataclasses import dataclass
-from time import perf_counter
+from time import perf_counter, perf_counter_ns
 
 from dlprof.analysis.thresholds import MIN_GAIN, spanned_cutoff
 from dlprof.analysis.throughput import MIN_EPOCH_BLOCKS, rate_and_ci, share_and_ci
@@ -169,6 +169,7 @@ def _loop(prof, step, batches, warm: int, limits: TrialLimits, min_batches: int,
     soft = hard  # set when the warm-up ends: start-up does not eat the measuring time
     epochs = 0
     undecided = False  # the baseline's verdict still spans a cut-off
+    check_at = 0  # the window's size at the next check of its intervals (next_check)
     while limits.max_epochs is None or epochs < limits.max_epochs:
         for batch in prof:
             if batch_bytes < 0:
@@ -196,30 +197,48 @@ def _loop(prof, step, batches, warm: int, limits: TrialLimits, min_batches: int,
             # enough of them to become the blocks of the interval.
             # Only while the interval is still far too wide to compare: the extension costs time.
             few_short_epochs = 2 <= crossed <= MIN_EPOCH_BLOCKS or (whole_epochs and crossed < 2)
+            # The intervals below walk the window inside the measured loop: they are computed
+            # when it has grown by an eighth since the last time (next_check: linear work over a
+            # trial, not a walk every few batches, which on a loop of microseconds a batch took
+            # more time than the loop), and their time is left out of the step being timed.
+            due = enough and n >= check_at
+            checked_ns = 0
             # The baseline's verdict depends on its wait share: while the share's interval spans
             # a cut-off, it measures on, up to VERDICT_WINDOWS windows, past the hard limit (then
             # the verdict says borderline). The interval narrows as the square root of the time:
-            # four windows halve it. Checked every 4 batches once a stop is possible (the check
-            # walks the window, inside the measured loop), and holds in between.
+            # four windows halve it. Checked once a stop is possible, and holds in between.
             verdict_until = soft + (VERDICT_WINDOWS - 1) * limits.max_seconds
             may_stop = now >= soft or (n >= limits.min_batches and now - start >= limits.min_seconds)
-            if verdict_matters and enough and n % 4 == 0 and may_stop:
+            if verdict_matters and due and may_stop:
+                t0 = perf_counter_ns()
                 undecided = now < verdict_until and _wait_undecided(batches[warm:])
+                checked_ns += perf_counter_ns() - t0
             if now >= hard and not (undecided and now < verdict_until):
                 return batch_bytes
             past_soft = now >= soft and n >= limits.min_steady and enough
             if past_soft and not few_short_epochs and not undecided:
                 return batch_bytes
-            # the interval, every 4 batches (it is computed inside the measured loop)
-            if enough and n % 4 == 0 and (past_soft or (n >= limits.min_batches and now - start >= limits.min_seconds)):
+            if due and (past_soft or (n >= limits.min_batches and now - start >= limits.min_seconds)):
+                t0 = perf_counter_ns()
                 ci = _window_ci(batches[warm:])
+                checked_ns += perf_counter_ns() - t0
                 if (ci <= 100 * limits.rel_ci or (past_soft and ci <= 3 * 100 * limits.rel_ci)) and not undecided \
                         and not (whole_epochs and crossed < 2):
                     return batch_bytes
+            if checked_ns:
+                check_at = next_check(n)
+                prof.not_a_step(checked_ns)
         epochs += 1
         if not batches:
             raise DlprofError("the loader yielded no batch")
     return max(batch_bytes, 0)
+
+
+def next_check(n: int) -> int:
+    """The window's size at which its intervals are computed again, after a check at ``n``
+    batches: an eighth larger, and at least 4 batches on (the trials' and the online tuner's
+    windows alike)."""
+    return n + max(4, n // 8)
 
 
 def _wait_undecided(window) -> bool:
