@@ -107,7 +107,10 @@ def test_sigterm_stops_the_command_and_keeps_what_was_measured(tmp_path):
         import torch
         from torch.utils.data import DataLoader, TensorDataset
 
-        loader = DataLoader(TensorDataset(torch.arange(64.0)), batch_size=4, num_workers=2)
+        # persistent: workers started once, before the signal; a worker starting as its parent
+        # dies reads its parent as pid 1 and never exits (torch's watchdog), with or without dlprof
+        loader = DataLoader(TensorDataset(torch.arange(64.0)), batch_size=4, num_workers=2,
+                            persistent_workers=True)
         while True:
             for batch in loader:
                 time.sleep(0.01)
@@ -124,9 +127,19 @@ def test_sigterm_stops_the_command_and_keeps_what_was_measured(tmp_path):
     proc.stdout.close()
     proc.stderr.close()
     assert code == -signal.SIGTERM  # the program died of the signal, and dlprof as it did
+    deadline = time.monotonic() + 30  # its workers see their parent gone (torch checks every 5 s)
+    while time.monotonic() < deadline and _processes_of(script):
+        time.sleep(0.5)
+    assert not _processes_of(script)
     data = _results(out)
     assert data["exit_code"] == -signal.SIGTERM
     assert len(data["loaders"][0]["run"]["batches"]) >= 16
+
+
+def _processes_of(script: str) -> list[int]:
+    import psutil
+
+    return [p.pid for p in psutil.process_iter(["cmdline"]) if script in " ".join(p.info["cmdline"] or [])]
 
 
 def test_a_program_without_a_dataloader_and_a_missing_command(tmp_path):
