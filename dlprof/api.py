@@ -5,7 +5,7 @@ import os
 import tempfile
 import weakref
 
-from dlprof.probe.device import sync_note, synchronize
+from dlprof.probe.device import sync_note, synchronize, unavailable_device
 from dlprof.probe.environment import collect_environment
 from dlprof.probe.loader import LoaderProbe, describe_loader
 from dlprof.probe.stacks import StackSampler, stack_rate_hz
@@ -49,6 +49,9 @@ class Profiler:
         if self._loader is not None and loader is not self._loader:
             raise ValueError("a Profiler records one DataLoader; create another Profiler for this one")
         device = None if device is None else str(device)
+        why = unavailable_device(device)
+        if why:
+            raise ValueError(why)
         self._device_sync = device_sync
         probe = LoaderProbe(loader, device, self._start_sampler, self.run.batches, self.run.epochs,
                             sync=synchronize if device_sync else None)

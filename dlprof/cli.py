@@ -29,7 +29,10 @@ def cmd_profile(args) -> int:
     from dlprof.sweep.target import load_target
 
     target = load_target(args.target)
-    prof = profile(target.loader, device=args.device)
+    try:
+        prof = profile(target.loader, device=args.device)
+    except ValueError as exc:  # a device this machine does not have
+        raise DlprofError(str(exc)) from None
     out = args.out or os.path.join("reports", target.name)
     step = target.train_step
     for epoch in range(args.epochs):

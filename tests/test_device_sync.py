@@ -83,3 +83,34 @@ def test_profile_and_run_say_when_there_was_nothing_to_synchronize(tmp_path):
     data = _results(out)
     assert data["device_sync"] is True
     assert all(any("nothing was synchronized" in n for n in x["run"]["notes"]) for x in data["loaders"])
+
+
+def test_a_device_this_machine_lacks_is_refused_before_anything_runs(tmp_path):
+    """dlprof.profile(device=...), `dlprof profile --device` and a scan's trial refuse a device
+    torch cannot reach here, in one line naming the fix. It used to fail at the first batch deep
+    in torch ("Tried to instantiate dummy base class Event" on a CPU build with --device cuda),
+    and the scan blamed the dataset. xpu: not available on CI nor on the GPU machine."""
+    import re
+    import sys
+
+    import pytest
+
+    from dlprof.errors import DlprofError
+    from dlprof.scan_records import LoaderSettings
+    from dlprof.sweep.target import Target
+    from dlprof.sweep.trial import TrialLimits, measure
+
+    loader = DataLoader(TensorDataset(torch.arange(8.0)), batch_size=4)
+    for device, says in (("xpu", "is not available here: torch.xpu.is_available() is False"),
+                         ("gpu", "is not a torch device")):
+        with pytest.raises(ValueError, match=re.escape(says)):
+            dlprof.profile(loader, device=device)
+    with pytest.raises(DlprofError, match="use --device auto or --device cpu"):
+        measure(Target("t", loader, None), None, "xpu", TrialLimits(max_seconds=1, max_epochs=1, rel_ci=0.1), "baseline")
+    target = _script(tmp_path, "import torch\nfrom torch.utils.data import DataLoader, TensorDataset\n"
+                               "loader = DataLoader(TensorDataset(torch.arange(8.0)), batch_size=4)\n", "target.py")
+    proc = subprocess.run([sys.executable, "-m", "dlprof", "profile", target, "--device", "xpu", "--out",
+                           str(tmp_path / "out")], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        "dlprof: error: device 'xpu' is not available here: torch.xpu.is_available() is False (a CPU build of "
+        "torch, or no device visible); leave the device out (no copy) or use 'cpu'"]

@@ -57,6 +57,7 @@ def measure(target, settings: LoaderSettings | None, device: str | None, limits:
             purpose: str, profile_path: str | None = None, sample_stacks: bool = False) -> TrialResult:
     """Iterate the rebuilt loader with the training step until the estimate is stable."""
     from dlprof.api import Profiler
+    from dlprof.probe.device import unavailable_device
     from dlprof.sweep.loaders import batch_size_is_free, build_loader, settings_of
 
     import torch
@@ -66,6 +67,9 @@ def measure(target, settings: LoaderSettings | None, device: str | None, limits:
         torch.set_num_threads(settings.num_threads)  # the training process's intra-op threads
     if device == "auto":  # the baseline tells the scan; a trial after a failed baseline decides here
         device = "cuda" if torch.cuda.is_available() else None
+    why = unavailable_device(device)
+    if why:  # asked for (--device cuda) where there is none: the scan stops with this line
+        raise DlprofError(why.replace("leave the device out (no copy) or use 'cpu'", "use --device auto or --device cpu"))
     if settings is None:  # the baseline: the target's own loader, whose settings we report
         from dlprof.probe.environment import collect_environment
         from dlprof.probe.loader import describe_loader
