@@ -198,6 +198,14 @@ class ProfiledLoader:
     def close(self) -> None:
         self.profiler.close()
 
+    def __enter__(self):
+        """``with dlprof.profile(loader) as prof:``: closed at the end of the block (the
+        sampler stops; the results stay)."""
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def failed_batch(self) -> tuple[object, object]:
         """After iterating raised: (the dataset index whose ``__getitem__`` failed, the indices
         of the batch being built), each None where unknown. The index is known with

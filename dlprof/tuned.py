@@ -189,6 +189,14 @@ class AutotunedLoader:
             c.release()
         self.profiler.close()
 
+    def __enter__(self):
+        """``with dlprof.autotune(loader) as tuned:``: closed at the end of the block (workers
+        kept for other configurations end, the sampler stops; the results stay)."""
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     # -- windows ------------------------------------------------------------------------------
 
     def start_window(self) -> None:

@@ -222,3 +222,13 @@ def test_epochs_iterated_at_once_are_the_bare_loaders(kw):
         assert loop(dlprof.profile(make(), sample_system=False)) == bare, sampling
         torch.manual_seed(3)
         assert loop(dlprof.autotune(make(), sample_system=False)) == bare, sampling
+
+
+@pytest.mark.parametrize("wrap", ["profile", "autotune"])
+def test_the_wrapped_loader_is_a_context_manager_that_closes_and_keeps_the_results(wrap):
+    loader = DataLoader(range(32), batch_size=4, num_workers=2, persistent_workers=True)
+    with getattr(dlprof, wrap)(loader) as wrapped:
+        got = [b.tolist() for b in wrapped]
+    assert got == [b.tolist() for b in loader]
+    assert wrapped.profiler._closed  # the sampler stopped at the end of the block
+    assert len(wrapped.result().run.batches) == 8
