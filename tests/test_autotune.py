@@ -759,3 +759,14 @@ def test_epochs_iterated_at_once_give_the_untuned_batches(users):
         assert got[3] == [] and sum(len(a) + len(b) for a, b in got[0]) == 240
     else:
         assert sorted(x for a, b in got[0] for x in a) == list(range(240)) and len(got[3]) == 29
+
+
+def test_the_tuner_tries_no_more_workers_than_an_epochs_batches():
+    """Three batches an epoch: a fourth worker never gets a batch (torch hands them out from
+    worker 0 each epoch), so the tuner's search stops at three."""
+    tuned = dlprof.autotune(DataLoader(Indexed(10), batch_size=4), sample_system=False)
+    assert tuned.tuner.space.max_workers == 3
+    tuned.close()
+    stream = dlprof.autotune(DataLoader(Stream(), batch_size=4), sample_system=False)
+    assert stream.tuner.space.max_workers >= 16  # an iterable dataset: epoch length unknown
+    stream.close()

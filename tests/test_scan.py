@@ -73,6 +73,21 @@ def test_io_bound_scan_recommends_more_workers_than_cores_and_verifies_it(tmp_pa
     assert "\x1b[" not in proc.stderr  # stderr is a pipe: plain lines, no progress bar
 
 
+TINY_IO = IO_BOUND.replace("return 4000", "return 10").replace("batch_size=8", "batch_size=4")
+
+
+def test_a_tiny_dataset_gets_no_more_workers_than_its_epoch_has_batches(tmp_path):
+    """10 samples in batches of 4: three batches an epoch. torch hands each epoch's batches out
+    from worker 0, so a fourth worker never gets one; the I/O-bound search used to start at 16
+    (measured: 16 workers 1.42x, 3 workers 1.58x side by side)."""
+    proc, data = scan(write(tmp_path, "tiny", TINY_IO), tmp_path / "out", "--quick", "--budget", "20",
+                      "--no-hotspots")
+    assert proc.returncode == 0, proc.stderr
+    tried = [t["config"]["num_workers"] for t in data["trials"]]
+    assert max(tried) == 3, tried
+    assert chosen(data, "recommendation")["config"]["num_workers"] == 3
+
+
 FAILS_IN_WORKERS = """
     import torch
     from torch.utils.data import DataLoader, Dataset, get_worker_info

@@ -512,3 +512,11 @@ def test_a_futile_check_ends_a_tie_early_and_keeps_real_gains_nearly_as_often():
         with_rule, _ = _online_check(0.08, gain, futile=True)
         without, _ = _online_check(0.08, gain, futile=False)
         assert with_rule >= without - 0.06, gain
+
+
+def test_no_more_workers_than_an_epochs_batches():
+    from dlprof.sweep.rules import useful_workers
+
+    assert useful_workers(16, 3) == 3  # workers past an epoch's batches never get one
+    assert useful_workers(16, 0) == 16  # epoch length unknown (an iterable dataset)
+    assert useful_workers(16, 400) == 16

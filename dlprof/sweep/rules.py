@@ -57,6 +57,14 @@ def batches_per_epoch(t: TrialResult) -> int:
     return math.ceil(per_epoch / t.settings.batch_size) if per_epoch and t.settings.batch_size else 0
 
 
+def useful_workers(max_workers: int, batches: int) -> int:
+    """The most workers worth trying when an epoch holds ``batches`` batches (0: unknown). torch
+    hands each epoch's batches to the workers in turn from worker 0, kept workers too (its
+    iterator's reset), so workers past that count never get a batch: processes, memory and
+    start-up for nothing."""
+    return max(1, min(max_workers, batches)) if batches > 0 else max_workers
+
+
 def within_noise(t: TrialResult, top: TrialResult) -> bool:
     """Is ``top`` faster than ``t`` by no more than their intervals allow, and by at most
     MAX_TIE? An interval wider than that says the trials were too short to tell (few epochs

@@ -25,6 +25,7 @@ from dlprof.records import save_json
 from dlprof.scan_records import LoaderSettings, ScanResult, Status, TrialResult
 from dlprof.sweep.paired import MIN_PAIRS
 from dlprof.sweep.policy import Search, SearchSpace, SearchState, search
+from dlprof.sweep.rules import batches_per_epoch, useful_workers
 from dlprof.sweep.trial import TrialLimits, preload_torch, run_trial
 from dlprof.sweep.verify import Verification
 
@@ -170,7 +171,8 @@ class Scan(Verification):
         self._adopt_target_info(base)
         if base.status != "ok":
             self._fallback_baseline(base.settings)
-        space = SearchSpace(cores=self.plan.cores, max_workers=self.plan.max_workers,
+        batches = batches_per_epoch(base) if base.status == "ok" else 0
+        space = SearchSpace(cores=self.plan.cores, max_workers=useful_workers(self.plan.max_workers, batches),
                             window_s=self.limits.max_seconds, batch_sizes=tuple(self.plan.batch_sizes),
                             device=self.plan.device, shm_free_bytes=shm_free_bytes(),
                             allow_reorder=self.plan.allow_reorder)
