@@ -42,28 +42,26 @@ class _Tags(HTMLParser):
                 self.external.append(value)
 
 
-@pytest.fixture(scope="module")
-def scanned(tmp_path_factory):
-    root = tmp_path_factory.mktemp("scan")
+def _dlprof_on_hostile(root, *command):
+    """``dlprof COMMAND hostile.py ... --out root/out`` on the HOSTILE target; the folder."""
     target = root / "hostile.py"
     target.write_text(textwrap.dedent(HOSTILE))
     out = root / "out"
-    proc = subprocess.run([sys.executable, "-m", "dlprof", "scan", str(target), "--quick", "--out", str(out)],
+    proc = subprocess.run([sys.executable, "-m", "dlprof", command[0], str(target), *command[1:], "--out", str(out)],
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    return out
+    return out, proc
+
+
+@pytest.fixture(scope="module")
+def scanned(tmp_path_factory):
+    return _dlprof_on_hostile(tmp_path_factory.mktemp("scan"), "scan", "--quick")[0]
 
 
 @pytest.fixture(scope="module")
 def profiled(tmp_path_factory):
     """``dlprof profile`` of the same target (no workers: its dataset raises only in one)."""
-    root = tmp_path_factory.mktemp("profile")
-    target = root / "hostile.py"
-    target.write_text(textwrap.dedent(HOSTILE))
-    out = root / "out"
-    proc = subprocess.run([sys.executable, "-m", "dlprof", "profile", str(target), "--epochs", "1", "--out", str(out)],
-                          cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
+    out, proc = _dlprof_on_hostile(tmp_path_factory.mktemp("profile"), "profile", "--epochs", "1")
     assert f"reports: {out / 'report.html'}, {out / 'report.md'}, {out / 'trace.json'}" in proc.stdout
     return out
 
