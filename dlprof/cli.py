@@ -324,8 +324,16 @@ def cmd_compare(args) -> int:
     from dlprof.report.compare_text import CompareRenderer
     from dlprof.scan_records import ScanResult
 
-    base = ScanResult.from_dict(load_json(_results_file(args.base)))
-    new = ScanResult.from_dict(load_json(_results_file(args.new)))
+    def scan_of(path: str) -> ScanResult:
+        path = _results_file(path)
+        try:
+            return ScanResult.from_dict(load_json(path))
+        except ResultsFileError as exc:  # which of the two, and what compare takes
+            if str(exc).startswith("not a dlprof scan"):
+                raise ResultsFileError(f"{path}: {exc}: dlprof compare takes two scans' results") from None
+            raise
+
+    base, new = scan_of(args.base), scan_of(args.new)
     result = compare(base, new, args.threshold)
     print(CompareRenderer().render(result), end="")
     return 1 if result.regression else 0

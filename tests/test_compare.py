@@ -54,6 +54,12 @@ def test_cli_exit_code_is_1_on_regression(tmp_path):
     folder.mkdir()
     save_json(scan({A: 700.0, B: 1400.0}).to_dict(), folder / "results.json")
     assert run(str(base), str(folder)).stdout == slower.stdout
+    profile = tmp_path / "profile.json"  # not a scan: which file, and what compare takes
+    profile.write_text('{"schema": "dlprof.profile", "schema_version": 4}')
+    wrong = run(str(base), str(profile))
+    assert wrong.returncode == 2 and wrong.stderr.strip() == (
+        f"dlprof: error: {profile}: not a dlprof scan results file (missing 'schema': 'dlprof.scan'): "
+        "dlprof compare takes two scans' results")
     bad = run(str(base), str(tmp_path / "missing.json"))
     assert bad.returncode == 2 and bad.stderr.startswith("dlprof: error: results file not found")
 
