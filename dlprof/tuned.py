@@ -162,18 +162,20 @@ class AutotunedLoader:
         # epochs iterated at once (zip(loader, loader); an iterator kept while another is made)
         # behave as the untuned loader's: with persistent workers torch has one iterator, which
         # a new iter() resets, so the open epochs go on as the new one; without, each is a pass
-        # of its own, on configurations of its own (a persistent configuration's one iterator
-        # cannot serve two epochs)
-        open_epochs = [e for e in (ref() for ref in self._maps) if e is not None and not e.ended]
-        if open_epochs and self.tuner.tuning.baseline.persistent_workers:
-            epoch = MapEpoch(self)
-            for e in open_epochs:
-                e.continue_as(epoch)
-            open_epochs = []
-        else:
-            epoch = MapEpoch(self, own_configs=bool(open_epochs))
-        self._maps = [weakref.ref(e) for e in open_epochs] + [weakref.ref(epoch)]
+        # of its own (MapEpoch._config: a persistent configuration's one iterator serves one)
+        open_epochs = self.open_epochs()
+        joined = open_epochs if self.tuner.tuning.baseline.persistent_workers else []
+        for e in joined:  # first, so that the new epoch finds their iterators free
+            e.retire()
+        epoch = MapEpoch(self)
+        for e in joined:
+            e.joined = epoch
+        self._maps = [weakref.ref(e) for e in open_epochs if e not in joined] + [weakref.ref(epoch)]
         return epoch
+
+    def open_epochs(self) -> list:
+        """The map-style epochs made and not ended (an abandoned one, freed, is not)."""
+        return [e for e in (ref() for ref in self._maps) if e is not None and not e.ended]
 
     def result(self) -> ProfileResult:
         result = self.profiler.result()

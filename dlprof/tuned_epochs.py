@@ -120,14 +120,14 @@ class MapEpoch:
     """One epoch of a map-style dataset: the segments of its configurations, oldest first (a
     switched-from one drains)."""
 
-    def __init__(self, owner, own_configs: bool = False) -> None:
-        """``own_configs``: another epoch is open (two iterated at once, without persistent
-        workers): this one's configurations are its own, released at its end."""
+    def __init__(self, owner) -> None:
         self.o = owner
         loader = owner.loader
-        self.configs: dict | None = {} if own_configs else None
+        # a persistent configuration whose one iterator serves another open epoch (two iterated
+        # at once, without the user's persistent workers): this epoch's own, released at its end
+        self.configs: dict = {}
         self.ended = False
-        self.joined: MapEpoch | None = None  # continue_as
+        self.joined: MapEpoch | None = None  # retired: the epoch that goes on in its place
         # what torch's DataLoader.__iter__ asks of the sampler and the random generator, in its
         # order (a batch sampler may draw when iter() is called): a new iterator calls iter() on
         # the sampler, draws its workers' seed and, with workers, calls iter() again (its
@@ -173,11 +173,16 @@ class MapEpoch:
         return self
 
     def _config(self, settings):
-        return self.o._config(settings, self.configs)
+        shared = self.o._config(settings)
+        if shared.settings.persistent_workers and shared.settings.num_workers and any(
+                e is not self and any(seg.config is shared for seg in e.segments) for e in self.o.open_epochs()):
+            return self.o._config(settings, self.configs)
+        return shared
 
-    def continue_as(self, other: "MapEpoch") -> None:
+    def retire(self) -> None:
         """A new iter() of a loader with persistent workers: torch resets its one iterator, so
-        this epoch's batches not delivered are dropped and its iterator gives the new epoch's."""
+        this epoch's batches not delivered are dropped, and (``joined``) it gives the new
+        epoch's."""
         for seg in self.segments:
             seg.tap.closed = True
             seg.tap.taken.clear()
@@ -185,7 +190,6 @@ class MapEpoch:
                 shut_down(seg.it._it)
         self.segments = []
         self.primed = self.ended = True
-        self.joined = other
 
     def __next__(self):
         if self.joined is not None:
@@ -209,7 +213,7 @@ class MapEpoch:
                     self.segments.append(self._config(o.current).open(self.stream, o.loader))
                     continue
                 self.ended = True
-                for config in (self.configs or {}).values():
+                for config in self.configs.values():
                     config.release()
                 o._epoch_open = False
                 if o.tuner.tuning.settled is None:  # the windows' epoch length (end_window)

@@ -770,3 +770,28 @@ def test_the_tuner_tries_no_more_workers_than_an_epochs_batches():
     stream = dlprof.autotune(DataLoader(Stream(), batch_size=4), sample_system=False)
     assert stream.tuner.space.max_workers >= 16  # an iterable dataset: epoch length unknown
     stream.close()
+
+
+def test_an_iterator_kept_open_does_not_cost_the_settled_configuration_its_kept_workers():
+    """``it = iter(loader); sample = next(it)`` kept in a variable while training: that epoch stays
+    open, yet the epochs after it share the settled persistent configuration's workers (only a
+    persistent iterator that another open epoch holds is made apart), and the batches are the
+    untuned loader's."""
+    side = S(2, 2, True)
+    torch.manual_seed(9)
+    bare_loader = _loader(Indexed(96))
+    bare_kept = iter(bare_loader)
+    bare = [next(bare_kept).flatten().tolist()] + _epochs(bare_loader, 4)
+    torch.manual_seed(9)
+    tuned = AutotunedLoader(_loader(Indexed(96)), sample_system=False, tuner=Scripted(S(0), [side], every=3))
+    kept = iter(tuned)
+    got = [next(kept).flatten().tolist()]
+    pids = []
+    for _ in range(4):
+        got += _epochs(tuned, 1)
+        workers = tuned._configs[side.key()].probe._shadow._iterator
+        pids.append(tuple(w.pid for w in workers._workers) if workers is not None else None)
+    assert got == bare
+    assert tuned.tuner.tuning.settled == side
+    assert pids[1] is not None and len(set(pids[1:])) == 1, pids  # the same processes, epoch after epoch
+    tuned.close()
