@@ -55,15 +55,20 @@ def test_startup_judged_against_a_projected_epoch_when_none_finished(dataset_len
     (36.0, 19.0, "data-bound", 20),  # text_padding on a loaded machine: 17-55%
     (25.0, 2.0, "data-bound", None),
     (25.0, None, "data-bound", None),  # interval unknown (results of schema 2): judged as measured
+    # 0-75% (a scan whose own checks used to land in the step): both cut-offs, said so (it used
+    # to name the 20% one only, "one band higher")
+    (11.3, 63.4, "balanced", "both cut-offs (5% and 20%)"),
 ])
 def test_verdict_comes_with_its_interval(wait_pct, ci, verdict, borderline):
     found, _ = diagnose(trial(wait_pct=wait_pct, wait_ci_pct=ci), [], CORES)
     assert found.verdict == verdict, found.evidence
     if ci is not None:
-        assert f"95% interval {wait_pct - ci:.1f}-{wait_pct + ci:.1f}%" in found.evidence[0]
+        assert f"95% interval {max(wait_pct - ci, 0):.1f}-{min(wait_pct + ci, 100):.1f}%" in found.evidence[0]
     said = [e for e in found.evidence if e.startswith("borderline")]
     assert bool(said) == (borderline is not None)
-    if borderline:
+    if isinstance(borderline, str):
+        assert f"spans {borderline}" in said[0] and "any of the three verdicts" in said[0]
+    elif borderline:
         assert f"spans the {borderline}% cut-off" in said[0]
 
 
@@ -159,3 +164,15 @@ def test_keep_says_whether_any_other_configuration_was_tried():
     searched = ScanResult(target="t.py", baseline=base, recommendation=base, speedup=1.0, trials=[base, other],
                           complete=True)
     assert speedup_line(searched) == "keep the current configuration: no candidate was measurably faster"
+
+
+@pytest.mark.parametrize("wait_pct, ci, said", [
+    (7.0, 1.0, None),
+    (7.0, 3.0, "at the 5% cut-off"),
+    (11.3, 63.4, "at the 5% and 20% cut-offs"),  # it named the 20% one only
+])
+def test_a_profiles_verdict_names_every_cut_off_its_interval_spans(wait_pct, ci, said):
+    from dlprof.analysis.stages import verdict_hint
+
+    _, reason = verdict_hint(wait_pct, ci, batches=100)
+    assert (said in reason) if said else "cut-off" not in reason, reason

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dlprof.analysis.judgements import computes, fetch_usage, fetch_waits_on_io, workers_compute
 from dlprof.analysis.pinning import pinning_effect
-from dlprof.analysis.thresholds import interval_text, spanned_cutoff, verdict as judge
+from dlprof.analysis.thresholds import interval_text, spanned_cutoffs, verdict as judge
 from dlprof.scan_records import Bottleneck, TrialResult
 
 STARTUP_SHARE = 0.3  # start-up above this share of an epoch is the problem to fix
@@ -34,10 +34,13 @@ def diagnose(baseline: TrialResult | None, trials: list[TrialResult], cores: int
     verdict = judge(baseline.wait_pct)
     evidence = [f"the training loop waited for data {interval_text(baseline.wait_pct, baseline.wait_ci_pct)} "
                 f"of its time ({s['wait']:.2f} ms a batch, against {s['step']:.2f} ms in the step)"]
-    cut = spanned_cutoff(baseline.wait_pct, baseline.wait_ci_pct)
-    if cut is not None:
-        evidence.append(f"borderline: the interval spans the {cut:.0f}% cut-off, so another run could read "
-                        f"{'one band lower' if baseline.wait_pct >= cut else 'one band higher'}")
+    cuts = spanned_cutoffs(baseline.wait_pct, baseline.wait_ci_pct)
+    if len(cuts) == 1:
+        evidence.append(f"borderline: the interval spans the {cuts[0]:.0f}% cut-off, so another run could read "
+                        f"{'one band lower' if baseline.wait_pct >= cuts[0] else 'one band higher'}")
+    elif cuts:
+        evidence.append(f"borderline: the interval spans both cut-offs ({cuts[0]:.0f}% and {cuts[1]:.0f}%), so "
+                        "another run could read any of the three verdicts")
     if not baseline.has_train_step:
         evidence.append("no train_step in the target: the loader was measured alone")
 

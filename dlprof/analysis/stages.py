@@ -11,7 +11,7 @@ import pandas as pd
 
 from dlprof.analysis.memory import memory_growth_warning, worker_memory_growth
 from dlprof.analysis.pinning import pin_cost, pin_note
-from dlprof.analysis.thresholds import BALANCED_PCT, DATA_BOUND_PCT, interval_text, spanned_cutoff, verdict as judge
+from dlprof.analysis.thresholds import BALANCED_PCT, DATA_BOUND_PCT, interval_text, spanned_cutoffs, verdict as judge
 from dlprof.analysis.throughput import share_and_ci
 from dlprof.records import MAIN_PROCESS, ProfileRun
 
@@ -163,9 +163,9 @@ def verdict_hint(wait_pct: float, wait_ci_pct: float | None, batches: int) -> tu
         return "unknown", "no batches were measured"
     found = judge(wait_pct)
     share = interval_text(wait_pct, wait_ci_pct)
-    cut = spanned_cutoff(wait_pct, wait_ci_pct)
-    if cut is not None:
-        share += f", at the {cut:.0f}% cut-off"
+    cuts = spanned_cutoffs(wait_pct, wait_ci_pct)
+    if cuts:
+        share += ", at the " + " and ".join(f"{c:.0f}%" for c in cuts) + f" cut-off{'s' if len(cuts) > 1 else ''}"
     if found == "data-bound":
         return found, f"the loop waited for data {share} of the time (>= {DATA_BOUND_PCT:.0f}%: high input stall)"
     if found == "balanced":

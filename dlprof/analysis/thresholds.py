@@ -19,7 +19,7 @@ MIN_GAIN = 0.03
 def verdict(wait_pct: float) -> str:
     """data-bound | balanced | compute-bound from the wait share (% of the loop); 'unknown'
     when nothing was measured (NaN). A scan measures its baseline until the share's interval
-    clears the cut-offs where it can (``spanned_cutoff``), and says so where it could not."""
+    clears the cut-offs where it can (``spanned_cutoffs``), and says so where it could not."""
     if wait_pct != wait_pct:
         return "unknown"
     if wait_pct >= DATA_BOUND_PCT:
@@ -29,16 +29,12 @@ def verdict(wait_pct: float) -> str:
     return "compute-bound"
 
 
-def spanned_cutoff(wait_pct: float, ci_pct: float | None) -> float | None:
-    """The cut-off that the share's 95% interval spans (the verdict could read the other side of
-    it on another run), or None: the interval is on one side of every cut-off. Unknown
-    intervals span nothing (they are judged as measured)."""
+def spanned_cutoffs(wait_pct: float, ci_pct: float | None) -> list[float]:
+    """Every cut-off the share's 95% interval spans, lowest first (a wide interval can span
+    both: another run could read any of the three verdicts)."""
     if ci_pct is None or not math.isfinite(ci_pct) or wait_pct != wait_pct:
-        return None
-    for cut in (DATA_BOUND_PCT, BALANCED_PCT):
-        if wait_pct - ci_pct < cut <= wait_pct + ci_pct:
-            return cut
-    return None
+        return []
+    return [cut for cut in (BALANCED_PCT, DATA_BOUND_PCT) if wait_pct - ci_pct < cut <= wait_pct + ci_pct]
 
 
 def interval_text(wait_pct: float, ci_pct: float | None) -> str:

@@ -21,7 +21,7 @@ import traceback
 from dataclasses import dataclass
 from time import perf_counter, perf_counter_ns
 
-from dlprof.analysis.thresholds import MIN_GAIN, spanned_cutoff
+from dlprof.analysis.thresholds import MIN_GAIN, spanned_cutoffs
 from dlprof.analysis.throughput import MIN_EPOCH_BLOCKS, rate_and_ci, share_and_ci
 from dlprof.errors import DlprofError
 from dlprof.records import save_json
@@ -252,7 +252,7 @@ def _wait_undecided(window) -> bool:
     wait = [(b.wait_end_ns - b.wait_start_ns) / 1e6 for b in window]
     loop = [w + (b.transfer_ns + b.step_ns) / 1e6 for w, b in zip(wait, window)]
     share, ci = share_and_ci(wait, loop, [b.epoch for b in window])
-    return spanned_cutoff(share, ci) is not None
+    return bool(spanned_cutoffs(share, ci))
 
 
 def _window_ci(window) -> float:
