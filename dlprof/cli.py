@@ -223,14 +223,9 @@ def cmd_report(args) -> int:
     from dlprof.run_records import RUN_SCHEMA_NAME
     from dlprof.scan_records import SCAN_SCHEMA_NAME
 
-    path = args.results
-    if os.path.isdir(path):
-        if glob.glob(os.path.join(path, "process-*.json")):  # a dlprof run stopped before it merged
-            return _report_run(args)
-        path = os.path.join(path, "results.json")
-        if not os.path.exists(path):
-            raise DlprofError(f"{args.results} holds no results.json: give the folder a scan, profile or "
-                              f"dlprof run wrote")
+    if os.path.isdir(args.results) and glob.glob(os.path.join(args.results, "process-*.json")):
+        return _report_run(args)  # a dlprof run stopped before it merged its processes' files
+    path = _results_file(args.results)
     data = load_json(path)
     schema = data.get("schema") if isinstance(data, dict) else None
     if schema == RUN_SCHEMA_NAME:

@@ -35,22 +35,12 @@ from dlprof.sweep.loaders import settings_of
 from dlprof.sweep.online import MAX_WINDOW_S, MIN_WINDOW_BATCHES, Tuner, Window, tuning_to_dict
 from dlprof.sweep.policy import SearchSpace
 from dlprof.sweep.rules import useful_workers
-from dlprof.sweep.trial import next_check, warmup_batches
+from dlprof.sweep.trial import len_or_none, next_check, warmup_batches
 from dlprof.tuned_epochs import Config, IterableEpoch, MapEpoch
 
 # An explored configuration whose next batch takes this long has hung (the user's own loader
 # gets no limit): past any worker start-up (spawned workers import torch: seconds) on a busy machine.
 HANG_S = 60.0
-
-
-def _batches(loader: DataLoader) -> int:
-    """An epoch's batches (0: unknown, an iterable dataset)."""
-    if loader._dataset_kind != 0:
-        return 0
-    try:
-        return len(loader)
-    except TypeError:
-        return 0
 
 
 def main_draws_note(generators: list[str]) -> str:
@@ -93,7 +83,9 @@ class AutotunedLoader:
         self._sync = synchronize if device_sync else None
         self.iterable = loader._dataset_kind != 0  # not _DatasetKind.Map: switched between epochs
         cores = available_cores()
-        space = SearchSpace(cores=cores, max_workers=useful_workers(max(16, 4 * cores), _batches(loader)),
+        # an iterable dataset's workers each iterate their own share: no epoch length caps them
+        batches = 0 if self.iterable else (len_or_none(loader) or 0)
+        space = SearchSpace(cores=cores, max_workers=useful_workers(max(16, 4 * cores), batches),
                             window_s=MAX_WINDOW_S,
                             shm_free_bytes=shm_free_bytes())
         self.tuner = tuner or Tuner(space, settings_of(loader), budget_s, epochs_only=self.iterable,

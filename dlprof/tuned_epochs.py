@@ -107,12 +107,18 @@ class Segment:
         self.tap = tap
 
 
-def _begin_epoch(o) -> None:
-    """What every epoch does first: the seed the user's loader draws for a new iterator (none when
-    its kept workers are reused), the epoch count."""
+def _reuses_iterator(o) -> bool:
+    """Does the user's loader reuse its iterator for this epoch (kept workers after the first)?
+    torch then draws no seed for it."""
     loader = o.loader
-    if not (loader.persistent_workers and loader.num_workers > 0 and o._epochs > 0):
-        draw_iterator_seed(loader)
+    return loader.persistent_workers and loader.num_workers > 0 and o._epochs > 0
+
+
+def _begin_epoch(o) -> None:
+    """What an iterable dataset's epoch does first: the seed the user's loader draws for a new
+    iterator, the epoch count (a map-style epoch asks its sampler too: MapEpoch)."""
+    if not _reuses_iterator(o):
+        draw_iterator_seed(o.loader)
     o._epochs += 1
 
 
@@ -133,9 +139,8 @@ class MapEpoch:
         # the sampler, draws its workers' seed and, with workers, calls iter() again (its
         # _reset), whose batches it serves; a persistent iterator reused calls iter() once
         sampler = loader._index_sampler
-        reused = loader.persistent_workers and loader.num_workers > 0 and owner._epochs > 0
         self.stream = IndexStream(sampler)
-        if not reused:
+        if not _reuses_iterator(owner):
             draw_iterator_seed(loader)
             if loader.num_workers:
                 self.stream = IndexStream(sampler)

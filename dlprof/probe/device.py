@@ -36,10 +36,10 @@ def move_to(data, device: torch.device, non_blocking: bool):
     return data
 
 
-def unavailable_device(device: str | None) -> str | None:
-    """Why batches cannot be moved to ``device`` in this process (None: they can, or no device).
-    Asked before profiling: moving the first batch would otherwise fail deep in torch (a CPU
-    build of torch raises "Tried to instantiate dummy base class Event")."""
+def unavailable_device(device: str | None, fix: str = "leave the device out (no copy) or use 'cpu'") -> str | None:
+    """Why batches cannot be moved to ``device`` in this process (None: they can, or no device),
+    ending with ``fix``. Asked before profiling: moving the first batch would otherwise fail deep
+    in torch (a CPU build of torch raises "Tried to instantiate dummy base class Event")."""
     if device is None:
         return None
     try:
@@ -49,7 +49,7 @@ def unavailable_device(device: str | None) -> str | None:
     backend = getattr(torch, kind, None)
     if kind != "cpu" and callable(getattr(backend, "is_available", None)) and not backend.is_available():
         return (f"device {device!r} is not available here: torch.{kind}.is_available() is False (a CPU build of "
-                f"torch, or no device visible); leave the device out (no copy) or use 'cpu'")
+                f"torch, or no device visible); {fix}")
     return None
 
 

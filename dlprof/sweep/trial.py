@@ -67,9 +67,9 @@ def measure(target, settings: LoaderSettings | None, device: str | None, limits:
         torch.set_num_threads(settings.num_threads)  # the training process's intra-op threads
     if device == "auto":  # the baseline tells the scan; a trial after a failed baseline decides here
         device = "cuda" if torch.cuda.is_available() else None
-    why = unavailable_device(device)
+    why = unavailable_device(device, fix="use --device auto or --device cpu")
     if why:  # asked for (--device cuda) where there is none: the scan stops with this line
-        raise DlprofError(why.replace("leave the device out (no copy) or use 'cpu'", "use --device auto or --device cpu"))
+        raise DlprofError(why)
     if settings is None:  # the baseline: the target's own loader, whose settings we report
         from dlprof.probe.environment import collect_environment
         from dlprof.probe.loader import describe_loader
