@@ -212,10 +212,11 @@ class ProfiledLoader:
         num_workers=0; with workers, the batch (the next one the loop was waiting for)."""
         return self._probe.failed_batch()
 
-    def dead_workers(self) -> list[tuple[int, int, int]]:
+    def dead_workers(self, named=()) -> list[tuple[int, int, int]]:
         """(worker id, pid, exit code) of workers of the current epoch that have exited with an
-        error; a negative exit code is the signal that killed the worker."""
-        return self._probe.dead_workers()
+        error; a negative exit code is the signal that killed the worker. Those of ``named``
+        (pids torch said are dead) are waited for up to a second."""
+        return self._probe.dead_workers(named)
 
 
 def _save_merged(run: ProfileRun, path: str) -> None:

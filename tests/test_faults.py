@@ -12,9 +12,13 @@ from pathlib import Path
 
 import psutil
 import pytest
+import torch
 
 from fault_cases import BAD_TARGETS, REPO, TRIAL_FAULTS, can_mount_private_shm, failed_errors, run_scan
 from results_json import chosen
+
+import dlprof
+from dlprof.sweep.faults import dead_worker_pids, explain_loader_failure
 
 
 def _clean(outcome):
@@ -167,3 +171,32 @@ def test_shared_memory_shortfall_is_warned_before_the_trial_runs(scanned):
     assert warned < died  # said before the first worker trial ran, not explained after
     assert any("docker run --shm-size=" in w for w in outcome.results["warnings"])
     _clean(outcome)
+
+
+class _Segfaults(torch.utils.data.Dataset):
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, i):
+        import ctypes
+
+        ctypes.string_at(0)  # the worker dies of SIGSEGV
+
+
+def test_a_dead_worker_is_named_by_its_signal_however_torch_words_it():
+    """torch reports a dead worker as "exited unexpectedly" (its liveness check) or "is killed by
+    signal: ..." (its SIGCHLD handler), at times before the worker's exit code is readable (CI saw
+    torch's words in a report): the report names the signal either way."""
+    loader = torch.utils.data.DataLoader(_Segfaults(), num_workers=1)
+    prof = dlprof.profile(loader)
+    with pytest.raises(RuntimeError) as caught:
+        next(iter(prof))
+    dead = prof.dead_workers(dead_worker_pids(caught.value))
+    assert [code for _, _, code in dead] == [-signal.SIGSEGV], str(caught.value)
+    line = explain_loader_failure(caught.value, (None, None), loader, dead).error
+    assert "was killed by SIGSEGV (Segmentation fault)" in line
+    prof.close()
+    pid = dead[0][1]
+    sigchld = RuntimeError(f"DataLoader worker (pid {pid}) is killed by signal: Segmentation fault. ")
+    assert explain_loader_failure(sigchld, (None, None), loader, ()).error == (
+        f"DataLoader worker (pid {pid}) was killed by SIGSEGV (Segmentation fault)")

@@ -7,9 +7,10 @@ only its ``dataset`` and ``collate_fn`` are swapped for the timing proxies of ``
 from __future__ import annotations
 
 import copy
+import time
 import weakref
 from time import perf_counter_ns
-from typing import Callable
+from typing import Callable, Collection
 
 from torch.utils.data import DataLoader
 
@@ -133,14 +134,20 @@ class LoaderProbe:
         position = self._epochs[-1].batches if self._epochs else 0
         return failing_index() if self._shadow.num_workers == 0 else None, self._indices.indices_of(position)
 
-    def dead_workers(self) -> list[tuple[int, int, int]]:
+    def dead_workers(self, named: Collection[int] = ()) -> list[tuple[int, int, int]]:
         """(worker id, pid, exit code) of the current iterator's workers that have exited; a
-        negative exit code is the signal that killed the worker."""
+        negative exit code is the signal that killed the worker. A worker of ``named`` (pids
+        torch said are dead) is waited for up to a second: torch can raise before its exit
+        code is readable, and the same death must read the same every time."""
         workers = getattr(self._torch_iter(), "_workers", None) or []
         dead = []
+        deadline = perf_counter_ns() + 1_000_000_000
         for wid, proc in enumerate(workers):
             try:
                 code = proc.exitcode  # polls without blocking: a live worker is not waited for
+                while code is None and proc.pid in named and perf_counter_ns() < deadline:
+                    time.sleep(0.01)
+                    code = proc.exitcode
             except ValueError:  # a process object already closed
                 continue
             if code is not None and code != 0:

@@ -19,6 +19,7 @@ DATASET, COLLATE, WORKER_DIED, SHM, OOM, STEP, CRASH, TIMEOUT = (
 # torch's words for a dead worker, from its SIGCHLD handler or its liveness check: "DataLoader
 # worker (pid 123) is killed by signal: ...", "DataLoader worker (pid(s) 123, 456) exited unexpectedly"
 _WORKER_DEATH = re.compile(r"DataLoader worker \(pid(?:\(s\))? (\d+(?:, \d+)*)\)")
+_TORCH_KILLED = re.compile(r"DataLoader worker \(pid (\d+)\) is killed by signal: ([^.]+)\.")
 _WORKER_CAUGHT = re.compile(r"Caught (\w+) in DataLoader worker process (\d+)\.\s*\nOriginal (Traceback[\s\S]*)")
 _SHM_ADVICE = ("shared memory (/dev/shm) ran out: batches travel from workers through it, about "
                "batch bytes x prefetch_factor x num_workers at once. Raise it (docker run --shm-size=8g, "
@@ -104,7 +105,7 @@ def explain_loader_failure(exc: BaseException, failed_batch, loader, dead_worker
             how = f"was killed by {_signal_name(-code)}" if code < 0 else f"exited with code {code}"
             more = f" ({len(dead_workers)} workers died)" if len(dead_workers) > 1 else ""
             return Failure(WORKER_DIED, f"DataLoader worker {wid} (pid {pid}) {how}{more}", None, local_tb)
-        return Failure(WORKER_DIED, _last_line(message.split(". ")[0] + "."), None, local_tb)
+        return Failure(WORKER_DIED, _torch_worker_death_line(message), None, local_tb)
     if _is_oom(exc):
         return Failure(OOM, f"out of memory in the loader: {_last_line(message)}", None, local_tb)
     index, indices = failed_batch
@@ -131,6 +132,26 @@ def explain_loader_failure(exc: BaseException, failed_batch, loader, dead_worker
         " (its worker_init_fn, or a handle opened before the workers were forked)")
     return Failure(DATASET, f"the dataset raised {last} on the batch of indices {_short(indices)}{where}{hint}",
                    None, worker_tb)
+
+
+def _torch_worker_death_line(message: str) -> str:
+    """torch's words for a dead worker, in the words of a worker whose exit code was read: the
+    code is not always readable yet when torch raises (the worker not reaped, or its iterator
+    gone), and the same death must read the same either way."""
+    killed = _TORCH_KILLED.search(message)
+    if killed:
+        return f"DataLoader worker (pid {killed.group(1)}) was killed by {_signal_of(killed.group(2))}"
+    return _last_line(message.split(". ")[0] + ".")
+
+
+def _signal_of(description: str) -> str:
+    """'Segmentation fault' (torch's strsignal text) -> 'SIGSEGV (Segmentation fault)'."""
+    import signal
+
+    for sig in signal.Signals:
+        if signal.strsignal(sig) == description:
+            return _signal_name(sig.value)
+    return f"signal: {description}"
 
 
 def _signal_name(number: int) -> str:

@@ -171,7 +171,7 @@ def alternate(target, base: LoaderSettings, cand: LoaderSettings, device: str | 
     except Exception as exc:  # the pipeline failed in one side's turn
         # torch reports a dead worker in whatever code runs then: the other side's turn too
         pids = dead_worker_pids(exc)
-        owner = next((s for s in (a, b) if pids & {pid for _, pid, _ in s.prof.dead_workers()}), side)
+        owner = next((s for s in (a, b) if pids & {pid for _, pid, _ in s.prof.dead_workers(pids)}), side)
         return a, b, pairs, owner, exc
 
 
@@ -193,7 +193,7 @@ def _child(spec: str, base: LoaderSettings, cand: LoaderSettings, device: str | 
                 traceback.print_exception(exc)
                 failure = (explain_step_failure(exc.exc, failed.settings.batch_size) if isinstance(exc, StepRaised)
                            else explain_loader_failure(exc, failed.prof.failed_batch(), failed.loader,
-                                                       failed.prof.dead_workers()))
+                                                       failed.prof.dead_workers(dead_worker_pids(exc))))
                 name = "baseline" if failed is a else "candidate"
                 results[name] = TrialResult(failed.settings, "failed", results[name].purpose, **failure.as_fields())
             for side in (a, b):

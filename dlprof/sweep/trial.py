@@ -100,7 +100,8 @@ def measure(target, settings: LoaderSettings | None, device: str | None, limits:
     except WorkerDiedInStep as died:
         raise TrialFailed(explain_loader_failure(died.exc, (None, None), loader, died.dead)) from died.exc
     except Exception as exc:  # the loader failed (dataset, collate, a worker): explain it
-        raise TrialFailed(explain_loader_failure(exc, prof.failed_batch(), loader, prof.dead_workers())) from exc
+        raise TrialFailed(explain_loader_failure(exc, prof.failed_batch(), loader,
+                                                    prof.dead_workers(dead_worker_pids(exc)))) from exc
     finally:
         prof.close()
     from dlprof.analysis.trial import trial_stats
@@ -186,7 +187,7 @@ def _loop(prof, step, batches, warm: int, limits: TrialLimits, min_batches: int,
                     step(batch)
                 except Exception as exc:  # the user's step: reported as such, not as the loader's
                     if dead_worker_pids(exc):  # a worker died while the step ran: the loader's failure
-                        raise WorkerDiedInStep(exc, prof.dead_workers()) from exc
+                        raise WorkerDiedInStep(exc, prof.dead_workers(dead_worker_pids(exc))) from exc
                     raise StepRaised(exc) from exc
             now = perf_counter()
             n = len(batches) - warm
