@@ -120,4 +120,6 @@ if __name__ == "__main__":
     else:  # not under torchrun: one process, the plain loop
         for step, batch in enumerate(loader):
             loss = train_step(batch)
+            if step % 20 == 0:
+                print(f"step {step:3d}  loss {loss:.4f}")
         print(f"final loss {loss:.4f} (run with torchrun --nproc_per_node 2 for the distributed job)")

@@ -72,4 +72,6 @@ if __name__ == "__main__":
         if step == 0:
             print(f"first batch after {time.perf_counter() - start:.2f} s (the workers were spawned)")
         loss = train_step(batch)
+        if step % 10 == 0:
+            print(f"step {step:3d}  loss {loss:.4f}")
     print(f"epoch: {time.perf_counter() - start:.2f} s; final loss {loss:.4f}")
