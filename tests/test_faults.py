@@ -18,7 +18,9 @@ from fault_cases import BAD_TARGETS, REPO, TRIAL_FAULTS, can_mount_private_shm, 
 from results_json import chosen
 
 import dlprof
+from dlprof.errors import DlprofError
 from dlprof.sweep.faults import dead_worker_pids, explain_loader_failure
+from dlprof.sweep.target import load_target
 
 
 def _clean(outcome):
@@ -27,7 +29,13 @@ def _clean(outcome):
     assert not outcome.left_tmp, outcome.left_tmp
 
 
-@pytest.mark.parametrize("case", BAD_TARGETS, ids=[c.name for c in BAD_TARGETS])
+# End to end: every bad option and target path, and two bad target files; each file fault costs a
+# scan its torch import and a trial (8 s under the suite's load). Every file fault is read through
+# load_target below, and end to end by benchmarks/reliability.py.
+_END_TO_END = [c for c in BAD_TARGETS if c.source is None or c.name in ("import-raises", "several-loaders")]
+
+
+@pytest.mark.parametrize("case", _END_TO_END, ids=[c.name for c in _END_TO_END])
 def test_bad_target_is_one_line_naming_the_fix(case, tmp_path):
     outcome = run_scan(case, str(tmp_path), timeout=120)
     assert outcome.exit_code == case.exit_code, outcome.stderr
@@ -36,6 +44,17 @@ def test_bad_target_is_one_line_naming_the_fix(case, tmp_path):
     assert "Traceback" not in outcome.stderr
     assert outcome.results is None  # nothing was measured: no results file
     _clean(outcome)
+
+
+@pytest.mark.parametrize("case", [c for c in BAD_TARGETS if c.source is not None],
+                         ids=[c.name for c in BAD_TARGETS if c.source is not None])
+def test_a_bad_target_file_is_refused_by_load_target_naming_the_fix(case, tmp_path):
+    """The scan's trial loads the target with load_target; its DlprofError is the scan's line."""
+    target = tmp_path / f"{case.name.replace('-', '_')}.py"
+    target.write_text(case.source)
+    with pytest.raises(DlprofError) as refused:
+        load_target(str(target))
+    assert case.message in str(refused.value) and "\n" not in str(refused.value)
 
 
 def test_debug_shows_the_traceback(tmp_path):
