@@ -9,6 +9,7 @@ import pytest
 from dlprof.analysis.throughput import rate_and_ci
 from dlprof.scan_records import LoaderSettings, ScanResult, TrialResult
 from dlprof.sweep.search import Scan, ScanPlan
+from dlprof.sweep.rules import buffer_matters
 from dlprof.sweep.policy import Proposal, SearchSpace, SearchState, rising_from, search, worker_candidates
 
 
@@ -520,3 +521,40 @@ def test_no_more_workers_than_an_epochs_batches():
     assert useful_workers(16, 3) == 3  # workers past an epoch's batches never get one
     assert useful_workers(16, 0) == 16  # epoch length unknown (an iterable dataset)
     assert useful_workers(16, 400) == 16
+
+
+def test_a_trial_that_measures_whole_epochs_is_counted_at_its_hard_limit():
+    """A configuration holding a real part of an epoch in flight measures whole epochs, up to the
+    trial's hard limit: what window trials cost is no guide to it (the demo's 15-worker trial
+    overran the estimate and left the side-by-side check 3 pairs)."""
+    scan = Scan(ScanPlan("x.py", "/nonexistent", 60, cores=2, max_workers=16), ScanResult("x.py"), print)
+    scan.trial_cost_s = 7.0
+    base = TrialResult(LoaderSettings(0, False, None, False, 64), "ok", "baseline", samples_per_s=700.0,
+                       seconds=5.0, batches=50, dataset_len=16000, dataset_kind="map")
+    scan.result.baseline = base
+    scan.state.add(base)
+    many = LoaderSettings(15, False, 2, False, 64)  # 30 batches in flight of an epoch's 250
+    assert not buffer_matters(LoaderSettings(1, False, 2, False, 64), 250)
+    assert buffer_matters(many, 250)
+    limits = scan.limits
+    _, _, cost_many = scan._room(many)
+    _, _, cost_one = scan._room(LoaderSettings(1, False, 2, False, 64))
+    assert cost_one == pytest.approx(7.0)
+    assert cost_many >= limits.hard_factor * limits.max_seconds
+
+
+def test_a_check_the_budget_ended_undecided_is_told_from_a_tie():
+    """The demo's check on a slow machine: pairs of 1.43, 1.61 and 2.27x, 1.74x (0.96-3.16x):
+    undecided, not 'no gain'. The same ratios over the most pairs decide; a tie is futile."""
+    from dlprof.analysis.throughput import paired_ratio
+    from dlprof.sweep.paired import MAX_PAIRS
+    from dlprof.sweep.rules import side_by_side_undecided
+
+    def judged(ratios):
+        speedup = paired_ratio([(1.0, r) for r in ratios])
+        return side_by_side_undecided(speedup, len(ratios), MAX_PAIRS)
+
+    assert judged([1.43, 1.61, 2.27])
+    assert not judged([1.43, 1.61, 2.27] * 4)  # 12 pairs: measurably faster
+    assert not judged([0.99, 1.01, 1.00, 0.98])  # a tie: decided
+    assert not judged([1.02, 0.97, 1.05, 0.95, 1.01, 0.99] * 2)  # the most pairs: no more to measure

@@ -51,10 +51,12 @@ def spans_epochs(t: TrialResult, window_s: float) -> bool:
     return 0 < epoch_ms < 1000.0 * window_s
 
 
-def batches_per_epoch(t: TrialResult) -> int:
-    """From the first completed epoch, else the dataset's length; 0 when unknown."""
+def batches_per_epoch(t: TrialResult, batch_size: int | None = None) -> int:
+    """From the first completed epoch, else the dataset's length; 0 when unknown. In batches of
+    ``batch_size`` (None: of the trial's own)."""
     per_epoch = t.samples_per_epoch or (t.dataset_len if t.dataset_kind == "map" else 0)
-    return math.ceil(per_epoch / t.settings.batch_size) if per_epoch and t.settings.batch_size else 0
+    size = batch_size or t.settings.batch_size
+    return math.ceil(per_epoch / size) if per_epoch and size else 0
 
 
 def useful_workers(max_workers: int, batches: int) -> int:
@@ -100,3 +102,11 @@ def side_by_side_futile(speedup: tuple[float, float, float], pairs: int, max_pai
         return False
     sd = (math.log(high) - math.log(low)) / 2 * math.sqrt(pairs) / t975(pairs - 1)
     return math.log(ratio) - t975(max_pairs - 1) * sd / math.sqrt(max_pairs) <= 0.0
+
+
+def side_by_side_undecided(speedup: tuple[float, float, float], pairs: int, max_pairs: int) -> bool:
+    """Did a check end before its answer? Its interval still holds both a gain worth a change and
+    none, and more pairs could still have made a recommendation: the budget ended it, not the
+    measurements, and the scan says so rather than calling it a tie."""
+    return (pairs < max_pairs and not side_by_side_decided(speedup)
+            and not side_by_side_futile(speedup, pairs, max_pairs))

@@ -25,9 +25,9 @@ from dlprof.records import save_json
 from dlprof.scan_records import LoaderSettings, ScanResult, Status, TrialResult
 from dlprof.sweep.paired import MIN_PAIRS
 from dlprof.sweep.policy import Search, SearchSpace, SearchState, search
-from dlprof.sweep.rules import batches_per_epoch, useful_workers
+from dlprof.sweep.rules import batches_per_epoch, buffer_matters, useful_workers
 from dlprof.sweep.trial import TrialLimits, preload_torch, run_trial
-from dlprof.sweep.verify import Verification
+from dlprof.sweep.verify import TRIAL_SETUP_S, Verification
 
 @dataclass
 class ScanPlan:
@@ -153,7 +153,14 @@ class Scan(Verification):
         best = self.best()
         reserve = max(self.side_by_side_s(MIN_PAIRS + 1, best.settings if best is not None else None),
                       self.side_by_side_s(MIN_PAIRS + 1, settings) if settings is not None else 0.0)
-        cost = self.trial_cost_s + (self.startup_per_worker_s() * settings.num_workers if settings else 0.0)
+        startup = self.startup_per_worker_s() * settings.num_workers if settings else 0.0
+        cost = self.trial_cost_s + startup
+        base = self.result.baseline
+        if settings is not None and base is not None and base.status == "ok" and buffer_matters(
+                settings, batches_per_epoch(base, settings.batch_size)):
+            # it measures whole epochs, up to its hard limit: what windows cost is no guide (a
+            # demo's check got 3 pairs, undecided, after a 15-worker trial of whole epochs)
+            cost = max(cost, TRIAL_SETUP_S + startup + self.limits.hard_factor * self.limits.max_seconds)
         return self.time_left(), reserve, cost
 
     # -- the search ------------------------------------------------------------------

@@ -10,7 +10,7 @@ import time
 from dlprof.analysis.throughput import paired_ratio
 from dlprof.scan_records import LoaderSettings, TrialResult
 from dlprof.sweep.paired import MAX_PAIRS, MIN_PAIRS, run_side_by_side
-from dlprof.sweep.rules import measurably_faster
+from dlprof.sweep.rules import measurably_faster, side_by_side_undecided
 
 # a trial's wall time beyond its measured window (fork, load, warm-up): 0.8-1.1 s for trials
 # of 0-2 workers in a quick scan of recipes/startup_cost.py on our 2-core machine
@@ -55,10 +55,13 @@ class Verification:
             # not measurably faster side by side: keep the user's configuration
             interval = (f"95% interval {low:.2f}-{high:.2f}x" if math.isfinite(high)
                         else "one pair of turns: no interval")
+            why = (f"undecided after {len(pairs)} pairs when the budget ran out, so the recommendation is "
+                   "to keep the current configuration until a scan with a larger --budget decides"
+                   if side_by_side_undecided((speedup, low, high), len(pairs), MAX_PAIRS)
+                   else "not measurably faster, so the recommendation is to keep the current configuration")
             self.result.notes.append(
                 f"the best candidate ({best.settings.label()}) measured {speedup:.2f}x the baseline side "
-                f"by side ({interval}): not measurably faster, so the recommendation "
-                "is to keep the current configuration")
+                f"by side ({interval}): {why}")
             self.result.recommendation, self.result.speedup = base, 1.0
             return
         self.result.recommendation, self.result.speedup = final_rec, speedup
