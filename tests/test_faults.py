@@ -133,7 +133,7 @@ def test_interrupted_scan_resumes(tmp_path):
         "    def __getitem__(self, i):\n        time.sleep(0.002)\n        return torch.tensor([float(i)])\n"
         "loader = DataLoader(D(), batch_size=8)\n")
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "dlprof", "scan", str(target), "--out", str(out), "--quick", "--budget", "20"]
+    cmd = [sys.executable, "-m", "dlprof", "scan", str(target), "--out", str(out), "--budget", "25"]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 # a shell's background job inherits SIGINT ignored; Ctrl-C is what is tested
                                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
