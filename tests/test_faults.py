@@ -112,6 +112,16 @@ def test_failing_index_comes_with_the_workers_traceback(scanned):
     _clean(outcome)
 
 
+def test_configurations_that_failed_are_warned_about_and_never_recommended(scanned):
+    outcome = scanned("index-fails-in-workers")
+    data = outcome.results
+    failed = [t for t in data["trials"] if t["status"] == "failed"]
+    assert failed and all(t["config"]["num_workers"] > 0 for t in failed)
+    assert all("no handle in this process" in t["error"] for t in failed)
+    assert chosen(data, "recommendation")["config"]["num_workers"] == 0 and data["speedup"] == 1.0
+    assert any("no handle in this process" in w for w in data["warnings"])
+
+
 def test_hung_trial_leaves_its_stacks_in_the_log(scanned):
     outcome = scanned("worker-hangs")
     timed_out = [t for t in outcome.results["trials"] if t["status"] == "timeout"]

@@ -88,33 +88,7 @@ def test_a_tiny_dataset_gets_no_more_workers_than_its_epoch_has_batches(tmp_path
     assert chosen(data, "recommendation")["config"]["num_workers"] == 3
 
 
-FAILS_IN_WORKERS = """
-    import torch
-    from torch.utils.data import DataLoader, Dataset, get_worker_info
-
-    class Picky(Dataset):
-        def __len__(self):
-            return 512
-        def __getitem__(self, i):
-            if get_worker_info() is not None:
-                raise RuntimeError("cannot open the database from a worker process")
-            return torch.tensor([float(i)])
-
-    loader = DataLoader(Picky(), batch_size=16)
-"""
-
-
-def test_failed_configurations_are_reported_and_never_recommended(tmp_path):
-    proc, data = scan(write(tmp_path, "picky", FAILS_IN_WORKERS), tmp_path / "out", "--quick")
-    assert proc.returncode == 0, proc.stderr
-    failed = [t for t in data["trials"] if t["status"] == "failed"]
-    assert failed and all(t["config"]["num_workers"] > 0 for t in failed)
-    assert all("cannot open the database" in t["error"] for t in failed)
-    assert chosen(data, "recommendation")["status"] == "ok"
-    assert chosen(data, "recommendation")["config"]["num_workers"] == 0
-    assert data["speedup"] == 1.0
-    assert any("cannot open the database" in w for w in data["warnings"])
-    assert "no loader" not in proc.stderr
+# a dataset that fails only in workers: tests/test_faults.py (index-fails-in-workers)
 
 
 UNSHARDED = """
