@@ -1,6 +1,7 @@
 """The scan's pure decision rules: throughput intervals over short epochs, and which worker
 counts are still worth a trial. Synthetic arrival times stand in for measured ones here only
 because the rules are pure functions of them; the scans in test_scan.py run real loaders."""
+import dataclasses
 import math
 import time
 
@@ -541,6 +542,9 @@ def test_a_trial_that_measures_whole_epochs_is_counted_at_its_hard_limit():
     _, _, cost_one = scan._room(LoaderSettings(1, False, 2, False, 64))
     assert cost_one == pytest.approx(7.0)
     assert cost_many >= limits.hard_factor * limits.max_seconds
+    # epochs of 3 batches (0.3 s at the baseline's pace) end within a window: no more than one
+    scan.result.baseline = dataclasses.replace(base, dataset_len=192)
+    assert scan._room(many)[2] == pytest.approx(7.0)
 
 
 def test_a_check_the_budget_ended_undecided_is_told_from_a_tie():
