@@ -82,8 +82,9 @@ def _map(body: str, loader: str = "DataLoader(Records(), batch_size=16)", extra:
 
 
 # a quick scan with room for its worker trials on a machine twice as slow: a quick scan's 30 s
-# count from the process's start, and a slow start (importing torch) left no worker trial to fault
-_QUICK = ["--quick", "--budget", "60"]
+# count from the process's start, and a slow start (importing torch) left no worker trial to fault.
+# No stacks sampled after the check: two more trials each, of nothing the faults concern
+_QUICK = ["--quick", "--budget", "60", "--no-hotspots"]
 
 TRIAL_FAULTS = [
     Case("index-fails-everywhere", "__getitem__ raises on index 37 in every configuration (baseline with 2 workers)",

@@ -105,7 +105,7 @@ UNSHARDED = """
 
 
 def test_unsharded_iterable_dataset_is_warned_about(tmp_path):
-    proc, data = scan(write(tmp_path, "stream", UNSHARDED), tmp_path / "out", "--quick")
+    proc, data = scan(write(tmp_path, "stream", UNSHARDED), tmp_path / "out", "--quick", "--no-hotspots")
     assert proc.returncode == 0, proc.stderr
     assert any("does not shard" in w for w in data["warnings"])
     assert "does not shard" in proc.stdout
@@ -128,7 +128,7 @@ COMPUTE_BOUND = """
 def test_compute_bound_keeps_the_configuration(tmp_path):
     """Planted far from the 5% cut-off (a 10 ms step against 0.5-0.9 ms of loading read 7-8% wait
     on a loaded machine, and flipped between machines): the wait share must be measurably low."""
-    proc, data = scan(write(tmp_path, "heavy", COMPUTE_BOUND), tmp_path / "out", "--quick")
+    proc, data = scan(write(tmp_path, "heavy", COMPUTE_BOUND), tmp_path / "out", "--quick", "--no-hotspots")
     assert proc.returncode == 0, proc.stderr
     assert (data["bottleneck"]["verdict"], data["bottleneck"]["stage"]) == ("compute-bound", "step"), \
         data["bottleneck"]["evidence"]
