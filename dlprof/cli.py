@@ -25,8 +25,10 @@ def _positive_int(text: str) -> int:
 
 def cmd_profile(args) -> int:
     """Iterate the target's loader under dlprof.profile for a few epochs and summarise."""
+    from dlprof.sweep.target import check_target, load_target
+
+    check_target(args.target)  # before importing torch
     from dlprof.api import profile
-    from dlprof.sweep.target import load_target
 
     target = load_target(args.target)
     try:
@@ -81,8 +83,9 @@ def _interrupt(signum, frame):
 
 def cmd_scan(args) -> int:
     """Search DataLoader settings for the target, diagnose, recommend a verified configuration."""
-    if args.target.endswith(".py") and not os.path.isfile(args.target):  # before importing torch
-        raise DlprofError(f"target file not found: {args.target}")
+    from dlprof.sweep.target import check_target
+
+    check_target(args.target)  # before importing torch
     from dlprof.probe.environment import available_cores
     from dlprof.progress import progress_for
     from dlprof.report.model import scan_report

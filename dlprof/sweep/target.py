@@ -31,11 +31,23 @@ class Target:
     config: dict = field(default_factory=dict)  # dlprof_config
 
 
+def check_target(spec: str) -> None:
+    """What can be told of a target without importing it (nor torch): the file exists, the
+    top-level package of a module name can be found. One line for the user, seconds sooner."""
+    if (spec.endswith(".py") or os.sep in spec) and not os.path.isfile(spec):
+        raise DlprofError(f"target file not found: {spec}")
+    if not (spec.endswith(".py") or os.sep in spec) and importlib.util.find_spec(spec.split(".")[0]) is None:
+        raise DlprofError(_no_module(spec))
+
+
+def _no_module(spec: str) -> str:
+    return f"no module named {spec!r} (give a .py file or an importable module)"
+
+
 def import_target(spec: str):
     """Import a file path or a dotted module name; errors become one-line DlprofErrors."""
     is_file = spec.endswith(".py") or os.sep in spec
-    if is_file and not os.path.isfile(spec):
-        raise DlprofError(f"target file not found: {spec}")
+    check_target(spec)
     try:
         if is_file:
             name = module_name(spec)
@@ -53,7 +65,7 @@ def import_target(spec: str):
         raise DlprofError(f"syntax error in {exc.filename}:{exc.lineno}: {exc.msg}") from None
     except ModuleNotFoundError as exc:
         if not is_file and exc.name and spec.startswith(exc.name):
-            raise DlprofError(f"no module named {spec!r} (give a .py file or an importable module)") from None
+            raise DlprofError(_no_module(spec)) from None
         raise DlprofError(f"importing {spec} failed: {_last_line(exc)}") from exc
     except Exception as exc:  # the user's module raised while importing: report it, one line
         raise DlprofError(f"importing {spec} failed: {_last_line(exc)}") from exc
