@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -69,11 +70,20 @@ def test_a_script_runs_unchanged_and_every_loader_is_profiled(tmp_path):
     assert not [f for f in os.listdir(out) if f.startswith("process-")]  # merged into results.json
 
 
-def test_a_script_given_alone_runs_with_its_arguments(tmp_path):
-    script = _script(tmp_path, TWO_LOADERS)
-    out = tmp_path / "out"
+@pytest.fixture(scope="module")
+def alone_run(tmp_path_factory):
+    """TWO_LOADERS given alone with arguments (`dlprof run script a --b`), run once for the tests
+    that read it."""
+    tmp = tmp_path_factory.mktemp("alone")
+    script = _script(tmp, TWO_LOADERS)
+    out = tmp / "out"
     run = subprocess.run(DLPROF + ["run", "--out", str(out), script, "a", "--b"], cwd=REPO, capture_output=True,
                          text=True, timeout=180)
+    return run, out, script
+
+
+def test_a_script_given_alone_runs_with_its_arguments(alone_run):
+    run, out, _ = alone_run
     assert run.returncode == 0, run.stderr
     assert run.stdout.splitlines()[0] == "argv ['a', '--b']"
     assert len(_results(out)["loaders"]) == 2
@@ -246,11 +256,9 @@ def test_a_torchrun_job_names_the_slowed_rank(tmp_path):
     assert "**Stragglers:** rank 1" in ranks and "BatchSampler(DistributedSampler)" in ranks
 
 
-def test_dlprof_report_renders_a_run_again_from_its_folder(tmp_path):
-    script = _script(tmp_path, TWO_LOADERS)
+def test_dlprof_report_renders_a_run_again_from_its_folder(alone_run, tmp_path):
     out = tmp_path / "out"
-    subprocess.run(DLPROF + ["run", "--out", str(out), script], cwd=REPO, check=True, capture_output=True,
-                   timeout=180)
+    shutil.copytree(alone_run[1], out)
     before = {f: (out / f).read_text() for f in ("report.md", "report.html")}
     for f in before:
         (out / f).unlink()
@@ -330,13 +338,10 @@ def test_stacks_name_the_planted_functions_of_the_workers_and_the_step(tmp_path)
     assert "<table class='hotspots'>" in html and html.count("class='flame'") >= 2
 
 
-def test_a_run_without_stacks_has_none_and_a_shell_command_is_sampled_through_its_children(tmp_path):
+def test_a_run_without_stacks_has_none_and_a_shell_command_is_sampled_through_its_children(alone_run, tmp_path):
     """Without --stacks the report has no hotspots section. With it, a command that is not Python
     (a shell whose command line holds ';') is sampled through its Python children."""
-    script = _script(tmp_path, TWO_LOADERS)
-    out = tmp_path / "plain"
-    proc = subprocess.run(DLPROF + ["run", "--out", str(out), script], capture_output=True, text=True, cwd=REPO,
-                          timeout=240)
+    proc, out, script = alone_run
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "Hotspots" not in (out / "report.md").read_text() and "hotspots" not in proc.stderr
     if find_py_spy() is None:
