@@ -30,8 +30,11 @@ demo: setup
 # load, as they must on a machine of ours at half speed.
 # Then the `solo` tests, alone: they compare processes side by side (ranks of a job), and a test
 # beside them would load one side more than the other, or read their workers' memory.
+# The venv and the browser are installed side by side (-j2): pip unpacks and compiles on the CPU
+# while apt waits on the network, and CI's 10 minutes hold both.
 SOLO_ARGS ?=
-test: setup browser
+test:
+	@$(MAKE) --no-print-directory -j2 setup browser
 	$(PY) -m pytest -n 3 --dist loadfile -m "not solo" $(PYTEST_ARGS)
 	$(PY) -m pytest -m solo $(SOLO_ARGS)
 
