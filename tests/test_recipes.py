@@ -2,7 +2,8 @@
 
 A recipe's docstring states ``Expected: <verdict>, stage <stage>[ (<kind>)]``; this file fails
 for any file in recipes/ without that line. The suite scans one recipe of each class of
-bottleneck (``SCANNED``) and runs every other recipe on its own until it trains, so each is exercised;
+bottleneck (``SCANNED``), runs those with a ``__main__`` of their own until they train, and takes
+a batch and a step of the others, so each is exercised;
 the scans of every recipe are a benchmark (``make bench-recipes``, reports/recipes/).
 """
 from __future__ import annotations
@@ -54,7 +55,27 @@ def test_every_class_of_recipe_is_scanned():
     assert classes == scanned, f"no scanned recipe for {classes - scanned}"
 
 
-@pytest.mark.parametrize("name", [n for n in recipe_files() if n not in SCANNED])
+# Recipes whose `__main__` does more than the loop every recipe has (spawn's guard, a check after
+# the loop, torchrun's branch, epochs, a fit): run as scripts. The others are one loop over
+# `loader` calling `train_step`: their module, a batch and a step are checked in one process.
+OWN_MAIN = {"spawn_workers.py", "stream.py", "ddp_train.py", "weighted_sampler.py", "wine_mlp.py",
+            "linear_regression.py"}
+PLAIN_MAIN = [n for n in recipe_files() if n not in SCANNED and n not in OWN_MAIN]
+
+
+def test_the_plain_recipes_give_a_batch_and_a_training_step():
+    check = ("import runpy, sys\n"
+             "for path in sys.argv[1:]:\n"
+             "    ns = runpy.run_path(path)  # not as __main__: the loop does not run\n"
+             "    batch = next(iter(ns['loader']))\n"
+             "    print(path, 'loss', ns['train_step'](batch) if 'train_step' in ns else None, flush=True)\n")
+    proc = subprocess.run([sys.executable, "-c", check, *[os.path.join("recipes", n) for n in PLAIN_MAIN]],
+                          cwd=REPO, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert [line.split()[0] for line in proc.stdout.splitlines()] == [os.path.join("recipes", n) for n in PLAIN_MAIN]
+
+
+@pytest.mark.parametrize("name", sorted(OWN_MAIN))
 def test_recipe_trains_standalone(name):
     """The recipe's own script runs until it reports a loss (a full epoch of some takes 20 s on
     its own, which the scans of the recipes measure anyway); then Ctrl-C, as a user stops a run,

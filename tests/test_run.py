@@ -168,19 +168,20 @@ def test_a_program_without_a_dataloader_and_a_missing_command(tmp_path):
 
 @pytest.mark.solo  # two processes' timings compared: a test beside them would load one more
 def test_the_stage_table_matches_dlprof_profile(tmp_path):
-    """recipes/mnist_mlp.py run as a plain script under `dlprof run`: its stdout as without
-    dlprof, and its fetch and step per batch as `dlprof profile` measures them. The two runs are
+    """recipes/mnist_mlp.py run as a plain script under `dlprof run`: its fetch and step per
+    batch as `dlprof profile` measures them. The two runs are
     separate processes on a shared machine: the fetch (about 30 ms a batch) within 2x, and the
     step (about 3 ms, where a busy host shows most) as its ratio to the fetch of the same run,
     which a host slower during one run leaves as it was, within 2x: a stage counted in the wrong
     place (the wait in the step) moves it far more."""
     recipe = os.path.join(REPO, "recipes", "mnist_mlp.py")
-    bare = subprocess.run([sys.executable, recipe], cwd=REPO, capture_output=True, text=True, timeout=300)
     out = tmp_path / "run"
     run = subprocess.run(DLPROF + ["run", "--out", str(out), recipe], cwd=REPO, capture_output=True, text=True,
                          timeout=300)
     assert run.returncode == 0, run.stderr
-    assert run.stdout == bare.stdout
+    # its output as without dlprof: test_a_script_runs_unchanged_and_every_loader_is_profiled
+    # compares them byte for byte; here the recipe's own lines are all there
+    assert run.stdout.startswith("step   0  loss") and "final loss" in run.stdout
     prof_out = tmp_path / "profile"
     subprocess.run(DLPROF + ["profile", recipe, "--epochs", "1", "--out", str(prof_out)], cwd=REPO, check=True,
                    capture_output=True, timeout=300)
