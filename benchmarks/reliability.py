@@ -5,7 +5,7 @@
 Per fault: the exit code (and the one expected), the line dlprof printed, what the failed
 trials say, whether the results file and the report were kept, how long the scan took, and
 what was left behind: processes, /dev/shm files, temporary files. Also an interrupted scan
-(SIGINT) and its --resume. The same cases are asserted by tests/test_faults.py.
+(SIGINT) and its --resume. The same cases are asserted by tests/test_faults*.py.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Faults planted in scan targets, shared by tests/test_faults.py and benchmarks/reliability.py.
+"""Faults planted in scan targets, shared by the fault tests (tests/test_faults*.py) and benchmarks/reliability.py.
 
 Each case is a target source, the scan's extra arguments and what must happen: the exit code and
 a piece of the one-line message. The faults are real: real worker processes that raise, die of a
@@ -208,3 +208,10 @@ def can_mount_private_shm() -> bool:
                               capture_output=True, timeout=10).returncode == 0
     except (OSError, subprocess.TimeoutExpired):
         return False
+
+
+def assert_nothing_left(outcome: "Outcome") -> None:
+    """The scan left no process, /dev/shm file or temporary file behind."""
+    assert not outcome.left_processes, outcome.left_processes
+    assert not outcome.left_shm, outcome.left_shm
+    assert not outcome.left_tmp, outcome.left_tmp

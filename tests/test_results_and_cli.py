@@ -113,7 +113,7 @@ def test_cli_profile_writes_results_and_summary(tmp_path):
     (None, ["profile", "missing_file.py"], "target file not found"),
     ("x = = 1\n", ["profile", "{target}"], "syntax error in"),
     ("raise RuntimeError('no data here')\n", ["profile", "{target}"], "RuntimeError: no data here"),
-    # the other faults of a target file: load_target's, read in tests/test_faults.py
+    # the other faults of a target file: load_target's, read in tests/test_faults_of_targets.py
     (None, ["profile", "{target}", "--epochs", "0"], "expected a positive integer"),
     (None, ["summary", "no_such_results.json"], "results file not found"),
 ])

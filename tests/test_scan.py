@@ -137,11 +137,11 @@ def test_compute_bound_keeps_the_configuration(tmp_path):
     assert data["speedup"] == pytest.approx(1.0, abs=0.15)
 
 
-# bad targets and impossible options: tests/fault_cases.py BAD_TARGETS, run by tests/test_faults.py
+# bad targets and impossible options: tests/fault_cases.py BAD_TARGETS, run by tests/test_faults_of_targets.py
 
 
 def test_interrupted_scan_keeps_results_and_leaves_no_process(tmp_path):
-    """Ctrl-C (SIGINT) here; SIGTERM stops a scan in tests/test_faults.py, then --resume."""
+    """Ctrl-C (SIGINT) here; SIGTERM stops a scan in tests/test_faults_of_targets.py, then --resume."""
     import signal
 
     sig = "SIGINT"
