@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fault_cases import TRIAL_FAULTS, assert_nothing_left, can_mount_private_shm, failed_errors
+from fault_cases import TRIAL_FAULTS, assert_nothing_left, can_mount_private_shm, failed_errors, run_scan
 from results_json import chosen
 
 import dlprof
