@@ -157,15 +157,17 @@ class Scan(Verification):
         startup = self.startup_per_worker_s() * settings.num_workers if settings else 0.0
         cost = self.trial_cost_s + startup
         base = self.result.baseline
-        epoch_batches = batches_per_epoch(base, settings.batch_size) if settings and base and base.status == "ok" else 0
-        if settings is not None and buffer_matters(settings, epoch_batches):
-            # It measures whole epochs (until two have ended in its window), up to its hard
-            # limit: what windows cost is no guide (a demo's check got 3 pairs, undecided, after
-            # a 15-worker trial of whole epochs). An epoch at the baseline's pace, the slowest
-            # known, with the workers' start where they do not persist.
+        known = settings is not None and base is not None and base.status == "ok"
+        epoch_batches = batches_per_epoch(base, settings.batch_size) if known else 0
+        if known and buffer_matters(settings, epoch_batches):
+            # It measures whole epochs (until two have ended in its window: three epochs with
+            # the one it began in), up to its hard limit: what windows cost is no guide (a
+            # demo's check got 3 pairs, undecided, after a 15-worker trial of whole epochs). An
+            # epoch at the baseline's pace, the slowest known, with the workers' start where
+            # they do not persist.
             epoch_s = epoch_batches * base.seconds / base.batches if base.batches else math.inf
             restart = 0.0 if settings.persistent_workers else startup
-            whole = min(self.limits.hard_factor * self.limits.max_seconds, (2 + 1) * (epoch_s + restart))
+            whole = min(self.limits.hard_factor * self.limits.max_seconds, 3 * (epoch_s + restart))
             cost = max(cost, TRIAL_SETUP_S + startup + whole)
         return self.time_left(), reserve, cost
 

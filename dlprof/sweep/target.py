@@ -31,12 +31,17 @@ class Target:
     config: dict = field(default_factory=dict)  # dlprof_config
 
 
+def _is_file(spec: str) -> bool:
+    return spec.endswith(".py") or os.sep in spec
+
+
 def check_target(spec: str) -> None:
     """What can be told of a target without importing it (nor torch): the file exists, the
     top-level package of a module name can be found. One line for the user, seconds sooner."""
-    if (spec.endswith(".py") or os.sep in spec) and not os.path.isfile(spec):
-        raise DlprofError(f"target file not found: {spec}")
-    if not (spec.endswith(".py") or os.sep in spec) and importlib.util.find_spec(spec.split(".")[0]) is None:
+    if _is_file(spec):
+        if not os.path.isfile(spec):
+            raise DlprofError(f"target file not found: {spec}")
+    elif importlib.util.find_spec(spec.split(".")[0]) is None:
         raise DlprofError(_no_module(spec))
 
 
@@ -46,7 +51,7 @@ def _no_module(spec: str) -> str:
 
 def import_target(spec: str):
     """Import a file path or a dotted module name; errors become one-line DlprofErrors."""
-    is_file = spec.endswith(".py") or os.sep in spec
+    is_file = _is_file(spec)
     check_target(spec)
     try:
         if is_file:
