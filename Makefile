@@ -13,9 +13,9 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-compile -c constraints.txt -e '.[dev]'
-	@# byte-compiled on every core (pip compiles on one; `time make setup` in a fresh clone: 135 s, so 110 s), but the model files
-	@# of transformers (2,700 that the tests never import); like pip, a file that does not compile
-	@# (a package's test data) is left to be compiled when it is imported
+	@# byte-compiled on every core (pip compiles on one; `time make setup` in a fresh clone: 135 s,
+	@# so 110 s), but the model files of transformers (2,700 that the tests never import); like
+	@# pip, a file that does not compile (a package's test data) is left to be compiled on import
 	$(PY) -m compileall -q -j 0 -x '/(transformers/models|pip|setuptools)/' $(VENV)/lib >/dev/null 2>&1 || true
 	touch $(STAMP)
 
