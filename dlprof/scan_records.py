@@ -25,6 +25,10 @@ incompatible change and say what changed):
      baseline's and the recommendation's trials and on trials with sampled stacks, so that a
      report rendered again from the results file alone is the report the scan wrote. Versions 1-4
      are still read (no views: ``dlprof report`` takes them from the per-trial dumps if present).
+  6  results: ``check`` (null, or the side-by-side check's outcome: ``outcome`` one of "faster",
+     "tie", "undecided" (the budget ended it before an answer), "failed"; ``ratio``, ``low``,
+     ``high`` (its 95% interval, null with one pair), ``pairs``), so that a kept configuration
+     says whether the check found a tie or ran out of time. Versions 1-5 are still read (no check).
 
 A trial's own file (written by the trial process, read by the scan) is
 ``{"schema": "dlprof.trial", "schema_version": 1, "trial": {...}}``, the trial in the same form as
@@ -40,8 +44,8 @@ from typing import Any
 from dlprof.records import ResultsFileError, check_schema
 
 SCAN_SCHEMA_NAME = "dlprof.scan"
-SCAN_SCHEMA_VERSION = 5
-READABLE_VERSIONS = (1, 2, 3, 4, 5)
+SCAN_SCHEMA_VERSION = 6
+READABLE_VERSIONS = (1, 2, 3, 4, 5, 6)
 TRIAL_SCHEMA_NAME = "dlprof.trial"
 TRIAL_SCHEMA_VERSION = 1
 
@@ -222,6 +226,35 @@ class Bottleneck:
     evidence: list[str] = field(default_factory=list)
 
 
+class CheckOutcome(_Text):
+    """How the side-by-side check of the best candidate against the baseline ended."""
+
+    FASTER = "faster"  # measurably faster: recommended
+    TIE = "tie"  # the interval excludes a gain worth a change, or more pairs could not make one
+    UNDECIDED = "undecided"  # the budget ended it while a gain and none were both in its interval
+    FAILED = "failed"  # a side failed in it: nothing is claimed
+
+
+@dataclass
+class Check:
+    """The side-by-side check: its outcome, the candidate's ratio to the baseline and its 95%
+    interval (``low``, ``high``: None with a single pair), over ``pairs`` pairs of turns."""
+
+    outcome: CheckOutcome
+    ratio: float | None = None
+    low: float | None = None
+    high: float | None = None
+    pairs: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"outcome": self.outcome.value, "ratio": self.ratio, "low": self.low, "high": self.high,
+                "pairs": self.pairs}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Check":
+        return cls(CheckOutcome(d["outcome"]), d.get("ratio"), d.get("low"), d.get("high"), int(d.get("pairs", 0)))
+
+
 @dataclass
 class ScanResult:
     target: str
@@ -239,6 +272,7 @@ class ScanResult:
     budget_s: float = 0.0
     elapsed_s: float = 0.0  # spent on trials so far, across resumed runs
     target_sha256: str = ""  # of the target file, so --resume refuses a changed target
+    check: Check | None = None  # the side-by-side check; None: none ran (or an older file)
 
     def to_dict(self) -> dict[str, Any]:
         def ref(t: TrialResult | None):
@@ -266,6 +300,7 @@ class ScanResult:
             "budget_s": self.budget_s,
             "elapsed_s": self.elapsed_s,
             "target_sha256": self.target_sha256,
+            "check": self.check.to_dict() if self.check else None,
         }
 
     @classmethod
@@ -294,6 +329,7 @@ class ScanResult:
                 environment=dict(data.get("environment", {})), notes=list(data.get("notes", [])),
                 budget_s=float(data.get("budget_s", 0.0)), elapsed_s=float(data.get("elapsed_s", 0.0)),
                 target_sha256=data.get("target_sha256", ""),
+                check=Check.from_dict(data["check"]) if data.get("check") else None,
             )
         except (TypeError, KeyError, IndexError, ValueError) as exc:  # ValueError: an unknown status or purpose
             raise ResultsFileError(f"malformed scan results file: {exc}") from None

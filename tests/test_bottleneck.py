@@ -1,10 +1,13 @@
 """The diagnosis as a pure function of trial records built by hand (no DataLoader needed)."""
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from dlprof.analysis.bottleneck import diagnose, step_contention
 from dlprof.analysis.recommend import changes, dataloader_call
+from dlprof.records import ResultsFileError
 from dlprof.scan_records import LoaderSettings, ScanResult, TrialResult
 
 CORES = 2
@@ -164,6 +167,31 @@ def test_keep_says_whether_any_other_configuration_was_tried():
     searched = ScanResult(target="t.py", baseline=base, recommendation=base, speedup=1.0, trials=[base, other],
                           complete=True)
     assert speedup_line(searched) == "keep the current configuration: no candidate was measurably faster"
+
+
+def test_a_kept_configuration_says_whether_its_check_found_a_tie_or_ran_out_of_time():
+    """A demo on a loaded machine: 4 pairs, 3.91x (0.61-24.91x) when the budget ended the check.
+    The terminal said "no candidate was measurably faster"; it now says the check was undecided,
+    with its numbers, as the results file records (and a version 5 file, with no check, reads)."""
+    from dlprof.report.model import speedup_line
+    from dlprof.scan_records import Check, CheckOutcome
+
+    base, other = trial(), trial(workers=4)
+    other.purpose = "workers"
+    result = ScanResult(target="t.py", baseline=base, recommendation=base, speedup=1.0, trials=[base, other],
+                        complete=True, check=Check(CheckOutcome.UNDECIDED, 3.91, 0.61, 24.91, 4))
+    again = ScanResult.from_dict(json.loads(json.dumps(result.to_dict())))
+    assert again.check == result.check and again.check.outcome is CheckOutcome.UNDECIDED
+    assert speedup_line(again) == (
+        "keep the current configuration for now: the best candidate measured 3.91x side by side (95% interval "
+        "0.61-24.91x, 4 pairs), undecided when the budget ran out; a scan with a larger --budget decides")
+    result.check = Check(CheckOutcome.TIE, 1.01, 0.86, 1.19, 3)
+    assert speedup_line(result).endswith("1.01x side by side (95% interval 0.86-1.19x, 3 pairs), not measurably faster")
+    older = dict(result.to_dict(), schema_version=5)
+    del older["check"]
+    assert ScanResult.from_dict(older).check is None
+    with pytest.raises(ResultsFileError):
+        ScanResult.from_dict(dict(result.to_dict(), check={"outcome": "maybe", "pairs": 3}))
 
 
 @pytest.mark.parametrize("wait_pct, ci, said", [

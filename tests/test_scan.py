@@ -61,6 +61,8 @@ def test_io_bound_scan_recommends_more_workers_than_cores_and_verifies_it(tmp_pa
     assert data["speedup"] >= 2.0 and data["speedup_samples"]
     low, high = data["speedup_ci"]  # the claim comes with its interval, which excludes "no gain"
     assert 1.0 < low <= data["speedup"] <= high
+    assert data["check"] == {"outcome": "faster", "ratio": data["speedup"], "low": low, "high": high,
+                             "pairs": len(data["speedup_samples"])}
     assert f"95% interval {low:.2f}-{high:.2f}x" in proc.stdout
     finals = [t for t in data["trials"] if t["purpose"].startswith("final")]
     assert len(finals) >= 2 and {t["purpose"] for t in finals} == {"final: baseline", "final: recommendation"}
@@ -231,6 +233,8 @@ def test_candidate_that_fails_side_by_side_is_not_recommended(tmp_path):
     assert chosen(data, "recommendation")["config"]["num_workers"] == 0 and data["speedup"] == 1.0
     assert data["speedup_ci"] is None
     assert any("failed in the side-by-side measurement" in n for n in data["notes"])
+    assert data["check"]["outcome"] == "failed"
+    assert "keep the current configuration: a side failed in the side-by-side measurement" in proc.stdout
 
 
 def test_a_budget_too_short_for_the_next_trial_says_which_and_why(tmp_path):

@@ -11,7 +11,7 @@ from typing import Any
 
 from dlprof.analysis.recommend import changes, dataloader_call
 from dlprof.analysis.views import (GPU_COLUMNS, PROCESS_COLUMNS, TIMELINE_COLUMNS, from_columns, trials_frame)
-from dlprof.scan_records import LoaderSettings, Purpose, ScanResult, TrialResult
+from dlprof.scan_records import Check, CheckOutcome, LoaderSettings, Purpose, ScanResult, TrialResult
 from dlprof.scan_views import flame_stages
 
 
@@ -93,11 +93,27 @@ def speedup_line(r: ScanResult) -> str:
         if not searched:
             return ("keep the current configuration, untested: the budget ran out before any other "
                     "configuration was tried (a larger --budget lets the scan search)")
-        return "keep the current configuration: no candidate was measurably faster"
+        return "keep the current configuration" + _kept_because(r.check)
     rounds = ", ".join(f"{x:.2f}x" for x in r.speedup_samples)  # one ratio a pair of turns
     interval = (f", 95% interval {r.speedup_ci[0]:.2f}-{r.speedup_ci[1]:.2f}x" if r.speedup_ci
                 else " (no interval: results of an older dlprof)")
     return f"measured speedup {r.speedup:.2f}x{interval} over the baseline (side by side, pairs of turns: {rounds})"
+
+
+def _kept_because(check: Check | None) -> str:
+    """Why the configuration is kept, from the side-by-side check: a tie, or a check the budget
+    ended before its answer (then "for now": a larger budget may still recommend)."""
+    if check is not None and check.outcome == CheckOutcome.FAILED:
+        return ": a side failed in the side-by-side measurement (see the notes), so no speedup is claimed"
+    if check is None or check.ratio is None:  # no check ran, or an older results file
+        return ": no candidate was measurably faster"
+    measured = (f"the best candidate measured {check.ratio:.2f}x side by side ("
+                + (f"95% interval {check.low:.2f}-{check.high:.2f}x, " if check.low is not None else "no interval, ")
+                + f"{check.pairs} pair{'s' if check.pairs != 1 else ''})")
+    if check.outcome == CheckOutcome.UNDECIDED:
+        return (f" for now: {measured}, undecided when the budget ran out; "
+                "a scan with a larger --budget decides")
+    return f": {measured}, not measurably faster"
 
 
 def hotspot_line(rows: list[dict]) -> str:

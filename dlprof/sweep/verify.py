@@ -8,7 +8,7 @@ import os
 import time
 
 from dlprof.analysis.throughput import paired_ratio
-from dlprof.scan_records import LoaderSettings, TrialResult
+from dlprof.scan_records import Check, CheckOutcome, LoaderSettings, TrialResult
 from dlprof.sweep.paired import MAX_PAIRS, MIN_PAIRS, run_side_by_side
 from dlprof.sweep.rules import measurably_faster, side_by_side_undecided
 
@@ -43,7 +43,8 @@ class Verification:
         self._sample_hotspots([("baseline", base.settings), ("recommendation", best.settings)])
         self.result.speedup_samples = sorted(c / b for b, c in pairs)
         failed = next((t for t in (final_rec, final_base) if t.status != "ok"), None)
-        if failed is not None:  # a configuration that failed once is not one to hand a user
+        if failed is not None:
+            self.result.check = Check(CheckOutcome.FAILED, pairs=len(pairs))  # a configuration that failed once is not one to hand a user
             which = "the best candidate" if failed is final_rec else "the baseline"
             self.result.notes.append(
                 f"{which} ({failed.settings.label()}) failed in the side-by-side measurement "
@@ -51,13 +52,20 @@ class Verification:
             self.result.recommendation, self.result.speedup = base, 1.0
             return
         speedup, low, high = paired_ratio(pairs)
-        if not measurably_faster((speedup, low, high)):
+        one_pair = not math.isfinite(high)
+        if measurably_faster((speedup, low, high)):
+            outcome = CheckOutcome.FASTER
+        elif side_by_side_undecided((speedup, low, high), len(pairs), MAX_PAIRS):
+            outcome = CheckOutcome.UNDECIDED
+        else:
+            outcome = CheckOutcome.TIE
+        self.result.check = Check(outcome, speedup, None if one_pair else low, None if one_pair else high, len(pairs))
+        if outcome != CheckOutcome.FASTER:
             # not measurably faster side by side: keep the user's configuration
-            interval = (f"95% interval {low:.2f}-{high:.2f}x" if math.isfinite(high)
-                        else "one pair of turns: no interval")
+            interval = "one pair of turns: no interval" if one_pair else f"95% interval {low:.2f}-{high:.2f}x"
             why = (f"undecided after {len(pairs)} pairs when the budget ran out, so the recommendation is "
                    "to keep the current configuration until a scan with a larger --budget decides"
-                   if side_by_side_undecided((speedup, low, high), len(pairs), MAX_PAIRS)
+                   if outcome == CheckOutcome.UNDECIDED
                    else "not measurably faster, so the recommendation is to keep the current configuration")
             self.result.notes.append(
                 f"the best candidate ({best.settings.label()}) measured {speedup:.2f}x the baseline side "
