@@ -208,6 +208,37 @@ def test_a_tie_between_counts_goes_to_the_fewest_workers_for_the_next_knob():
     assert [t.settings.num_workers for t in queued] == [2]
 
 
+def test_the_candidate_among_near_equal_configurations_is_the_simplest_whichever_noise_favoured():
+    """Three quiet scans of image_folder (reports/benchmarks/repeat-scan.txt, before this rule)
+    recommended 2 workers with prefetch_factor 8, 2 with 2, and 15, each with one torch thread,
+    at 1.64-1.73x with overlapping intervals: noise ranked near-equal trials. Within noise of the
+    fastest, the simplest is checked, whatever their order; a clear winner is still the fastest,
+    and the baseline is never checked in place of a faster configuration."""
+    base = TrialResult(LoaderSettings(0, False, None, False, 32), "ok", "baseline", samples_per_s=552, ci_pct=5.0)
+
+    def t(workers, prefetch, rate, ci=4.0, threads=1):
+        s = LoaderSettings(workers, False, prefetch, True, 32, num_threads=threads)
+        return TrialResult(s, "ok", "torch threads", samples_per_s=rate, ci_pct=ci)
+
+    near = [t(2, 2, 959), t(2, 8, 975), t(15, 2, 985), t(2, 2, 945, threads=None)]
+    for order in (near, near[::-1], near[1:] + near[:1]):
+        state = SearchState()
+        for trial in [base] + order:
+            state.add(trial)
+        assert state.best().samples_per_s == 985  # the fastest, by noise
+        chosen = state.candidate(base.settings).settings
+        assert (chosen.num_workers, chosen.prefetch_factor, chosen.num_threads) == (2, 2, None)
+        assert state.best_with_workers().settings == chosen  # the next knobs build on it too
+    clear = SearchState()
+    for trial in (base, t(2, 2, 700, ci=2.0), t(15, 2, 985, ci=2.0)):
+        clear.add(trial)
+    assert clear.candidate(base.settings).settings.num_workers == 15  # 41% faster: no tie
+    close = SearchState()
+    for trial in (base, t(2, 2, 575)):  # within the baseline's noise: still checked side by side
+        close.add(trial)
+    assert close.candidate(base.settings).settings.num_workers == 2
+
+
 def test_a_deeper_queue_is_bounded_by_shared_memory_not_by_a_count_of_batches():
     # 16 workers that still leave the loop waiting: prefetch 2 -> 8 (128 batches of 1 MiB in
     # flight) where /dev/shm holds them; the deepest that fits where it is small; none if none fits

@@ -313,8 +313,8 @@ class Tuner:
         return (p.purpose, p.reason) if p is not None else ("baseline", "the configuration as the user wrote it")
 
     def _verify_or_settle(self) -> LoaderSettings | None:
-        best = self.state.best()
         base = self.tuning.baseline
+        best = self.state.candidate(base)
         if best is None or best.settings.key() == base.key():
             return self.settle(base, "no configuration was faster than the user's")
         self._candidate = best.settings

@@ -14,7 +14,7 @@ from typing import Generator
 from dlprof.analysis.bottleneck import step_contention
 from dlprof.analysis.judgements import cores_busy, cores_spare, fetch_waits_on_io, workers_compute
 from dlprof.analysis.thresholds import BALANCED_PCT, MIN_GAIN
-from dlprof.scan_records import LoaderSettings, TrialResult
+from dlprof.scan_records import DEFAULT_PREFETCH, LoaderSettings, TrialResult
 from dlprof.sweep.rules import RESTART_SHARE, batches_per_epoch, restart_cost, spans_epochs, within_noise
 
 
@@ -103,6 +103,16 @@ class Proposal:
     reason: str
 
 
+def simplicity(s: LoaderSettings) -> tuple:
+    """Of configurations that measure alike, the one to prefer sorts first: fewer worker processes
+    (memory, start-up, CPU left to the step), then a shallower queue (batches held in shared
+    memory), then fewer changes outside the DataLoader call (torch threads, batch order). Among
+    near-equal trials the fastest is whichever noise favoured; the simplest is the same in every
+    run that measured them alike."""
+    depth = (s.prefetch_factor or DEFAULT_PREFETCH) if s.num_workers else 0
+    return (s.num_workers, depth, s.num_threads is not None, not s.in_order)
+
+
 class SearchState:
     """What the search has measured: the first trial of each configuration (its key), and the
     configurations that win a tie within noise on structural evidence (kept workers that skip a
@@ -136,15 +146,30 @@ class SearchState:
 
     def best_with_workers(self) -> TrialResult | None:
         """The configuration with workers that the next knobs build on: the fastest, or among
-        those within noise of it, the one with the fewest workers. Fewer processes cost less
-        memory and take less CPU from the step, so a tie goes to them; and a knob tried on a
-        count that only won by noise tells little."""
+        those within noise of it, the simplest (``simplicity``: the fewest workers first). A knob
+        tried on a configuration that only won by noise tells little, and runs that rank ties
+        differently then still build on the same one."""
         with_workers = [t for t in self.seen.values() if t.status == "ok" and t.settings.num_workers > 0]
         top = self.fastest(with_workers)
         if top is None or top.settings.key() in self.preferred:
             return top
         ties = [t for t in with_workers if within_noise(t, top)]
-        return min(ties, key=lambda t: (t.settings.num_workers, -t.samples_per_s))
+        return min(ties, key=lambda t: (simplicity(t.settings), -t.samples_per_s))
+
+    def candidate(self, baseline: LoaderSettings) -> TrialResult | None:
+        """The configuration to check against ``baseline`` side by side: the fastest (``best``),
+        or among the others within noise of it the simplest, so that two runs whose trials rank
+        near-equal configurations differently check, and recommend, the same one. Never the
+        baseline in place of a faster one: the side-by-side pairs resolve gains that trials
+        cannot. When the fastest is preferred (kept workers that skip a measured restart), only
+        preferred ones compete: that evidence outranks simplicity."""
+        top = self.best()
+        if top is None or top.settings.key() == baseline.key():
+            return top
+        preferred_only = top.settings.key() in self.preferred
+        ties = [t for t in self.seen.values() if t.status == "ok" and t.settings.key() != baseline.key()
+                and within_noise(t, top) and (not preferred_only or t.settings.key() in self.preferred)]
+        return min(ties, key=lambda t: (simplicity(t.settings), -t.samples_per_s))
 
 
 Search = Generator[Proposal, TrialResult, None]
