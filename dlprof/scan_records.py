@@ -29,6 +29,8 @@ incompatible change and say what changed):
      "tie", "undecided" (the budget ended it before an answer), "failed"; ``ratio``, ``low``,
      ``high`` (its 95% interval, null with one pair), ``pairs``), so that a kept configuration
      says whether the check found a tie or ran out of time. Versions 1-5 are still read (no check).
+     ``environment``: ``other_processes_cores`` and ``steal_cores``, what other processes and
+     other virtual machines took from the scan's cores while it ran (cores on average).
 
 A trial's own file (written by the trial process, read by the scan) is
 ``{"schema": "dlprof.trial", "schema_version": 1, "trial": {...}}``, the trial in the same form as

@@ -61,6 +61,8 @@ def test_io_bound_scan_recommends_more_workers_than_cores_and_verifies_it(tmp_pa
     assert data["speedup"] >= 2.0 and data["speedup_samples"]
     low, high = data["speedup_ci"]  # the claim comes with its interval, which excludes "no gain"
     assert 1.0 < low <= data["speedup"] <= high
+    # what other processes took from the cores meanwhile, measured (the test's neighbours: any amount)
+    assert data["environment"]["other_processes_cores"] >= 0 and data["environment"]["steal_cores"] >= 0
     assert data["check"] == {"outcome": "faster", "ratio": data["speedup"], "low": low, "high": high,
                              "pairs": len(data["speedup_samples"])}
     assert f"95% interval {low:.2f}-{high:.2f}x" in proc.stdout

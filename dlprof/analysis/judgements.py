@@ -3,6 +3,7 @@ diagnosis (analysis.bottleneck) both make: each written once, its threshold name
 reason. Pure: records in, answers out."""
 from __future__ import annotations
 
+from dlprof.analysis.thresholds import MIN_GAIN
 from dlprof.scan_records import TrialResult
 
 # A process computes when the CPU it used is at least this share of the time it was busy; below
@@ -55,3 +56,22 @@ def cores_busy(t: TrialResult, cores: int) -> bool:
 
 def cores_spare(t: TrialResult, cores: int) -> bool:
     return _cores_used(t) < CORES_SPARE * 100 * cores
+
+
+def shared_cores(others_cores: float | None, steal_cores: float | None, cores: int) -> str | None:
+    """A warning when, on average over the scan, other processes (``others_cores`` of a core)
+    or other virtual machines (``steal_cores``, the hypervisor's steal) used more than MIN_GAIN
+    of the cores the scan ran on: the scan acts on differences of that size, so a load that
+    large can decide its comparisons, and a quieter machine may give another answer. (An idle
+    machine of ours: 0.006 of its 2 cores, a tenth of it.)"""
+    if others_cores is None or cores <= 0:
+        return None
+    parts = []
+    if others_cores > MIN_GAIN * cores:
+        parts.append(f"other processes used {others_cores:.2f} of the {cores} cores")
+    if steal_cores is not None and steal_cores > MIN_GAIN * cores:
+        parts.append(f"the hypervisor gave {steal_cores:.2f} of the {cores} cores to other machines (steal)")
+    if not parts:
+        return None
+    return (" and ".join(parts) + " on average during the scan: the measurements, and the speedup, hold for "
+            "a machine this busy; on a quieter one the answer may differ (scan again when it is idle)")

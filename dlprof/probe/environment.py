@@ -5,6 +5,7 @@ import math
 import os
 import platform
 import sys
+import time
 
 
 def available_cores() -> int:
@@ -28,6 +29,53 @@ def _cgroup_cpu_quota(path: str = "/sys/fs/cgroup/cpu.max") -> float | None:
     if quota == "max":
         return None
     return int(quota) / int(period)
+
+
+def _steal_s() -> float:
+    """CPU seconds the hypervisor took from the cores this process may run on (steal)."""
+    import psutil
+
+    per_cpu = psutil.cpu_times(percpu=True)
+    try:
+        mine = sorted(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        mine = range(len(per_cpu))
+    return sum(getattr(per_cpu[i], "steal", 0.0) for i in mine if i < len(per_cpu))
+
+
+def _others() -> dict[tuple[int, float], float]:
+    """CPU seconds so far of every process outside this one and its descendants, by (pid,
+    start time). Counted by process, not as the cores' busy time less our own: trials end with
+    os._exit, and the CPU of workers they leave to init would read as another process's."""
+    import psutil
+
+    me = psutil.Process()
+    ours = {me.pid} | {p.pid for p in me.children(recursive=True)}
+    out = {}
+    for p in psutil.process_iter(["pid", "create_time", "cpu_times"]):
+        info = p.info
+        if info["pid"] in ours or info["cpu_times"] is None or info["create_time"] is None:
+            continue
+        out[(info["pid"], info["create_time"])] = info["cpu_times"].user + info["cpu_times"].system
+    return out
+
+
+class OthersOnTheCores:
+    """What other processes and other virtual machines (steal) took from the CPU between
+    ``start()`` and ``stop()``: cores on average. A process that ended in between is missed (it
+    errs towards no warning); one started in between counts whole."""
+
+    def __init__(self) -> None:
+        self._began = time.monotonic()
+        self._steal = _steal_s()
+        self._before = _others()
+
+    def stop(self) -> tuple[float, float]:
+        """(other processes' cores, stolen cores) on average since the start."""
+        seconds = max(time.monotonic() - self._began, 1e-9)
+        after = _others()
+        others = sum(cpu - self._before.get(key, 0.0) for key, cpu in after.items())
+        return max(0.0, others) / seconds, max(0.0, _steal_s() - self._steal) / seconds
 
 
 def shm_free_bytes(path: str = "/dev/shm") -> int | None:

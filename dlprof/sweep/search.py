@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from dlprof.analysis.bottleneck import diagnose
+from dlprof.analysis.judgements import shared_cores
 from dlprof.analysis.memory import shm_shortfall
 from dlprof.errors import DlprofError, ScanFailed
-from dlprof.probe.environment import shm_free_bytes
+from dlprof.probe.environment import OthersOnTheCores, shm_free_bytes
 from dlprof.records import save_json
 from dlprof.scan_records import LoaderSettings, ScanResult, Status, TrialResult
 from dlprof.sweep.paired import MIN_PAIRS
@@ -173,6 +174,7 @@ class Scan(Verification):
 
     # -- the search ------------------------------------------------------------------
     def run(self) -> ScanResult:
+        others = OthersOnTheCores()
         preload_torch()
         # the target's loader as the user configured it (kept from the saved scan on --resume)
         base = self.result.baseline or self.trial(None, "baseline")
@@ -194,7 +196,8 @@ class Scan(Verification):
         self._run_search(search(space, self.state, base))
         self._verify()
         self.result.bottleneck, warnings = diagnose(self.result.baseline, self.result.trials, self.plan.cores)
-        self.result.warnings = self.early_warnings + warnings
+        shared = self._others_on_the_cores(others)
+        self.result.warnings = self.early_warnings + warnings + ([shared] if shared else [])
         self.result.complete = True
         self.save()
         return self.result
@@ -217,6 +220,13 @@ class Scan(Verification):
             pass
         finally:
             proposals.close()
+
+    def _others_on_the_cores(self, others: OthersOnTheCores) -> str | None:
+        """What other processes and machines took from the cores while the scan ran (cores on
+        average, in the results' environment), and the warning when it could decide a comparison."""
+        used, stolen = others.stop()
+        self.result.environment.update(other_processes_cores=round(used, 3), steal_cores=round(stolen, 3))
+        return shared_cores(used, stolen, self.plan.cores)
 
     def _adopt_target_info(self, base: TrialResult) -> None:
         """What only the target knows: its dlprof_config, whether batches can be resized, the device."""
