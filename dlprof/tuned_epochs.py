@@ -280,7 +280,7 @@ class MapEpoch:
         lost = []
         for s in self.segments[i:]:
             s.tap.closed = True
-            lost.extend(s.tap.taken)
+            lost.extend(s.tap.undelivered(s.it._it))
             s.tap.taken.clear()
             shut_down(s.it._it, failed=True)
             s.config.release()

@@ -250,6 +250,33 @@ def test_a_worker_killed_in_an_explored_configuration_loses_and_repeats_no_batch
     assert any(w.outcome.startswith("failed:") and w.settings.num_workers == 3 for w in tuning.windows)
 
 
+class SlowEvery16th(Indexed):
+    """Every 16th sample takes 30 ms: with in_order=False the batches behind it arrive first."""
+
+    def __getitem__(self, i):
+        if i % 16 == 0:
+            time.sleep(0.03)
+        return super().__getitem__(i)
+
+
+def test_out_of_order_batches_and_a_worker_killed_in_an_explored_configuration_lose_and_repeat_none():
+    """A loader with in_order=False delivers its workers' batches as they finish. When a worker
+    of an explored configuration dies, the batches it had not delivered go to the fallback: they
+    were read as the first ones taken (in order), which repeated 2 batches and lost 2 an epoch."""
+    kill = dict(kill_with_workers=3, kill_at=None)
+    torch.manual_seed(1)
+    order = [i for b in _loader(Indexed()) for i in b.flatten().tolist()]
+    kill["kill_at"] = order[8 * 42 + 3]  # mid-epoch, in the 3-worker configuration
+    torch.manual_seed(1)
+    tuned = AutotunedLoader(_loader(SlowEvery16th(**kill), num_workers=2, in_order=False), sample_system=False,
+                            tuner=Scripted(S(2), [S(1), S(3), S(1, 4)], every=6))
+    got = _epochs(tuned, 2, step_s=0.005)
+    tuned.close()
+    assert [sorted(e) for e in got] == [list(range(400))] * 2  # each sample once an epoch, whatever the order
+    assert got[0] != sorted(got[0])  # shuffled and out of order, not a degenerate run
+    assert any("num_workers=3" in f for f in tuned.tuner.tuning.failed)
+
+
 def test_a_worker_hung_in_an_explored_configuration_is_left_after_the_time_limit(monkeypatch):
     """The explored configuration's batch outlives its time limit (HANG_S, shortened here): the
     tuner leaves it, the user's configuration delivers that batch and the rest, none twice."""

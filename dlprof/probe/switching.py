@@ -57,11 +57,12 @@ class IndexStream:
 class _Tap:
     """What one torch iterator draws its batches of indices from, until it is closed."""
 
-    __slots__ = ("stream", "taken", "closed")
+    __slots__ = ("stream", "taken", "pulled", "closed")
 
     def __init__(self, stream: IndexStream) -> None:
         self.stream = stream
         self.taken: deque = deque()  # handed to the iterator, not delivered to the loop yet
+        self.pulled: list = []  # every one handed to the iterator, in order: torch's send order
         self.closed = False
 
     def __iter__(self):
@@ -72,7 +73,19 @@ class _Tap:
             raise StopIteration
         item = self.stream.pull()
         self.taken.append(item)
+        self.pulled.append(item)
         return item
+
+    def undelivered(self, torch_iterator) -> list:
+        """The batches of indices ``torch_iterator`` took from this tap and has not delivered.
+        In order, torch delivers them as taken, and each delivery pops ``taken``. With
+        in_order=False its workers' batches arrive as they finish, so the ones outstanding are
+        read from the iterator's own book of tasks (``_task_info``, keyed by the order they were
+        sent to the workers, which is the order they were taken; it resets with the tap)."""
+        tasks = getattr(torch_iterator, "_task_info", None)
+        if tasks is None or getattr(torch_iterator, "_in_order", True):
+            return list(self.taken)
+        return [self.pulled[k] for k in sorted(tasks) if k < len(self.pulled)]
 
 
 class _TapSampler:
