@@ -225,13 +225,14 @@ class Scan(Verification):
         """What other processes and machines took from the cores while the scan ran (cores on
         average, in the results' environment), and the warning when it could decide a comparison."""
         used, stolen = others.stop()
-        self.result.environment.update(other_processes_cores=round(used, 3), steal_cores=round(stolen, 3))
+        self.result.environment = {**self.result.environment, "other_processes_cores": round(used, 3),
+                                   "steal_cores": round(stolen, 3)}
         return shared_cores(used, stolen, self.plan.cores)
 
     def _adopt_target_info(self, base: TrialResult) -> None:
         """What only the target knows: its dlprof_config, whether batches can be resized, the device."""
         info = base.info
-        self.result.environment = info.get("environment", {})
+        self.result.environment = dict(info.get("environment", {}))  # a copy: the baseline's info stays as measured
         self.plan.device = info.get("device", self.plan.device)
         config = info.get("dlprof_config", {})
         if config.get("allow_reorder"):
