@@ -63,7 +63,7 @@ def shared_cores(others_cores: float | None, steal_cores: float | None, cores: i
     or other virtual machines (``steal_cores``, the hypervisor's steal) used more than MIN_GAIN
     of the cores the scan ran on: the scan acts on differences of that size, so a load that
     large can decide its comparisons, and a quieter machine may give another answer. (An idle
-    machine of ours: 0.006 of its 2 cores, a tenth of it.)"""
+    machine of ours: 0.006 of its 2 cores, a tenth of the 0.06 that warns there.)"""
     if others_cores is None or cores <= 0:
         return None
     parts = []

@@ -61,9 +61,9 @@ def _others() -> dict[tuple[int, float], float]:
 
 
 class OthersOnTheCores:
-    """What other processes and other virtual machines (steal) took from the CPU between
-    ``start()`` and ``stop()``: cores on average. A process that ended in between is missed (it
-    errs towards no warning); one started in between counts whole."""
+    """What other processes and other virtual machines (steal) took from the CPU between this
+    object's making and ``stop()``: cores on average. A process that ended in between is missed
+    (it errs towards no warning); one started in between counts whole."""
 
     def __init__(self) -> None:
         self._began = time.monotonic()
