@@ -230,11 +230,11 @@ class MapEpoch:
                 culprit = self._culprit(seg, exc)
                 if culprit.config.key == o.fallback().key():
                     if culprit is seg:
-                        seg.tap.taken.popleft()  # consumed, as torch's iterator goes on past it
+                        seg.tap.delivered(seg.it._it)  # consumed, as torch's iterator goes on past it
                     raise
                 self._failed(culprit, exc)
                 continue
-            seg.tap.taken.popleft()
+            seg.tap.delivered(seg.it._it)
             # a window measures its own configuration: not the batches a switched-from one still
             # delivers (it took the epoch's last batches, so nothing was opened after it)
             if (o.tuner.tuning.settled is None and not o.tuner.whole_epochs and len(self.segments) == 1

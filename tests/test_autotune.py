@@ -14,6 +14,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 import dlprof
+from dlprof.probe import switching
 from dlprof.records import MAIN_PROCESS
 from dlprof.tuned import AutotunedLoader
 from dlprof.scan_records import LoaderSettings
@@ -259,7 +260,7 @@ class SlowEvery16th(Indexed):
         return super().__getitem__(i)
 
 
-def test_out_of_order_batches_and_a_worker_killed_in_an_explored_configuration_lose_and_repeat_none():
+def test_out_of_order_batches_and_a_worker_killed_in_an_explored_configuration_lose_and_repeat_none(monkeypatch):
     """A loader with in_order=False delivers its workers' batches as they finish. When a worker
     of an explored configuration dies, the batches it had not delivered go to the fallback: they
     were read as the first ones taken (in order), which repeated 2 batches and lost 2 an epoch."""
@@ -267,12 +268,17 @@ def test_out_of_order_batches_and_a_worker_killed_in_an_explored_configuration_l
     torch.manual_seed(1)
     order = [i for b in _loader(Indexed()) for i in b.flatten().tolist()]
     kill["kill_at"] = order[8 * 42 + 3]  # mid-epoch, in the 3-worker configuration
+    taps = []
+    opened = switching._TapSampler.open
+    monkeypatch.setattr(switching._TapSampler, "open", lambda self, stream: taps.append(opened(self, stream)) or taps[-1])
     torch.manual_seed(1)
     tuned = AutotunedLoader(_loader(SlowEvery16th(**kill), num_workers=2, in_order=False), sample_system=False,
                             tuner=Scripted(S(2), [S(1), S(3), S(1, 4)], every=6))
     got = _epochs(tuned, 2, step_s=0.005)
     tuned.close()
     assert [sorted(e) for e in got] == [list(range(400))] * 2  # each sample once an epoch, whatever the order
+    # what a tap keeps to give back is what may be outstanding, not every batch it sent
+    assert max(t.count for t in taps) > 30 and max(len(t.sent) for t in taps) <= 3 * 4
     assert got[0] != sorted(got[0])  # shuffled and out of order, not a degenerate run
     assert any("num_workers=3" in f for f in tuned.tuner.tuning.failed)
 

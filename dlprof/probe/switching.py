@@ -57,12 +57,16 @@ class IndexStream:
 class _Tap:
     """What one torch iterator draws its batches of indices from, until it is closed."""
 
-    __slots__ = ("stream", "taken", "pulled", "closed")
+    __slots__ = ("stream", "taken", "sent", "count", "oldest", "closed")
 
     def __init__(self, stream: IndexStream) -> None:
         self.stream = stream
         self.taken: deque = deque()  # handed to the iterator, not delivered to the loop yet
-        self.pulled: list = []  # every one handed to the iterator, in order: torch's send order
+        # by the order handed to the iterator (torch's send order, from 0 at each tap): those
+        # that may still be outstanding, from ``oldest`` (see ``delivered``)
+        self.sent: dict[int, object] = {}
+        self.count = 0
+        self.oldest = 0
         self.closed = False
 
     def __iter__(self):
@@ -73,8 +77,20 @@ class _Tap:
             raise StopIteration
         item = self.stream.pull()
         self.taken.append(item)
-        self.pulled.append(item)
+        self.sent[self.count] = item
+        self.count += 1
         return item
+
+    def delivered(self, torch_iterator) -> None:
+        """The loop got a batch of this tap's iterator (or the iterator went past one that
+        raised): one fewer taken, and those sent before torch's receive pointer (``_rcvd_idx``:
+        every task before it was delivered; none in a process without workers) are forgotten,
+        so an epoch's batches of indices are not all held. O(1) amortised: on the hot path."""
+        self.taken.popleft()
+        done = getattr(torch_iterator, "_rcvd_idx", self.count)
+        while self.oldest < done:
+            self.sent.pop(self.oldest, None)
+            self.oldest += 1
 
     def undelivered(self, torch_iterator) -> list:
         """The batches of indices ``torch_iterator`` took from this tap and has not delivered.
@@ -85,7 +101,7 @@ class _Tap:
         tasks = getattr(torch_iterator, "_task_info", None)
         if tasks is None or getattr(torch_iterator, "_in_order", True):
             return list(self.taken)
-        return [self.pulled[k] for k in sorted(tasks) if k < len(self.pulled)]
+        return [self.sent[k] for k in sorted(tasks) if k in self.sent]
 
 
 class _TapSampler:

@@ -153,23 +153,27 @@ class SearchState:
         top = self.fastest(with_workers)
         if top is None or top.settings.key() in self.preferred:
             return top
-        ties = [t for t in with_workers if within_noise(t, top)]
-        return min(ties, key=lambda t: (simplicity(t.settings), -t.samples_per_s))
+        return _simplest_near(with_workers, top)
 
     def candidate(self, baseline: LoaderSettings) -> TrialResult | None:
         """The configuration to check against ``baseline`` side by side: the fastest (``best``),
         or among the others within noise of it the simplest, so that two runs whose trials rank
         near-equal configurations differently check, and recommend, the same one. Never the
         baseline in place of a faster one: the side-by-side pairs resolve gains that trials
-        cannot. When the fastest is preferred (kept workers that skip a measured restart), only
-        preferred ones compete: that evidence outranks simplicity."""
+        cannot. A preferred fastest (kept workers that skip a measured restart) stands, as in
+        ``best_with_workers``: that evidence outranks simplicity."""
         top = self.best()
-        if top is None or top.settings.key() == baseline.key():
+        if top is None or top.settings.key() == baseline.key() or top.settings.key() in self.preferred:
             return top
-        preferred_only = top.settings.key() in self.preferred
-        ties = [t for t in self.seen.values() if t.status == "ok" and t.settings.key() != baseline.key()
-                and within_noise(t, top) and (not preferred_only or t.settings.key() in self.preferred)]
-        return min(ties, key=lambda t: (simplicity(t.settings), -t.samples_per_s))
+        pool = [t for t in self.seen.values() if t.status == "ok" and t.settings.key() != baseline.key()]
+        return _simplest_near(pool, top)
+
+
+def _simplest_near(pool: list[TrialResult], top: TrialResult) -> TrialResult:
+    """Among the trials of ``pool`` within noise of ``top`` (one of them), the simplest; the
+    faster of two equally simple."""
+    ties = [t for t in pool if within_noise(t, top)]
+    return min(ties, key=lambda t: (simplicity(t.settings), -t.samples_per_s))
 
 
 Search = Generator[Proposal, TrialResult, None]

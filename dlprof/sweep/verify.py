@@ -44,8 +44,8 @@ class Verification:
         self._sample_hotspots([("baseline", base.settings), ("recommendation", best.settings)])
         self.result.speedup_samples = sorted(c / b for b, c in pairs)
         failed = next((t for t in (final_rec, final_base) if t.status != "ok"), None)
-        if failed is not None:
-            self.result.check = Check(CheckOutcome.FAILED, pairs=len(pairs))  # a configuration that failed once is not one to hand a user
+        if failed is not None:  # a configuration that failed once is not one to hand a user
+            self.result.check = Check(CheckOutcome.FAILED, pairs=len(pairs))
             which = "the best candidate" if failed is final_rec else "the baseline"
             self.result.notes.append(
                 f"{which} ({failed.settings.label()}) failed in the side-by-side measurement "
