@@ -126,6 +126,8 @@ class AutotunedLoader:
             users = key == self.tuner.tuning.baseline.key()  # the user's own: no limit it did not set
             configs[key] = Config(self.loader, settings, self.run, None if users else HANG_S, self._sync,
                                   on_draws=self._drew if users else None, own_random=self._own_random)
+            if self.tuner.tuning.settled is not None:
+                configs[key].probe.lean()
         return configs[key]
 
     def _drew(self, generators: list[str]) -> None:
@@ -174,6 +176,12 @@ class AutotunedLoader:
         result.run.tuning = tuning_to_dict(self.tuner.tuning)
         if self.main_draws and any(w.settings.num_workers for w in self.tuner.tuning.windows):
             result.run.notes.append(main_draws_note(self.main_draws))
+        counted = sum(e.batches for e in result.run.epochs)
+        if counted > len(result.run.batches):
+            result.run.notes.append(
+                f"once settled, dlprof.autotune counted the batches of each epoch without recording them one by one "
+                f"({counted - len(result.run.batches):,} of {counted:,} batches): its decision needed no more, and "
+                f"a long run would hold a record of every batch")
         return result
 
     def summary(self, file=None) -> None:
@@ -301,6 +309,8 @@ class AutotunedLoader:
         for key, config in self._configs.items():  # the side that lost, its workers waiting
             if key not in keep:
                 config.release()
+            else:  # their next epochs counted, not recorded batch by batch (LoaderProbe.lean)
+                config.probe.lean()
 
     def between_epochs(self, settings) -> None:
         """A decision at an epoch's end (a turn of whole epochs): the next epoch opens in

@@ -130,6 +130,30 @@ def test_switches_mid_epoch_give_the_untuned_batches_in_order(name):
     assert tuned.tuner.tuning.settled == plan[-1]
 
 
+@pytest.mark.parametrize("settle_on", [S(0), S(2, 2, True), S(2)], ids=lambda s: s.label())
+def test_once_settled_the_epochs_are_counted_not_recorded(settle_on):
+    """After the decision no batch is recorded one by one (a long run would hold a record of each,
+    and time it): the run's batch records stop growing, each later epoch counts its batches, the
+    results say so, and the loop's batches are still the untuned loader's."""
+    torch.manual_seed(8)
+    bare = _epochs(_loader(Indexed(), num_workers=2, persistent_workers=True), 5)
+    torch.manual_seed(8)
+    tuner = Scripted(S(2, 2, True), [S(1, 3), settle_on], every=3)
+    tuned = AutotunedLoader(_loader(Indexed(), num_workers=2, persistent_workers=True), sample_system=False,
+                            tuner=tuner)
+    got = _epochs(tuned, 2)  # settles within these (50 batches an epoch)
+    recorded = len(tuned.run.batches)
+    assert tuner.tuning.settled == settle_on and recorded in (50, 100)  # the epoch it settled in is whole
+    got += _epochs(tuned, 3)
+    assert got == bare
+    assert len(tuned.run.batches) == recorded
+    assert [e.batches for e in tuned.run.epochs[-3:]] == [50] * 3
+    assert all(e.completed for e in tuned.run.epochs[-3:])
+    notes = tuned.result().run.notes
+    assert any(f"({250 - recorded} of 250 batches)" in n for n in notes), notes
+    tuned.close()
+
+
 def test_kept_workers_wait_between_turns_and_serve_the_untuned_batches():
     """Side by side, a persistent side's workers wait through the other side's turn and resume
     mid-epoch (the same processes), with the batches still the untuned loader's."""
@@ -464,7 +488,9 @@ def test_an_iterable_dataset_switches_only_between_epochs():
     for epoch, s, ids in zip(got, served, workers):
         assert epoch == _epochs(_stream_loader(Stream(), s), 1)[0], s.label()
         assert sorted(epoch) == list(range(64))
+    for s, ids in zip(served[:5], workers):  # the settled epoch is counted, not recorded
         assert ids == ({MAIN_PROCESS} if s.num_workers == 0 else set(range(s.num_workers)))
+    assert workers[5] == set() and tuned.run.epochs[-1].batches == len(list(_stream_loader(Stream(), plan[-1])))
     assert torch.equal(after_tuned, after_bare)
     assert tuner.tuning.settled == plan[-1] and [w.settings for w in tuner.tuning.windows] == served[:5]
 

@@ -92,6 +92,7 @@ class IndexSamplerProxy:
         self.in_main_process = in_main_process
         self.recent: deque = deque(maxlen=in_flight + 2)
         self.handed_out = 0  # index batches handed out in the current pass
+        self.lean = False  # LoaderProbe.lean(): from the next pass on, the indices go as they are
 
     def __len__(self) -> int:
         return len(self.inner)
@@ -101,6 +102,8 @@ class IndexSamplerProxy:
         # first batch as a generator would: a sampler whose iter() binds state (a shared index
         # stream, a draw) binds it to this iterator even when two are alive at once
         inner = iter(self.inner)
+        if self.lean:
+            return inner
         return self._main(inner) if self.in_main_process else self._workers(inner)
 
     @staticmethod
