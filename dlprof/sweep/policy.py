@@ -15,7 +15,8 @@ from dlprof.analysis.bottleneck import step_contention
 from dlprof.analysis.judgements import cores_busy, cores_spare, fetch_waits_on_io, workers_compute
 from dlprof.analysis.thresholds import BALANCED_PCT, MIN_GAIN
 from dlprof.scan_records import DEFAULT_PREFETCH, LoaderSettings, TrialResult
-from dlprof.sweep.rules import RESTART_SHARE, batches_per_epoch, restart_cost, spans_epochs, within_noise
+from dlprof.sweep.rules import (RESTART_SHARE, SIMPLER_TIE, batches_per_epoch, restart_cost, spans_epochs,
+                               within_noise)
 
 
 def worker_candidates(reference: TrialResult, cores: int, max_workers: int) -> list[int]:
@@ -170,9 +171,9 @@ class SearchState:
 
 
 def _simplest_near(pool: list[TrialResult], top: TrialResult) -> TrialResult:
-    """Among the trials of ``pool`` within noise of ``top`` (one of them), the simplest; the
-    faster of two equally simple."""
-    ties = [t for t in pool if within_noise(t, top)]
+    """Among the trials of ``pool`` within noise of ``top`` (one of them) and at most SIMPLER_TIE
+    behind it, the simplest; the faster of two equally simple."""
+    ties = [t for t in pool if within_noise(t, top, SIMPLER_TIE)]
     return min(ties, key=lambda t: (simplicity(t.settings), -t.samples_per_s))
 
 

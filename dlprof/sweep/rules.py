@@ -9,6 +9,11 @@ from dlprof.analysis.throughput import noise_margin, t975
 from dlprof.scan_records import LoaderSettings, TrialResult
 
 MAX_TIE = 0.15  # a preferred trial wins a tie with a faster one at most this far behind
+# A simpler configuration (fewer workers) is chosen over a faster one at most this far behind:
+# MIN_GAIN, the smallest gain the scan acts on, so simplicity never costs more than a gain the
+# scan would not recommend a change for (at 15%, windows of wide intervals settled image_folder
+# on 2 workers at 0.85 of the grid's best).
+SIMPLER_TIE = MIN_GAIN
 
 
 # Restarting workers every epoch is worth avoiding past this share of an epoch: MIN_GAIN, the
@@ -67,11 +72,12 @@ def useful_workers(max_workers: int, batches: int) -> int:
     return max(1, min(max_workers, batches)) if batches > 0 else max_workers
 
 
-def within_noise(t: TrialResult, top: TrialResult) -> bool:
+def within_noise(t: TrialResult, top: TrialResult, cap: float = MAX_TIE) -> bool:
     """Is ``top`` faster than ``t`` by no more than their intervals allow, and by at most
-    MAX_TIE? An interval wider than that says the trials were too short to tell (few epochs
-    restarting workers), not that a larger gap is noise."""
-    margin = min(noise_margin(t.ci_pct, top.ci_pct, MIN_GAIN), MAX_TIE)
+    ``cap``? An interval wider than that says the trials were too short to tell (few epochs
+    restarting workers), not that a larger gap is noise. MAX_TIE for measured evidence (kept
+    workers that skip a measured restart); SIMPLER_TIE when only simplicity speaks for ``t``."""
+    margin = min(noise_margin(t.ci_pct, top.ci_pct, MIN_GAIN), cap)
     return t.samples_per_s >= top.samples_per_s * (1 - margin)
 
 
