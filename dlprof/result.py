@@ -1,17 +1,19 @@
-"""A finished (or saved) profile run with its analyses: works without torch."""
+"""A finished (or saved) profile run with its analyses: works without torch.
+
+The analyses (pandas) are imported when first asked for, not with this module: dlprof.autotune
+builds a ProfileResult inside the training process, which should not load pandas for it."""
 from __future__ import annotations
 
 import os
 import sys
+from typing import TYPE_CHECKING
 
-import pandas as pd
-
-from dlprof.analysis.hotspots import hotspots
-from dlprof.analysis.memory import worker_memory_growth
-from dlprof.analysis.stages import Summary, batch_frame, sample_frame, stage_table, summarize
 from dlprof.records import ProfileRun, load_json, save_json
-from dlprof.report.console import ConsoleRenderer
-from dlprof.report.trace import TraceRenderer
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from dlprof.analysis.stages import Summary
 
 
 class ProfileResult:
@@ -20,29 +22,43 @@ class ProfileResult:
 
     def to_dataframe(self) -> pd.DataFrame:
         """One row per batch, times in ms (``fetch_ms``, ``wait_ms``, ...)."""
+        from dlprof.analysis.stages import batch_frame
+
         return batch_frame(self.run)
 
     def sample_dataframe(self) -> pd.DataFrame:
         """One row per sample fetched by ``__getitem__`` / ``next()``: its ``fetch_ms``."""
+        from dlprof.analysis.stages import sample_frame
+
         return sample_frame(self.run)
 
     def worker_memory(self) -> pd.DataFrame:
         """One row per worker: unique memory (USS) against the samples it fetched
         (``growth_mib``, ``rank_corr``...): copy-on-access growth shows here."""
+        from dlprof.analysis.memory import worker_memory_growth
+
         return worker_memory_growth(self.run)
 
     def hotspots(self, top: int = 5) -> pd.DataFrame:
         """Top functions per stage by self and by total time, in % of the stage's samples
         (needs ``sample_stacks=True``; empty otherwise)."""
+        from dlprof.analysis.hotspots import hotspots
+
         return hotspots(self.run.stacks_raw, top)
 
     def stages(self) -> pd.DataFrame:
+        from dlprof.analysis.stages import batch_frame, stage_table
+
         return stage_table(batch_frame(self.run))
 
     def analyse(self) -> Summary:
+        from dlprof.analysis.stages import summarize
+
         return summarize(self.run)
 
     def format_summary(self) -> str:
+        from dlprof.report.console import ConsoleRenderer
+
         return ConsoleRenderer().render(self.analyse())
 
     def summary(self, file=None) -> None:
@@ -67,6 +83,8 @@ class ProfileResult:
 
     def save_trace(self, path: str | os.PathLike) -> None:
         """Chrome trace-event JSON: open it in Perfetto (ui.perfetto.dev) or chrome://tracing."""
+        from dlprof.report.trace import TraceRenderer
+
         with open(path, "w", encoding="utf-8") as fh:
             fh.write(TraceRenderer().render(self.run))
 

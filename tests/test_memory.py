@@ -57,6 +57,11 @@ def test_python_objects_are_flagged_and_numpy_arrays_are_not():
     assert warning and "numpy arrays" in warning[0]
     assert not [n for n in arrays.analyse().notes if "worker memory grows" in n]
     assert memory_growth_warning(grown, N, 2) and memory_growth_warning(flat, N, 2) is None
+    # the rows the training process judges (no pandas there) say the same as the DataFrame
+    from dlprof.analysis.memory import worker_memory_rows
+
+    assert memory_growth_warning(worker_memory_rows(objects.run), N, 2) == memory_growth_warning(grown, N, 2)
+    assert memory_growth_warning(worker_memory_rows(arrays.run), N, 2) is None
     # the growth came out of the pages shared with the parent: copies
     assert grown["from_shared"].min() > 0.5, grown
 

@@ -9,9 +9,13 @@ per-item reference counts, so their pages stay shared.
 """
 from __future__ import annotations
 
-import pandas as pd
+import statistics
+from typing import TYPE_CHECKING
 
 from dlprof.records import ProfileRun
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 MIB = 1024 * 1024
 MIN_POINTS = 4  # USS readings of one worker before a trend means anything
@@ -51,8 +55,20 @@ def _rank_corr(xs: list[float], ys: list[float]) -> float:
     return sxy / (sxx * syy) ** 0.5 if sxx > 0 and syy > 0 else 0.0
 
 
+GROWTH_COLUMNS = ["pid", "readings", "samples", "uss_start_mib", "uss_end_mib", "pss_end_mib", "rss_end_mib",
+                  "growth_mib", "growth_mib_per_1k_samples", "from_shared", "rank_corr"]
+
+
 def worker_memory_growth(run: ProfileRun) -> pd.DataFrame:
-    """One row per worker process: its USS against the samples it had fetched.
+    """``worker_memory_rows`` as a DataFrame."""
+    import pandas as pd
+
+    return pd.DataFrame(worker_memory_rows(run), columns=GROWTH_COLUMNS)
+
+
+def worker_memory_rows(run: ProfileRun) -> list[dict]:
+    """One row per worker process: its USS against the samples it had fetched (plain Python: the
+    training process computes it without pandas).
 
     Columns: ``pid``, ``readings``, ``samples``, ``uss_start_mib``, ``uss_end_mib``,
     ``pss_end_mib`` (shared pages split among the processes sharing them), ``rss_end_mib``,
@@ -93,24 +109,24 @@ def worker_memory_growth(run: ProfileRun) -> pd.DataFrame:
                      "growth_mib_per_1k_samples": 1000.0 * growth / read if read > 0 else 0.0,
                      "from_shared": shared_lost / growth if growth > 0 else float("nan"),
                      "rank_corr": _rank_corr(xs, ys) if len(xs) >= 2 else 0.0})
-    columns = ["pid", "readings", "samples", "uss_start_mib", "uss_end_mib", "pss_end_mib", "rss_end_mib", "growth_mib",
-               "growth_mib_per_1k_samples", "from_shared", "rank_corr"]
-    return pd.DataFrame(rows, columns=columns)
+    return rows
 
 
-def memory_growth_warning(growth: pd.DataFrame, samples_per_epoch: int | None, workers: int) -> str | None:
+def memory_growth_warning(growth, samples_per_epoch: int | None, workers: int) -> str | None:
     """A warning when workers' unique memory rises steadily with the samples they fetch, out of the
-    memory they shared with the parent (copies of its pages, not memory of their own)."""
-    steady = growth[(growth["readings"] >= MIN_POINTS) & (growth["rank_corr"] >= MIN_RANK_CORR)
-                    & (growth["from_shared"] >= MIN_FROM_SHARED)
-                    & (growth["samples"] >= MIN_SAMPLES)
-                    & (growth["growth_mib"] >= MIN_GROWTH_MIB)
-                    & (growth["growth_mib"] >= 0.25 * growth["uss_start_mib"])]
-    if steady.empty or workers < 1:
+    memory they shared with the parent (copies of its pages, not memory of their own). ``growth``:
+    the rows of ``worker_memory_rows`` (or its DataFrame)."""
+    rows = growth.to_dict("records") if hasattr(growth, "to_dict") else growth
+    steady = [r for r in rows if r["readings"] >= MIN_POINTS and r["rank_corr"] >= MIN_RANK_CORR
+              and r["from_shared"] >= MIN_FROM_SHARED  # NaN (no RSS reading): not known to be copies
+              and r["samples"] >= MIN_SAMPLES
+              and r["growth_mib"] >= MIN_GROWTH_MIB and r["growth_mib"] >= 0.25 * r["uss_start_mib"]]
+    if not steady or workers < 1:
         return None
-    per_1k = float(steady["growth_mib_per_1k_samples"].median())
-    start, end = float(steady["uss_start_mib"].median()), float(steady["uss_end_mib"].median())
-    read = int(steady["samples"].median())
+    per_1k = float(statistics.median(r["growth_mib_per_1k_samples"] for r in steady))
+    start = float(statistics.median(r["uss_start_mib"] for r in steady))
+    end = float(statistics.median(r["uss_end_mib"] for r in steady))
+    read = int(statistics.median(r["samples"] for r in steady))
     share = (samples_per_epoch or read * workers) / workers  # samples one worker reads per epoch
     projected = end + per_1k * max(0.0, share - read) / 1000.0
     return (f"worker memory grows with the samples fetched: unique memory (USS) went from {start:,.0f} to "

@@ -12,12 +12,14 @@ which way it went.
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from dlprof.analysis.thresholds import BALANCED_PCT, MIN_GAIN
 from dlprof.analysis.throughput import noise_margin
 from dlprof.scan_records import Purpose, Status, TrialResult
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @dataclass(frozen=True)

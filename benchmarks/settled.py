@@ -1,0 +1,120 @@
+"""What a settled ``dlprof.autotune`` costs the rest of a run, epoch by epoch.
+
+    python benchmarks/settled.py [--rounds 6] [--runs 4] [--epochs 6] [recipes/stream.py]
+
+1. In one process: the recipe's loop as written and through a settled ``dlprof.autotune``
+   (epochs until it has decided first), one epoch each in turn, --rounds times: the tuned loader's
+   own per-epoch cost once it has decided (ratio tuned / as written, median of the rounds).
+2. In fresh processes (--runs of each kind, in turn): the loop as written, --epochs epochs,
+   then the same epochs again after something happened in the process: ``none``, ``stdlib`` (13
+   standard-library modules imported, nothing called: what loading code alone costs), ``pandas``
+   (``import pandas``), ``import`` (``import dlprof.tuned``) or ``autotune`` (a
+   ``dlprof.autotune`` of the loader that settles, then dropped). The ratio after / before
+   of the plain loop says what the process itself carries after dlprof was there.
+The recipe's loader and train_step are those of ``dlprof.sweep.target.load_target``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+KINDS = ("none", "stdlib", "pandas", "import", "autotune")
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+sys.path.insert(0, ROOT)
+
+
+def _epochs(loader, step, n: int) -> float:
+    """Seconds an epoch, over ``n`` epochs."""
+    start = time.perf_counter()
+    for _ in range(n):
+        for batch in loader:
+            step(batch)
+    return (time.perf_counter() - start) / n
+
+
+def _until_settled(tuned, step, recipe: str, most: int = 50) -> None:
+    for _ in range(most):
+        _epochs(tuned, step, 1)
+        if tuned.tuner.tuning.settled is not None:
+            return
+    raise SystemExit(f"{recipe}: not settled after {most} epochs; this benchmark measures a settled tuner")
+
+
+def in_one_process(recipe: str, rounds: int) -> list[float]:
+    import dlprof
+    from dlprof.sweep.target import load_target
+
+    target = load_target(recipe)
+    tuned = dlprof.autotune(target.loader)
+    _until_settled(tuned, target.train_step, recipe)
+    ratios = []
+    for _ in range(rounds):
+        plain = _epochs(target.loader, target.train_step, 1)
+        ratios.append(_epochs(tuned, target.train_step, 1) / plain)
+    tuned.close()
+    return ratios
+
+
+def child(recipe: str, kind: str, epochs: int) -> None:
+    """One fresh process: --epochs as written, then ``kind``, then --epochs again; prints the ratio."""
+    from dlprof.sweep.target import load_target
+
+    target = load_target(recipe)
+    before = _epochs(target.loader, target.train_step, epochs)
+    if kind == "stdlib":
+        import asyncio, concurrent.futures, decimal, difflib, email.mime.multipart, http.server  # noqa: F401, E401
+        import logging.handlers, pydoc, sqlite3, tarfile, unittest, xml.etree.ElementTree, zipfile  # noqa: F401, E401
+    elif kind == "pandas":
+        import pandas  # noqa: F401
+    elif kind == "import":
+        import dlprof.tuned  # noqa: F401
+    elif kind == "autotune":
+        import dlprof
+
+        tuned = dlprof.autotune(target.loader)
+        _until_settled(tuned, target.train_step, recipe)
+        tuned.close()
+        del tuned
+    after = _epochs(target.loader, target.train_step, epochs)
+    print(after / before)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("recipe", nargs="?", default="recipes/stream.py")
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--runs", type=int, default=4)
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--child", choices=KINDS, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.recipe, args.child, args.epochs)
+        return 0
+    print(f"# command: python benchmarks/settled.py --rounds {args.rounds} --runs {args.runs} "
+          f"--epochs {args.epochs} {args.recipe}")
+    print(f"# machine: {platform.platform()}, python {platform.python_version()}, {os.cpu_count()} cores")
+    ratios = in_one_process(args.recipe, args.rounds)
+    q = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratios[0]] * 3
+    print(f"1. settled autotune / as written, one epoch each in turn, one process: median "
+          f"{statistics.median(ratios):.3f} (IQR {q[0]:.3f}-{q[2]:.3f}, {len(ratios)} rounds)", flush=True)
+    kinds = KINDS
+    after: dict[str, list[float]] = {k: [] for k in kinds}
+    for _ in range(args.runs):
+        for kind in kinds:
+            out = subprocess.run([sys.executable, __file__, args.recipe, "--child", kind, "--epochs", str(args.epochs)],
+                                 capture_output=True, text=True, check=True, cwd=ROOT)
+            after[kind].append(float(out.stdout.strip().splitlines()[-1]))
+    for kind in kinds:
+        r = after[kind]
+        print(f"2. plain loop after / before, {kind:<8}: median {statistics.median(r):.3f} "
+              f"(range {min(r):.3f}-{max(r):.3f}, {len(r)} processes)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
