@@ -2,6 +2,8 @@
 
     python benchmarks/settled.py [--rounds 6] [--runs 4] [--epochs 6] [recipes/stream.py]
 
+--runs 0: part 1 only.
+
 1. In one process: the recipe's loop as written and through a settled ``dlprof.autotune``
    (epochs until it has decided first), one epoch each in turn, --rounds times: the tuned loader's
    own per-epoch cost once it has decided (ratio tuned / as written, median of the rounds).
@@ -52,12 +54,12 @@ def in_one_process(recipe: str, rounds: int) -> list[float]:
     target = load_target(recipe)
     tuned = dlprof.autotune(target.loader)
     _until_settled(tuned, target.train_step, recipe)
-    ratios = []
+    pairs = []
     for _ in range(rounds):
         plain = _epochs(target.loader, target.train_step, 1)
-        ratios.append(_epochs(tuned, target.train_step, 1) / plain)
+        pairs.append((plain, _epochs(tuned, target.train_step, 1)))
     tuned.close()
-    return ratios
+    return pairs
 
 
 def child(recipe: str, kind: str, epochs: int) -> None:
@@ -98,10 +100,17 @@ def main() -> int:
     print(f"# command: python benchmarks/settled.py --rounds {args.rounds} --runs {args.runs} "
           f"--epochs {args.epochs} {args.recipe}")
     print(f"# machine: {platform.platform()}, python {platform.python_version()}, {os.cpu_count()} cores")
-    ratios = in_one_process(args.recipe, args.rounds)
+    from dlprof.analysis.throughput import paired_ratio
+
+    pairs = in_one_process(args.recipe, args.rounds)  # (plain s, tuned s) an epoch
+    ratios = [tuned / plain for plain, tuned in pairs]
     q = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else [ratios[0]] * 3
+    ratio, low, high = paired_ratio(pairs)  # of seconds: tuned / plain
     print(f"1. settled autotune / as written, one epoch each in turn, one process: median "
-          f"{statistics.median(ratios):.3f} (IQR {q[0]:.3f}-{q[2]:.3f}, {len(ratios)} rounds)", flush=True)
+          f"{statistics.median(ratios):.3f} (IQR {q[0]:.3f}-{q[2]:.3f}, {len(ratios)} rounds); geometric mean "
+          f"{ratio:.3f}, 95% interval {low:.3f}-{high:.3f}", flush=True)
+    if args.runs == 0:
+        return 0
     kinds = KINDS
     after: dict[str, list[float]] = {k: [] for k in kinds}
     for _ in range(args.runs):
