@@ -6,7 +6,8 @@
 
 1. In one process: the recipe's loop as written and through a settled ``dlprof.autotune``
    (epochs until it has decided first), one epoch each in turn, --rounds times: the tuned loader's
-   own per-epoch cost once it has decided (ratio tuned / as written, median of the rounds).
+   own per-epoch cost once it has decided (ratio tuned / as written: the rounds' median and IQR,
+   and their geometric mean with its 95% interval).
 2. In fresh processes (--runs of each kind, in turn): the loop as written, --epochs epochs,
    then the same epochs again after something happened in the process: ``none``, ``stdlib`` (13
    standard-library modules imported, nothing called: what loading code alone costs), ``pandas``
@@ -47,7 +48,7 @@ def _until_settled(tuned, step, recipe: str, most: int = 50) -> None:
     raise SystemExit(f"{recipe}: not settled after {most} epochs; this benchmark measures a settled tuner")
 
 
-def in_one_process(recipe: str, rounds: int) -> list[float]:
+def in_one_process(recipe: str, rounds: int) -> list[tuple[float, float]]:
     import dlprof
     from dlprof.sweep.target import load_target
 
@@ -111,14 +112,13 @@ def main() -> int:
           f"{ratio:.3f}, 95% interval {low:.3f}-{high:.3f}", flush=True)
     if args.runs == 0:
         return 0
-    kinds = KINDS
-    after: dict[str, list[float]] = {k: [] for k in kinds}
+    after: dict[str, list[float]] = {k: [] for k in KINDS}
     for _ in range(args.runs):
-        for kind in kinds:
+        for kind in KINDS:
             out = subprocess.run([sys.executable, __file__, args.recipe, "--child", kind, "--epochs", str(args.epochs)],
                                  capture_output=True, text=True, check=True, cwd=ROOT)
             after[kind].append(float(out.stdout.strip().splitlines()[-1]))
-    for kind in kinds:
+    for kind in KINDS:
         r = after[kind]
         print(f"2. plain loop after / before, {kind:<8}: median {statistics.median(r):.3f} "
               f"(range {min(r):.3f}-{max(r):.3f}, {len(r)} processes)")

@@ -4,9 +4,9 @@ repeating a batch. Real DataLoaders, real worker processes."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
-import signal
 import time
 
 import numpy as np

@@ -112,12 +112,11 @@ def worker_memory_rows(run: ProfileRun) -> list[dict]:
     return rows
 
 
-def memory_growth_warning(growth, samples_per_epoch: int | None, workers: int) -> str | None:
+def memory_growth_warning(growth: list[dict], samples_per_epoch: int | None, workers: int) -> str | None:
     """A warning when workers' unique memory rises steadily with the samples they fetch, out of the
     memory they shared with the parent (copies of its pages, not memory of their own). ``growth``:
-    the rows of ``worker_memory_rows`` (or its DataFrame)."""
-    rows = growth.to_dict("records") if hasattr(growth, "to_dict") else growth
-    steady = [r for r in rows if r["readings"] >= MIN_POINTS and r["rank_corr"] >= MIN_RANK_CORR
+    the rows of ``worker_memory_rows``."""
+    steady = [r for r in growth if r["readings"] >= MIN_POINTS and r["rank_corr"] >= MIN_RANK_CORR
               and r["from_shared"] >= MIN_FROM_SHARED  # NaN (no RSS reading): not known to be copies
               and r["samples"] >= MIN_SAMPLES
               and r["growth_mib"] >= MIN_GROWTH_MIB and r["growth_mib"] >= 0.25 * r["uss_start_mib"]]

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from dlprof.analysis.batches import BATCH_COLUMNS, STAGES, batch_rows
-from dlprof.analysis.memory import memory_growth_warning, worker_memory_growth
+from dlprof.analysis.memory import memory_growth_warning, worker_memory_rows
 from dlprof.analysis.pinning import pin_cost, pin_note
 from dlprof.analysis.thresholds import BALANCED_PCT, DATA_BOUND_PCT, interval_text, spanned_cutoffs, verdict as judge
 from dlprof.analysis.throughput import share_and_ci
@@ -92,7 +92,7 @@ def summarize(run: ProfileRun) -> Summary:
     per_worker = {int(k): int(v) for k, v in frame.groupby("worker_id").size().items()}
     notes = list(run.notes)
     workers = run.loader.num_workers if run.loader else 0
-    growth = memory_growth_warning(worker_memory_growth(run), run.loader.dataset_len if run.loader else None, workers)
+    growth = memory_growth_warning(worker_memory_rows(run), run.loader.dataset_len if run.loader else None, workers)
     if growth:
         notes.append("warning: " + growth)
     pinned = pin_cost(steady)
