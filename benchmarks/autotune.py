@@ -33,6 +33,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bytecode import compiled  # noqa: E402
 from recommend import _count, forked  # noqa: E402
 
 from dlprof.analysis.throughput import paired_ratio  # noqa: E402
@@ -183,6 +184,7 @@ def main() -> int:
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     recipes = args.recipes or [f"recipes/{r}.py" for r in RECIPES]
+    header = compiled()
     preload_torch()
     best = grid_best()
     if args.quality_of:
@@ -192,6 +194,7 @@ def main() -> int:
              f"# command: python benchmarks/autotune.py --seconds {args.seconds:g} --runs {args.runs} --rounds {args.rounds} "
              f"--final-seconds {args.final_seconds:g} --lengthen {args.lengthen} " + " ".join(args.recipes),
              f"# machine: {platform.platform()}, python {platform.python_version()}, {available_cores()} cores available",
+             header,
              "# ratio = autotuned wall s / baseline wall s, same epochs, geometric mean of --runs pairs run in turn "
              "and its 95% interval from 2 pairs (goal <= 1.00; "
              "a compute-bound recipe < 1.03); the last autotuned run's decision; "

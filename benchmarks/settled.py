@@ -1,6 +1,6 @@
 """What a settled ``dlprof.autotune`` costs the rest of a run, epoch by epoch.
 
-    python benchmarks/settled.py [--rounds 6] [--runs 4] [--epochs 6] [recipes/stream.py]
+    python benchmarks/settled.py [--rounds 6] [--runs 4] [--epochs 6] [--kinds none,import,...] [recipes/stream.py]
 
 --runs 0: part 1 only.
 
@@ -26,9 +26,11 @@ import subprocess
 import sys
 import time
 
-KINDS = ("none", "stdlib", "pandas", "import", "autotune")
+KINDS = ("none", "stdlib", "pandas", "import", "source", "autotune")
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bytecode import compiled  # noqa: E402
 
 
 def _epochs(loader, step, n: int) -> float:
@@ -64,11 +66,13 @@ def in_one_process(recipe: str, rounds: int) -> list[tuple[float, float]]:
 
 
 def child(recipe: str, kind: str, epochs: int) -> None:
-    """One fresh process: --epochs as written, then ``kind``, then --epochs again; prints the ratio."""
+    """One fresh process: --epochs as written, then ``kind``, then --epochs again; prints the ratio
+    and the seconds ``kind`` took."""
     from dlprof.sweep.target import load_target
 
     target = load_target(recipe)
     before = _epochs(target.loader, target.train_step, epochs)
+    start = time.perf_counter()
     if kind == "stdlib":
         import asyncio, concurrent.futures, decimal, difflib, email.mime.multipart, http.server  # noqa: F401, E401
         import logging.handlers, pydoc, sqlite3, tarfile, unittest, xml.etree.ElementTree, zipfile  # noqa: F401, E401
@@ -76,6 +80,13 @@ def child(recipe: str, kind: str, epochs: int) -> None:
         import pandas  # noqa: F401
     elif kind == "import":
         import dlprof.tuned  # noqa: F401
+    elif kind == "source":
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as empty:
+            sys.dont_write_bytecode = True
+            sys.pycache_prefix = empty  # no .pyc found there: what is imported now is compiled
+            import dlprof.tuned  # noqa: F401, F811
     elif kind == "autotune":
         import dlprof
 
@@ -83,8 +94,9 @@ def child(recipe: str, kind: str, epochs: int) -> None:
         _until_settled(tuned, target.train_step, recipe)
         tuned.close()
         del tuned
+    took = time.perf_counter() - start
     after = _epochs(target.loader, target.train_step, epochs)
-    print(after / before)
+    print(after / before, took)
 
 
 def main() -> int:
@@ -93,14 +105,19 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--runs", type=int, default=4)
     parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--kinds", default=",".join(KINDS), help="part 2's kinds, comma-separated")
     parser.add_argument("--child", choices=KINDS, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    kinds = args.kinds.split(",")
+    if not set(kinds) <= set(KINDS):
+        parser.error(f"--kinds: one of {', '.join(KINDS)}, comma-separated")
     if args.child:
         child(args.recipe, args.child, args.epochs)
         return 0
     print(f"# command: python benchmarks/settled.py --rounds {args.rounds} --runs {args.runs} "
-          f"--epochs {args.epochs} {args.recipe}")
+          f"--epochs {args.epochs}{'' if args.kinds == ','.join(KINDS) else ' --kinds ' + args.kinds} {args.recipe}")
     print(f"# machine: {platform.platform()}, python {platform.python_version()}, {os.cpu_count()} cores")
+    print(compiled())
     from dlprof.analysis.throughput import paired_ratio
 
     pairs = in_one_process(args.recipe, args.rounds)  # (plain s, tuned s) an epoch
@@ -112,16 +129,20 @@ def main() -> int:
           f"{ratio:.3f}, 95% interval {low:.3f}-{high:.3f}", flush=True)
     if args.runs == 0:
         return 0
-    after: dict[str, list[float]] = {k: [] for k in KINDS}
+    after: dict[str, list[float]] = {k: [] for k in kinds}
+    took: dict[str, list[float]] = {k: [] for k in kinds}
     for _ in range(args.runs):
-        for kind in KINDS:
+        for kind in kinds:
             out = subprocess.run([sys.executable, __file__, args.recipe, "--child", kind, "--epochs", str(args.epochs)],
                                  capture_output=True, text=True, check=True, cwd=ROOT)
-            after[kind].append(float(out.stdout.strip().splitlines()[-1]))
-    for kind in KINDS:
+            ratio, seconds = out.stdout.strip().splitlines()[-1].split()
+            after[kind].append(float(ratio))
+            took[kind].append(float(seconds))
+    for kind in kinds:
         r = after[kind]
         print(f"2. plain loop after / before, {kind:<8}: median {statistics.median(r):.3f} "
-              f"(range {min(r):.3f}-{max(r):.3f}, {len(r)} processes)")
+              f"(range {min(r):.3f}-{max(r):.3f}, {len(r)} processes); {kind} took "
+              f"{statistics.median(took[kind]):.3f} s (median)")
     return 0
 
 
