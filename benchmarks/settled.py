@@ -1,8 +1,9 @@
 """What a settled ``dlprof.autotune`` costs the rest of a run, epoch by epoch.
 
-    python benchmarks/settled.py [--rounds 6] [--runs 4] [--epochs 6] [--kinds none,import,...] [recipes/stream.py]
+    python benchmarks/settled.py [--rounds 6] [--runs 4] [--epochs 6] [--kinds none,import,...]
+        [--forked N] [recipes/stream.py]
 
---runs 0: part 1 only.
+--rounds 0 skips part 1, --runs 0 part 2; part 3 runs with --forked N.
 
 1. In one process: the recipe's loop as written and through a settled ``dlprof.autotune``
    (epochs until it has decided first), one epoch each in turn, --rounds times: the tuned loader's
@@ -14,6 +15,12 @@
    (``import pandas``), ``import`` (``import dlprof.tuned``) or ``autotune`` (a
    ``dlprof.autotune`` of the loader that settles, then dropped). The ratio after / before
    of the plain loop says what the process itself carries after dlprof was there.
+3. (--forked N) The same kinds side by side: N rounds of one child a kind forked from one
+   process that loaded the recipe, in turn; each child does its kind, then an epoch untimed and
+   --epochs timed. The ratio kind / the first of --kinds, geometric mean of the rounds' and its
+   95% interval: the children start from the same memory and run a minute apart at most, so
+   the host's drift, which spreads part 2's control over several percent in a noisy hour,
+   mostly cancels.
 The recipe's loader and train_step are those of ``dlprof.sweep.target.load_target``.
 """
 from __future__ import annotations
@@ -65,13 +72,8 @@ def in_one_process(recipe: str, rounds: int) -> list[tuple[float, float]]:
     return pairs
 
 
-def child(recipe: str, kind: str, epochs: int) -> None:
-    """One fresh process: --epochs as written, then ``kind``, then --epochs again; prints the ratio
-    and the seconds ``kind`` took."""
-    from dlprof.sweep.target import load_target
-
-    target = load_target(recipe)
-    before = _epochs(target.loader, target.train_step, epochs)
+def _happen(kind: str, target, recipe: str) -> float:
+    """What ``kind`` does to the process; the seconds it took."""
     start = time.perf_counter()
     if kind == "stdlib":
         import asyncio, concurrent.futures, decimal, difflib, email.mime.multipart, http.server  # noqa: F401, E401
@@ -94,9 +96,58 @@ def child(recipe: str, kind: str, epochs: int) -> None:
         _until_settled(tuned, target.train_step, recipe)
         tuned.close()
         del tuned
-    took = time.perf_counter() - start
+    return time.perf_counter() - start
+
+
+def child(recipe: str, kind: str, epochs: int) -> None:
+    """One fresh process: --epochs as written, then ``kind``, then --epochs again; prints the ratio
+    and the seconds ``kind`` took."""
+    from dlprof.sweep.target import load_target
+
+    target = load_target(recipe)
+    before = _epochs(target.loader, target.train_step, epochs)
+    took = _happen(kind, target, recipe)
     after = _epochs(target.loader, target.train_step, epochs)
     print(after / before, took)
+
+
+def forked(recipe: str, kinds: list[str], pairs: int, epochs: int) -> None:
+    """Part 3, in a process of its own that has run no loop (a child forked after torch's threads
+    ran can hang): the recipe loaded once, then ``pairs`` rounds of one forked child a kind, in
+    turn (the order reversed every other round): ``kind``, one epoch untimed, --epochs timed.
+    Every child starts from the same memory and the kinds run side by side in time, so what
+    the host does over minutes cancels in each round's ratio kind / none."""
+    from dlprof.analysis.throughput import paired_ratio
+    from dlprof.sweep.target import load_target
+
+    target = load_target(recipe)
+    seconds: dict[str, list[float]] = {k: [] for k in kinds}
+    for i in range(pairs):
+        for kind in kinds if i % 2 == 0 else kinds[::-1]:
+            read, write = os.pipe()
+            pid = os.fork()
+            if pid == 0:
+                code = 1
+                try:
+                    os.close(read)
+                    _happen(kind, target, recipe)
+                    _epochs(target.loader, target.train_step, 1)
+                    os.write(write, repr(_epochs(target.loader, target.train_step, epochs)).encode())
+                    code = 0
+                finally:
+                    os._exit(code)
+            os.close(write)
+            with os.fdopen(read) as fh:
+                out = fh.read()
+            _, status = os.waitpid(pid, 0)
+            if status != 0 or not out:
+                raise SystemExit(f"part 3: the forked child for {kind} failed (wait status {status})")
+            seconds[kind].append(float(out))
+    for kind in kinds[1:]:
+        ratio, low, high = paired_ratio(list(zip(seconds[kinds[0]], seconds[kind])))
+        rounds = " ".join(f"{b / a:.3f}" for a, b in zip(seconds[kinds[0]], seconds[kind]))
+        print(f"3. forked side by side, {kind:<8}/ {kinds[0]}: {ratio:.3f} (95% interval {low:.3f}-{high:.3f}, "
+              f"{pairs} rounds: {rounds})", flush=True)
 
 
 def main() -> int:
@@ -106,18 +157,39 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=4)
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--kinds", default=",".join(KINDS), help="part 2's kinds, comma-separated")
-    parser.add_argument("--child", choices=KINDS, help=argparse.SUPPRESS)
+    parser.add_argument("--forked", type=int, default=0, metavar="N",
+                        help="part 3: N rounds of forked children, the first of --kinds against each other")
+    parser.add_argument("--child", choices=KINDS + ("forked",), help=argparse.SUPPRESS)
     args = parser.parse_args()
     kinds = args.kinds.split(",")
     if not set(kinds) <= set(KINDS):
         parser.error(f"--kinds: one of {', '.join(KINDS)}, comma-separated")
+    if args.child == "forked":
+        forked(args.recipe, kinds, args.forked, args.epochs)
+        return 0
     if args.child:
         child(args.recipe, args.child, args.epochs)
         return 0
     print(f"# command: python benchmarks/settled.py --rounds {args.rounds} --runs {args.runs} "
-          f"--epochs {args.epochs}{'' if args.kinds == ','.join(KINDS) else ' --kinds ' + args.kinds} {args.recipe}")
+          f"--epochs {args.epochs}{'' if args.kinds == ','.join(KINDS) else ' --kinds ' + args.kinds}"
+          f"{' --forked %d' % args.forked if args.forked else ''} {args.recipe}")
     print(f"# machine: {platform.platform()}, python {platform.python_version()}, {os.cpu_count()} cores")
     print(compiled())
+    if args.rounds:
+        part1(args)
+    if args.runs:
+        part2(args, kinds)
+    if args.forked:
+        out = subprocess.run([sys.executable, __file__, args.recipe, "--child", "forked", "--kinds", args.kinds,
+                              "--forked", str(args.forked), "--epochs", str(args.epochs)],
+                             capture_output=True, text=True, cwd=ROOT)
+        print(out.stdout, end="")
+        if out.returncode:
+            raise SystemExit(f"part 3 failed: {out.stderr.strip().splitlines()[-1:]}")
+    return 0
+
+
+def part1(args) -> None:
     from dlprof.analysis.throughput import paired_ratio
 
     pairs = in_one_process(args.recipe, args.rounds)  # (plain s, tuned s) an epoch
@@ -127,8 +199,9 @@ def main() -> int:
     print(f"1. settled autotune / as written, one epoch each in turn, one process: median "
           f"{statistics.median(ratios):.3f} (IQR {q[0]:.3f}-{q[2]:.3f}, {len(ratios)} rounds); geometric mean "
           f"{ratio:.3f}, 95% interval {low:.3f}-{high:.3f}", flush=True)
-    if args.runs == 0:
-        return 0
+
+
+def part2(args, kinds: list[str]) -> None:
     after: dict[str, list[float]] = {k: [] for k in kinds}
     took: dict[str, list[float]] = {k: [] for k in kinds}
     for _ in range(args.runs):
@@ -143,7 +216,6 @@ def main() -> int:
         print(f"2. plain loop after / before, {kind:<8}: median {statistics.median(r):.3f} "
               f"(range {min(r):.3f}-{max(r):.3f}, {len(r)} processes); {kind} took "
               f"{statistics.median(took[kind]):.3f} s (median)")
-    return 0
 
 
 if __name__ == "__main__":
