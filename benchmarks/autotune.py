@@ -55,15 +55,21 @@ def timed_run(spec: str, plan: dict, seconds: float) -> dict:
     loader = dlprof.autotune(target.loader) if plan["tune"] else target.loader
     step = target.train_step
     epochs = samples = 0
-    start = time.perf_counter()
+    epoch_s, decided_in = [], None  # each epoch's wall time; the epoch in which the tuner decided
+    start = last = time.perf_counter()
     while (epochs < plan["epochs"]) if plan["epochs"] else (time.perf_counter() - start < seconds):
         for batch in loader:
             if step is not None:
                 step(batch)
             samples += _count(batch)
         epochs += 1
+        now = time.perf_counter()
+        epoch_s.append(now - last)
+        last = now
+        if decided_in is None and plan["tune"] and loader.tuner.tuning.settled is not None:
+            decided_in = epochs
     wall = time.perf_counter() - start
-    out = {"epochs": epochs, "wall_s": wall, "samples": samples}
+    out = {"epochs": epochs, "wall_s": wall, "samples": samples, "epoch_s": epoch_s, "decided_in": decided_in}
     if plan["tune"]:
         t = loader.tuner.tuning
         loader.close()
@@ -94,11 +100,12 @@ def one_recipe(recipe: str, args, best: dict) -> dict:
     epochs, wall_s, undecided = first["epochs"], first["wall_s"], []
     while True:
         # then --runs pairs, baseline and autotuned in turn: the ratio is the median of the pairs'
-        pairs = []
+        pairs, by_epoch = [], []
         for _ in range(args.runs):
             base = forked(recipe, {"epochs": epochs, "tune": False}, wall_s * 3, loop=timed_run)
             tuned = forked(recipe, {"epochs": epochs, "tune": True}, wall_s * 3, loop=timed_run)
             pairs.append((base.get("wall_s", 0.0), tuned.get("wall_s", 0.0)))
+            by_epoch.append((base.get("epoch_s"), tuned.get("epoch_s"), tuned.get("decided_in")))
         # a run that ended before the tuner decided shows no settled configuration to judge:
         # the runs are doubled, up to --lengthen times (the tuner's budget is time, not epochs)
         if tuned.get("decided", True) or "wall_s" not in tuned or len(undecided) >= args.lengthen:
@@ -111,7 +118,7 @@ def one_recipe(recipe: str, args, best: dict) -> dict:
            "tuned_s": statistics.median(t for _, t in pairs), "ratio": interval[0], "interval": interval[1:],
            "ratios": ratios, "settled": tuned.get("settled"), "reason": tuned.get("reason", "failed"),
            "windows": tuned.get("windows", 0), "speedup": tuned.get("speedup"), "decided": tuned.get("decided", False),
-           "decided_s": tuned.get("decided_s"), "undecided": undecided}
+           "decided_s": tuned.get("decided_s"), "undecided": undecided, "phases": phases(by_epoch)}
     grid = best.get(row["recipe"])
     settled = tuned.get("settled")
     if grid and settled:
@@ -119,6 +126,24 @@ def one_recipe(recipe: str, args, best: dict) -> dict:
         row["quality"] = statistics.median(ratios) if ratios else 0.0
     row["grid"] = grid
     return row
+
+
+def phases(by_epoch: list[tuple]) -> str:
+    """Where the pairs' difference sits: the epochs up to the one the tuner decided in (the
+    latest over the pairs), then the rest, each as autotuned / baseline over the same epochs
+    (geometric mean of the pairs' and its 95% interval)."""
+    runs = [(b, t, d) for b, t, d in by_epoch if b and t and len(b) == len(t) and d]
+    if len(runs) < 2:
+        return ""
+    k = max(d for _, _, d in runs)
+    if k >= len(runs[0][0]):
+        return ""
+    parts = []
+    for name, cut in ((f"epochs 1-{k} (to the decision)", slice(0, k)), (f"epochs {k + 1}-{len(runs[0][0])}", slice(k, None))):
+        r, low, high = paired_ratio([(sum(b[cut]), sum(t[cut])) for b, t, _ in runs])
+        extra = statistics.median(sum(t[cut]) - sum(b[cut]) for b, t, _ in runs)
+        parts.append(f"{name} {r:.3f} ({low:.3f}-{high:.3f}), {extra:+.2f} s")
+    return "; by phase: " + "; ".join(parts)
 
 
 def quality_rounds(recipe: str, settled: dict, grid: dict, args) -> list[float]:
@@ -212,7 +237,8 @@ def main() -> int:
                 f"[{', '.join(f'{x:.2f}' for x in r['ratios'])}{_interval(r['interval'])}] "
                 f"{_key(r['settled'])}{'' if r['decided'] else '*'} | {_key(r['grid'])}; {r['windows']} windows"
                 f"{'' if r['decided_s'] is None else ' in %.0f s' % r['decided_s']}: "
-                f"{r['reason']}" + (f" (runs doubled: {'; '.join(r['undecided'])})" if r["undecided"] else ""))
+                f"{r['reason']}" + (f" (runs doubled: {'; '.join(r['undecided'])})" if r["undecided"] else "")
+                + r["phases"])
         lines.append(line)
         print(line, file=sys.stderr, flush=True)
     emit(lines, args.out)
