@@ -33,7 +33,8 @@ import subprocess
 import sys
 import time
 
-KINDS = ("none", "stdlib", "pandas", "import", "source", "autotune")
+KINDS = ("none", "stdlib", "pandas", "import", "source", "autotune", "alive")
+_KEPT: list = []  # kind "alive": the settled tuner, kept as a training loop keeps it
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -89,13 +90,16 @@ def _happen(kind: str, target, recipe: str) -> float:
             sys.dont_write_bytecode = True
             sys.pycache_prefix = empty  # no .pyc found there: what is imported now is compiled
             import dlprof.tuned  # noqa: F401, F811
-    elif kind == "autotune":
+    elif kind in ("autotune", "alive"):
         import dlprof
 
         tuned = dlprof.autotune(target.loader)
         _until_settled(tuned, target.train_step, recipe)
-        tuned.close()
-        del tuned
+        if kind == "alive":
+            _KEPT.append(tuned)
+        else:
+            tuned.close()
+            del tuned
     return time.perf_counter() - start
 
 
