@@ -139,7 +139,8 @@ def phases(by_epoch: list[tuple]) -> str:
     if k >= len(runs[0][0]):
         return ""
     parts = []
-    for name, cut in ((f"epochs 1-{k} (to the decision)", slice(0, k)), (f"epochs {k + 1}-{len(runs[0][0])}", slice(k, None))):
+    n = len(runs[0][0])
+    for name, cut in ((f"epochs 1-{k} (to the decision)", slice(0, k)), (f"epochs {k + 1}-{n}", slice(k, None))):
         r, low, high = paired_ratio([(sum(b[cut]), sum(t[cut])) for b, t, _ in runs])
         extra = statistics.median(sum(t[cut]) - sum(b[cut]) for b, t, _ in runs)
         parts.append(f"{name} {r:.3f} ({low:.3f}-{high:.3f}), {extra:+.2f} s")

@@ -115,43 +115,46 @@ def child(recipe: str, kind: str, epochs: int) -> None:
     print(after / before, took)
 
 
-def forked(recipe: str, kinds: list[str], pairs: int, epochs: int) -> None:
+def part3(recipe: str, kinds: list[str], rounds: int, epochs: int) -> None:
     """Part 3, in a process of its own that has run no loop (a child forked after torch's threads
-    ran can hang): the recipe loaded once, then ``pairs`` rounds of one forked child a kind, in
-    turn (the order reversed every other round): ``kind``, one epoch untimed, --epochs timed.
-    Every child starts from the same memory and the kinds run side by side in time, so what
-    the host does over minutes cancels in each round's ratio kind / none."""
+    ran can hang): the recipe loaded once, then ``rounds`` rounds of one child a kind forked by
+    recommend.py's ``forked`` (its time limit and process-group kill), in turn (the order reversed
+    every other round): ``kind``, one epoch untimed, --epochs timed. Every child starts from the
+    same memory and the kinds run side by side in time, so what the host does over minutes
+    cancels in each round's ratio kind / the first kind."""
+    from recommend import forked
+
     from dlprof.analysis.throughput import paired_ratio
     from dlprof.sweep.target import load_target
 
     target = load_target(recipe)
+
+    def one_child(spec: str, kind: dict, seconds: float) -> dict:
+        _happen(kind["kind"], target, spec)
+        _epochs(target.loader, target.train_step, 1)
+        return {"seconds": _epochs(target.loader, target.train_step, epochs)}
+
     seconds: dict[str, list[float]] = {k: [] for k in kinds}
-    for i in range(pairs):
+    failed = None
+    for i in range(rounds):
         for kind in kinds if i % 2 == 0 else kinds[::-1]:
-            read, write = os.pipe()
-            pid = os.fork()
-            if pid == 0:
-                code = 1
-                try:
-                    os.close(read)
-                    _happen(kind, target, recipe)
-                    _epochs(target.loader, target.train_step, 1)
-                    os.write(write, repr(_epochs(target.loader, target.train_step, epochs)).encode())
-                    code = 0
-                finally:
-                    os._exit(code)
-            os.close(write)
-            with os.fdopen(read) as fh:
-                out = fh.read()
-            _, status = os.waitpid(pid, 0)
-            if status != 0 or not out:
-                raise SystemExit(f"part 3: the forked child for {kind} failed (wait status {status})")
-            seconds[kind].append(float(out))
-    for kind in kinds[1:]:
-        ratio, low, high = paired_ratio(list(zip(seconds[kinds[0]], seconds[kind])))
-        rounds = " ".join(f"{b / a:.3f}" for a, b in zip(seconds[kinds[0]], seconds[kind]))
+            out = forked(recipe, {"kind": kind}, 300.0, loop=one_child)
+            if "seconds" not in out:
+                failed = f"part 3: the child for {kind} failed or hung in round {i + 1}; the whole rounds before it:"
+                break
+            seconds[kind].append(out["seconds"])
+        if failed:
+            break
+    n = min(len(v) for v in seconds.values())  # whole rounds: every kind measured
+    if failed:
+        print(failed, flush=True)
+    for kind in kinds[1:] if n >= 2 else []:
+        pairs = list(zip(seconds[kinds[0]][:n], seconds[kind][:n]))
+        ratio, low, high = paired_ratio(pairs)
         print(f"3. forked side by side, {kind:<8}/ {kinds[0]}: {ratio:.3f} (95% interval {low:.3f}-{high:.3f}, "
-              f"{pairs} rounds: {rounds})", flush=True)
+              f"{n} rounds: {' '.join(f'{b / a:.3f}' for a, b in pairs)})", flush=True)
+    if failed:
+        raise SystemExit(1)
 
 
 def main() -> int:
@@ -160,7 +163,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--runs", type=int, default=4)
     parser.add_argument("--epochs", type=int, default=6)
-    parser.add_argument("--kinds", default=",".join(KINDS), help="part 2's kinds, comma-separated")
+    parser.add_argument("--kinds", default=",".join(KINDS), help="the kinds of parts 2 and 3, comma-separated")
     parser.add_argument("--forked", type=int, default=0, metavar="N",
                         help="part 3: N rounds of forked children, the first of --kinds against each other")
     parser.add_argument("--child", choices=KINDS + ("forked",), help=argparse.SUPPRESS)
@@ -169,7 +172,7 @@ def main() -> int:
     if not set(kinds) <= set(KINDS):
         parser.error(f"--kinds: one of {', '.join(KINDS)}, comma-separated")
     if args.child == "forked":
-        forked(args.recipe, kinds, args.forked, args.epochs)
+        part3(args.recipe, kinds, args.forked, args.epochs)
         return 0
     if args.child:
         child(args.recipe, args.child, args.epochs)
@@ -189,7 +192,8 @@ def main() -> int:
                              capture_output=True, text=True, cwd=ROOT)
         print(out.stdout, end="")
         if out.returncode:
-            raise SystemExit(f"part 3 failed: {out.stderr.strip().splitlines()[-1:]}")
+            last = out.stderr.strip().splitlines()[-1:] or [f"exit status {out.returncode}"]
+            raise SystemExit(f"part 3 failed: {last[0]}")
     return 0
 
 
