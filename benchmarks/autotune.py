@@ -8,8 +8,9 @@ Per recipe, each run in a child forked from a process with torch imported (as be
 recommend.py runs its grid):
 1. baseline: the recipe's loader as written and its train_step, epoch after epoch until
    --seconds have passed: its epoch count E.
-2. then --runs pairs in turn: E epochs as written, E epochs through ``dlprof.autotune(loader)``
-   (default budget), wall times with worker start-ups. ratio = autotuned / baseline wall time,
+2. then --runs pairs in turn (which runs first alternates): E epochs as written, E epochs through
+   ``dlprof.autotune(loader)`` (default budget), wall times with worker start-ups and the tuner's
+   set-up. ratio = autotuned / baseline wall time,
    the geometric mean of the pairs' and, from two pairs, its 95% interval (Student's t over their
    log ratios, as the side-by-side check's): this machine's runs of the same loop differ by up to
    10-15% (`benchmarks/autotune_cost.py --control`), so one pair cannot tell a few percent
@@ -52,11 +53,12 @@ def timed_run(spec: str, plan: dict, seconds: float) -> dict:
     from dlprof.sweep.target import load_target
 
     target = load_target(spec)
+    # the clock starts before dlprof.autotune(): its set-up (the system sampler's start) is the job's too
+    start = last = time.perf_counter()
     loader = dlprof.autotune(target.loader) if plan["tune"] else target.loader
     step = target.train_step
     epochs = samples = 0
-    epoch_s, decided_in = [], None  # each epoch's wall time; the epoch in which the tuner decided
-    start = last = time.perf_counter()
+    epoch_s, decided_in = [], None  # each epoch's wall time (the first's with the set-up); the decision's
     while (epochs < plan["epochs"]) if plan["epochs"] else (time.perf_counter() - start < seconds):
         for batch in loader:
             if step is not None:
@@ -101,9 +103,14 @@ def one_recipe(recipe: str, args, best: dict) -> dict:
     while True:
         # then --runs pairs, baseline and autotuned in turn: the ratio is the median of the pairs'
         pairs, by_epoch = [], []
-        for _ in range(args.runs):
-            base = forked(recipe, {"epochs": epochs, "tune": False}, wall_s * 3, loop=timed_run)
-            tuned = forked(recipe, {"epochs": epochs, "tune": True}, wall_s * 3, loop=timed_run)
+        for i in range(args.runs):
+            # in turn, the first of a pair alternating: the second process of two in a row may run
+            # otherwise than the first (the page cache, the host's frequency), and that must not
+            # count as the tuner's
+            runs = {}
+            for tune in (False, True) if i % 2 == 0 else (True, False):
+                runs[tune] = forked(recipe, {"epochs": epochs, "tune": tune}, wall_s * 3, loop=timed_run)
+            base, tuned = runs[False], runs[True]
             pairs.append((base.get("wall_s", 0.0), tuned.get("wall_s", 0.0)))
             by_epoch.append((base.get("epoch_s"), tuned.get("epoch_s"), tuned.get("decided_in")))
         # a run that ended before the tuner decided shows no settled configuration to judge:

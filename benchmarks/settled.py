@@ -10,7 +10,8 @@
    own per-epoch cost once it has decided (ratio tuned / as written: the rounds' median and IQR,
    and their geometric mean with its 95% interval).
 2. In fresh processes (--runs of each kind, in turn): the loop as written, --epochs epochs,
-   then the same epochs again after something happened in the process: ``none``, ``stdlib`` (13
+   then the same epochs again after something happened in the process: ``none``, ``epochs`` (4
+   epochs of the loop as written: what the process's age alone does), ``stdlib`` (13
    standard-library modules imported, nothing called: what loading code alone costs), ``pandas``
    (``import pandas``), ``import`` (``import dlprof.tuned``) or ``autotune`` (a
    ``dlprof.autotune`` of the loader that settles, then dropped). The ratio after / before
@@ -33,7 +34,8 @@ import subprocess
 import sys
 import time
 
-KINDS = ("none", "stdlib", "pandas", "import", "source", "autotune", "alive")
+KINDS = ("none", "epochs", "stdlib", "pandas", "import", "source", "autotune", "alive", "quiet", "profile", "profile_quiet")
+PROFILED_EPOCHS = 4  # kinds "profile": about as many as the tuner records on stream.py before it decides
 _KEPT: list = []  # kind "alive": the settled tuner, kept as a training loop keeps it
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, ROOT)
@@ -90,10 +92,17 @@ def _happen(kind: str, target, recipe: str) -> float:
             sys.dont_write_bytecode = True
             sys.pycache_prefix = empty  # no .pyc found there: what is imported now is compiled
             import dlprof.tuned  # noqa: F401, F811
-    elif kind in ("autotune", "alive"):
+    elif kind == "epochs":
+        _epochs(target.loader, target.train_step, PROFILED_EPOCHS)
+    elif kind in ("profile", "profile_quiet"):
         import dlprof
 
-        tuned = dlprof.autotune(target.loader)
+        with dlprof.Profiler(sample_system=kind == "profile") as profiler:
+            _epochs(profiler.wrap(target.loader), target.train_step, PROFILED_EPOCHS)
+    elif kind in ("autotune", "alive", "quiet"):
+        import dlprof
+
+        tuned = dlprof.autotune(target.loader, sample_system=kind != "quiet")
         _until_settled(tuned, target.train_step, recipe)
         if kind == "alive":
             _KEPT.append(tuned)

@@ -15,7 +15,7 @@ import copy
 import math
 import sys
 import weakref
-from time import perf_counter_ns
+from time import perf_counter_ns, process_time_ns
 
 from torch.utils.data import DataLoader
 
@@ -75,12 +75,6 @@ class AutotunedLoader:
         self.loader = copy.copy(loader)
         self.loader.__dict__["_iterator"] = None
         self.loader.__dict__["_dlprof_shadow"] = True  # under dlprof run: iterated as a plain DataLoader
-        self.profiler = Profiler(sample_system=sample_system)
-        self.run = self.profiler.run
-        self.run.loader = describe_loader(loader, None)
-        # the environment, the system sampler, the device-sync note
-        self.profiler.wrap(self.loader, device_sync=device_sync)
-        self._sync = synchronize if device_sync else None
         self.iterable = loader._dataset_kind != 0  # not _DatasetKind.Map: switched between epochs
         cores = available_cores()
         # an iterable dataset's workers each iterate their own share: no epoch length caps them
@@ -90,6 +84,14 @@ class AutotunedLoader:
                             shm_free_bytes=shm_free_bytes())
         self.tuner = tuner or Tuner(space, settings_of(loader), budget_s, epochs_only=self.iterable,
                                     explore_epochs=explore_epochs)
+        # a tuner that explores nothing starts no sampler process (its start-up and ticks take CPU
+        # from the loop): its one window reads this process's CPU time itself (end_window)
+        self.profiler = Profiler(sample_system=sample_system and self.tuner.explores)
+        self.run = self.profiler.run
+        self.run.loader = describe_loader(loader, None)
+        # the environment, the system sampler, the device-sync note
+        self.profiler.wrap(self.loader, device_sync=device_sync)
+        self._sync = synchronize if device_sync else None
         self.current = self.tuner.first()  # the configuration that serves (see current_key)
         self._configs: dict[tuple, Config] = {}
         self._maps: list[weakref.ref] = []  # map-style epochs made, weakly (an abandoned one is gone)
@@ -236,14 +238,15 @@ class AutotunedLoader:
         rate, ci = rate_and_ci([b.wait_end_ns for b in window], [b.samples for b in window], [b.epoch for b in window])
         return self.tuner.done(seconds, n, rate, ci if math.isfinite(ci) else 100.0)
 
-    def epoch_check(self, first_record: int, start_ns: int, end_ns: int | None = None) -> bool:
+    def epoch_check(self, first_record: int, start_ns: int, end_ns: int | None = None, cpu_ns: int = 0) -> bool:
         """After a whole epoch in the current configuration, when turns span whole epochs: has
         the turn measured enough? Its rate is the epochs' samples over their wall time, from each
         ``iter()`` to the loop's ask past the last batch (start-up, bursts and the last step in);
-        ``end_ns``: an epoch the loop left early ends at its last batch."""
+        ``end_ns``: an epoch the loop left early ends at its last batch. ``cpu_ns``: this
+        process's CPU time in the epoch, all its threads."""
         end_ns = end_ns or perf_counter_ns()
         samples = sum(b.samples for b in self.run.batches[first_record:])
-        self.window_epochs.append((first_record, start_ns, end_ns, samples))
+        self.window_epochs.append((first_record, start_ns, end_ns, samples, cpu_ns))
         self.window_first = self.window_epochs[0][0]
         rate, ci = self._epochs_rate()
         seconds = sum(e[2] - e[1] for e in self.window_epochs) / 1e9
@@ -255,7 +258,7 @@ class AutotunedLoader:
         epochs = self.window_epochs
         rate = sum(e[3] for e in epochs) / (sum(e[2] - e[1] for e in epochs) / 1e9)
         if len(epochs) < 2:
-            first, start_ns, end_ns, _ = epochs[0]
+            first, start_ns, end_ns = epochs[0][:3]
             return rate, self._one_epoch_ci(first, start_ns, end_ns)
         return rate, 100.0 * half_width([e[3] / ((e[2] - e[1]) / 1e9) for e in epochs]) / rate
 
@@ -289,6 +292,9 @@ class AutotunedLoader:
         if self.window_epochs:  # a turn of whole epochs
             measured.samples_per_s, measured.ci_pct = self._epochs_rate()
             w.start_ns, w.end_ns = self.window_epochs[0][1], self.window_epochs[-1][2]
+            wall_ns = sum(e[2] - e[1] for e in self.window_epochs)
+            if not run.processes and wall_ns > 0:  # no sampler: the training process's CPU, read in it
+                measured.main_cpu_pct = 100.0 * sum(e[4] for e in self.window_epochs) / wall_ns
         w.batches, w.samples_per_s, w.ci_pct, w.wait_pct = (measured.batches, measured.samples_per_s,
                                                              measured.ci_pct, measured.wait_pct)
         if not w.purpose or w.purpose == "baseline":

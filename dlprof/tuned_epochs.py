@@ -10,7 +10,7 @@ boundary, a failed configuration's batches go back to the stream. An iterable da
 from __future__ import annotations
 
 import warnings
-from time import perf_counter_ns
+from time import perf_counter_ns, process_time_ns
 
 from torch.utils.data import DataLoader
 
@@ -151,7 +151,7 @@ class MapEpoch:
             owner.tuner.whole_epochs = False
         owner._epoch_open = True
         self.first_record = len(owner.run.batches)
-        self.start_ns = perf_counter_ns()
+        self.start_ns, self.cpu_ns = perf_counter_ns(), process_time_ns()
         # a turn of whole epochs counts this epoch if one configuration serves all of it
         self.whole = owner.tuner.whole_epochs and owner.window is not None
         self.segments: list[Segment] = []
@@ -223,7 +223,9 @@ class MapEpoch:
                 o._epoch_open = False
                 if o.tuner.tuning.settled is None:  # the windows' epoch length (end_window)
                     o.epoch_samples = sum(b.samples for b in o.run.batches[self.first_record:])
-                    if self.whole and o.tuner.whole_epochs and o.epoch_check(self.first_record, self.start_ns):
+                    cpu_ns = process_time_ns() - self.cpu_ns
+                    if self.whole and o.tuner.whole_epochs and o.epoch_check(self.first_record, self.start_ns,
+                                                                             None, cpu_ns):
                         o.between_epochs(o.end_window())
                 raise
             except Exception as exc:
@@ -311,7 +313,7 @@ class IterableEpoch:
             owner.start_window()
         owner._open_epoch = self
         self.first_record = len(owner.run.batches)
-        self.start_ns = perf_counter_ns()
+        self.start_ns, self.cpu_ns = perf_counter_ns(), process_time_ns()
         self.config = owner._config(owner.current)
         self.it = self.config.iterator(owner.loader)
         self.ended = False  # and self.it None: ended by a failure
@@ -347,7 +349,7 @@ class IterableEpoch:
         if o.tuner.tuning.settled is not None or len(o.run.batches) == self.first_record:
             return
         o.epoch_samples = sum(b.samples for b in o.run.batches[self.first_record:])
-        if o.epoch_check(self.first_record, self.start_ns, end_ns):
+        if o.epoch_check(self.first_record, self.start_ns, end_ns, process_time_ns() - self.cpu_ns):
             o.between_epochs(o.end_window())
         if self.config.key != o.current_key and not o.tuner.keeps(self.config.settings):
             self.config.release()

@@ -599,13 +599,17 @@ def test_the_real_tuner_explores_an_iterable_dataset_between_epochs_and_settles(
 
 def test_by_default_an_iterable_dataset_keeps_its_configuration_and_says_what_workers_could_gain():
     """No epoch is explored unless asked: the user's configuration serves every epoch, and the
-    decision says what workers could gain at most (the waits are the storage's: several times)."""
+    decision says what workers could gain at most (the waits are the storage's: several times).
+    With nothing to explore, the decision comes after the first epoch, whatever its interval,
+    and no sampler process runs (the default asks for one): the process's CPU is read in it."""
     tuned = dlprof.autotune(_stream_loader(SlowStream(n=96)), budget=45)
     epochs = []
     while tuned.tuner.tuning.settled is None and len(epochs) < 50:
         first = len(tuned.run.batches)
         epochs.append(_epochs(tuned, 1)[0])
         assert {b.worker_id for b in tuned.run.batches[first:]} == {MAIN_PROCESS}
+        assert psutil.Process().children() == []  # no sampler process (nor worker)
+    assert len(epochs) == 1
     epochs.append(_epochs(tuned, 1)[0])
     tuned.close()
     assert all(sorted(e) == list(range(96)) for e in epochs)
@@ -614,6 +618,9 @@ def test_by_default_an_iterable_dataset_keeps_its_configuration_and_says_what_wo
     assert "explore_epochs=True" in tuning["reason"] and "at most" in tuning["reason"], tuning["reason"]
     ceiling = float(tuning["reason"].split("at most ")[1].split("x")[0])
     assert ceiling > 2, tuning["reason"]
+    # the loop sleeps on its storage 2 ms a sample: a small share of a core, read in-process
+    cores_used = float(tuning["reason"].split("using ")[1].split(" of")[0])
+    assert 0 < cores_used < 0.8, tuning["reason"]
 
 
 class PacedStream(Stream):
@@ -634,9 +641,10 @@ class PacedStream(Stream):
 def test_an_iterable_window_takes_one_epoch_when_one_measures_it_and_more_when_start_up_varies():
     """A window of whole epochs ends after one epoch when that epoch's interval (its batches',
     and its start-up's share) is within the window's; an epoch whose start-up is an eighth of it
-    measures over more. Epochs of 3 s: under the 5 s that ends a window whatever its interval."""
+    measures over more. Epochs of 3 s: under the 5 s that ends a window whatever its interval.
+    (A tuner asked to explore: one that explores nothing ends its window after one epoch.)"""
     def first_window_epochs(ds):
-        tuned = dlprof.autotune(_stream_loader(ds), budget=60, sample_system=False)
+        tuned = dlprof.autotune(_stream_loader(ds), budget=60, sample_system=False, explore_epochs=True)
         epochs = 0
         while not tuned.tuner.tuning.windows and epochs < 6:
             _epochs(tuned, 1)

@@ -282,6 +282,17 @@ def test_an_iterable_loop_whose_workers_can_repay_it_explores_them_when_asked():
     assert "at most 1.9" in tuner.tuning.reason and "explore_epochs=True" in tuner.tuning.reason
 
 
+def test_an_iterable_loop_not_asked_to_explore_decides_after_its_first_epoch():
+    """Unless asked to explore, an iterable dataset's tuner keeps the user's configuration
+    whatever its first window measures: that window ends with the first epoch of a few batches,
+    however wide its interval; asked to explore, the interval still decides."""
+    kept = Tuner(SPACE, BASE, budget_s=120, epochs_only=True)
+    assert not kept.done(seconds=0.2, batches=5, rate=700.0, ci_pct=100.0)  # too few batches for a rate
+    assert kept.done(seconds=0.2, batches=12, rate=700.0, ci_pct=100.0)
+    explores = Tuner(SPACE, BASE, budget_s=120, epochs_only=True, explore_epochs=True)
+    assert not explores.done(seconds=1.2, batches=12, rate=700.0, ci_pct=10.0)
+
+
 def test_an_iterable_loop_with_workers_keeps_them_unless_asked_to_explore():
     with_workers = LoaderSettings(num_workers=2, pin_memory=False, prefetch_factor=2, persistent_workers=False,
                                   batch_size=32)

@@ -185,12 +185,23 @@ class Tuner:
         span whole epochs, ``whole_epochs``)."""
         if self._candidate is not None:
             return window_done(seconds, batches, ci_pct, self._turn_rel_ci, MAX_TURN_S)
+        if self._search is None and not self.explores:
+            # the user's configuration is kept whatever this window measures
+            # (_keeps_an_iterables_epochs): it measures for the results only, and each epoch
+            # more recorded costs the job the profiling of it
+            return batches >= MIN_WINDOW_BATCHES
         if window_done(seconds, batches, ci_pct):
             return True
         best = self.state.best() if self._search is not None else None
         # after MIN_WINDOW_S, as any window: the first batches after a switch carry its bursts
         return (best is not None and batches >= MIN_WINDOW_BATCHES and seconds >= MIN_WINDOW_S
                 and rate * (1 + ci_pct / 100) < best.samples_per_s * (1 - MIN_GAIN))
+
+    @property
+    def explores(self) -> bool:
+        """Is any configuration but the user's tried? An iterable dataset's, only when asked
+        (``explore_epochs``): otherwise its first window is measured for the results only."""
+        return not self.epochs_only or self.explore_epochs
 
     def next_settings(self, measured: TrialResult, window: Window) -> LoaderSettings | None:
         self.tuning.windows.append(window)
