@@ -11,7 +11,9 @@
    and their geometric mean with its 95% interval).
 2. In fresh processes (--runs of each kind, in turn): the loop as written, --epochs epochs,
    then the same epochs again after something happened in the process: ``none``, ``epochs`` (4
-   epochs of the loop as written: what the process's age alone does), ``stdlib`` (13
+   epochs of the loop as written: what the process's age alone does), ``epoch`` (one), ``kept``
+   (one epoch of ``dlprof.profile`` without the sampler, its records kept, as a settled tuner
+   keeps its first window's), ``stdlib`` (13
    standard-library modules imported, nothing called: what loading code alone costs), ``pandas``
    (``import pandas``), ``import`` (``import dlprof.tuned``) or ``autotune`` (a
    ``dlprof.autotune`` of the loader that settles, then dropped). The ratio after / before
@@ -34,7 +36,7 @@ import subprocess
 import sys
 import time
 
-KINDS = ("none", "epochs", "stdlib", "pandas", "import", "source", "autotune", "alive", "quiet", "profile", "profile_quiet")
+KINDS = ("none", "epochs", "epoch", "kept", "stdlib", "pandas", "import", "source", "autotune", "alive", "quiet", "profile", "profile_quiet")
 PROFILED_EPOCHS = 4  # kinds "profile": about as many as the tuner records on stream.py before it decides
 _KEPT: list = []  # kind "alive": the settled tuner, kept as a training loop keeps it
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
@@ -94,6 +96,15 @@ def _happen(kind: str, target, recipe: str) -> float:
             import dlprof.tuned  # noqa: F401, F811
     elif kind == "epochs":
         _epochs(target.loader, target.train_step, PROFILED_EPOCHS)
+    elif kind == "epoch":
+        _epochs(target.loader, target.train_step, 1)
+    elif kind == "kept":
+        import dlprof
+
+        profiler = dlprof.Profiler(sample_system=False)
+        _epochs(profiler.wrap(target.loader), target.train_step, 1)
+        profiler.close()
+        _KEPT.append(profiler)
     elif kind in ("profile", "profile_quiet"):
         import dlprof
 

@@ -23,8 +23,9 @@ import dataclasses
 import json
 import os
 import tempfile
+from array import array
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 SCHEMA_NAME = "dlprof.profile"
 SCHEMA_VERSION = 4
@@ -48,8 +49,9 @@ class BatchRecord:
     fetch_start_ns: int
     fetch_end_ns: int
     # Clock marks between samples: sample k was fetched from marks[k] to marks[k+1]. Empty when
-    # per-sample times are unknown (``__getitems__`` fetches the whole batch in one call).
-    sample_marks_ns: list[int]
+    # per-sample times are unknown (``__getitems__`` fetches the whole batch in one call). An
+    # ``array("q")``: one object a batch, not a Python int a mark (``probe.hooks``).
+    sample_marks_ns: Sequence[int]
     collate_start_ns: int
     collate_end_ns: int
     wait_start_ns: int  # the training loop asked for the batch
@@ -168,7 +170,7 @@ class ProfileRun:
 
 def _batch_to_dict(batch: BatchRecord) -> dict[str, Any]:
     data = dataclasses.asdict(batch)
-    marks = data["sample_marks_ns"]
+    marks = list(data["sample_marks_ns"])
     # stored as the first mark then differences: per-sample durations, a third of the size
     data["sample_marks_ns"] = marks[:1] + [b - a for a, b in zip(marks, marks[1:])]
     return data
@@ -179,7 +181,7 @@ def _batch_from_dict(data: dict[str, Any]) -> BatchRecord:
     marks = data.get("sample_marks_ns") or []
     for i in range(1, len(marks)):
         marks[i] += marks[i - 1]
-    data["sample_marks_ns"] = marks
+    data["sample_marks_ns"] = array("q", marks)  # as recorded
     return BatchRecord(**data)
 
 

@@ -15,12 +15,15 @@ object in ``get_worker_info().dataset``). It swaps two things in a private copy 
 ``StampedBatch.pin_memory`` is what the DataLoader's pin-memory thread calls, so pinning is
 timed there. The main process unwraps the batch before the user sees it.
 
-Hot-path cost: per sample one generator step, one clock read and one list append; per batch a
-few more. Everything else is deferred to the main process or to analysis.
+Hot-path cost: per sample one generator step, one clock read and one append to an array of
+64-bit ints (one object a batch, not a Python int a mark: a kept record is 4x smaller and leaves
+no scattered ints behind in the training process's heap); per batch a few more. Everything else
+is deferred to the main process or to analysis.
 """
 from __future__ import annotations
 
 import os
+from array import array
 from collections import deque
 from time import perf_counter_ns, thread_time_ns
 
@@ -40,7 +43,7 @@ class TimedIndices(list):
     __slots__ = ("marks",)
 
     def __iter__(self):
-        marks = self.marks = []
+        marks = self.marks = array("q")
         append = marks.append
         for index in list.__iter__(self):
             append(perf_counter_ns())
