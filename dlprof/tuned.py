@@ -370,6 +370,8 @@ def autotune(loader: DataLoader, budget: float | None = None, sample_system: boo
     An iterable dataset's configurations change only between epochs, and an explored one serves
     a whole epoch, which cannot be cut if it turns out slower: its settings are kept, with what
     workers could gain at most, unless ``explore_epochs=True``.
+    ``sample_system``: sample CPU and memory in a separate process while it explores (none is
+    started when nothing is explored: an iterable dataset without ``explore_epochs``).
     ``device_sync``: as ``dlprof.profile``'s."""
     return AutotunedLoader(loader, budget_s=budget, sample_system=sample_system, device_sync=device_sync,
                            explore_epochs=explore_epochs)
