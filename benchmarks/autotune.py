@@ -10,7 +10,9 @@ recommend.py runs its grid):
    --seconds have passed: its epoch count E.
 2. then --runs pairs in turn (which runs first alternates): E epochs as written, E epochs through
    ``dlprof.autotune(loader)`` (default budget), wall times with worker start-ups and the tuner's
-   set-up. ratio = autotuned / baseline wall time,
+   set-up. With --plain-after, a third run in each turn: autotuned until the decision, then
+   the loader as written; its phases after the decision tell the tuned loader's cost from
+   what the process carries. ratio = autotuned / baseline wall time,
    the geometric mean of the pairs' and, from two pairs, its 95% interval (Student's t over their
    log ratios, as the side-by-side check's): this machine's runs of the same loop differ by up to
    10-15% (`benchmarks/autotune_cost.py --control`), so one pair cannot tell a few percent
@@ -59,8 +61,9 @@ def timed_run(spec: str, plan: dict, seconds: float) -> dict:
     step = target.train_step
     epochs = samples = 0
     epoch_s, decided_in = [], None  # each epoch's wall time (the first's with the set-up); the decision's
+    source = loader  # --plain-after: the user's loader itself once the tuner decided
     while (epochs < plan["epochs"]) if plan["epochs"] else (time.perf_counter() - start < seconds):
-        for batch in loader:
+        for batch in source:
             if step is not None:
                 step(batch)
             samples += _count(batch)
@@ -70,6 +73,8 @@ def timed_run(spec: str, plan: dict, seconds: float) -> dict:
         last = now
         if decided_in is None and plan["tune"] and loader.tuner.tuning.settled is not None:
             decided_in = epochs
+            if plan.get("plain_after"):
+                source = target.loader
     wall = time.perf_counter() - start
     out = {"epochs": epochs, "wall_s": wall, "samples": samples, "epoch_s": epoch_s, "decided_in": decided_in}
     if plan["tune"]:
@@ -102,17 +107,22 @@ def one_recipe(recipe: str, args, best: dict) -> dict:
     epochs, wall_s, undecided = first["epochs"], first["wall_s"], []
     while True:
         # then --runs pairs, baseline and autotuned in turn: the ratio is the median of the pairs'
-        pairs, by_epoch = [], []
+        pairs, by_epoch, plain_after = [], [], []
         for i in range(args.runs):
             # in turn, the first of a pair alternating: the second process of two in a row may run
             # otherwise than the first (the page cache, the host's frequency), and that must not
             # count as the tuner's
             runs = {}
-            for tune in (False, True) if i % 2 == 0 else (True, False):
-                runs[tune] = forked(recipe, {"epochs": epochs, "tune": tune}, wall_s * 3, loop=timed_run)
-            base, tuned = runs[False], runs[True]
+            arms = ("base", "tuned", "plain_after") if args.plain_after else ("base", "tuned")
+            for arm in arms if i % 2 == 0 else arms[::-1]:
+                plan = {"epochs": epochs, "tune": arm != "base", "plain_after": arm == "plain_after"}
+                runs[arm] = forked(recipe, plan, wall_s * 3, loop=timed_run)
+            base, tuned = runs["base"], runs["tuned"]
             pairs.append((base.get("wall_s", 0.0), tuned.get("wall_s", 0.0)))
             by_epoch.append((base.get("epoch_s"), tuned.get("epoch_s"), tuned.get("decided_in")))
+            if args.plain_after:
+                plain_after.append((base.get("epoch_s"), runs["plain_after"].get("epoch_s"),
+                                    runs["plain_after"].get("decided_in")))
         # a run that ended before the tuner decided shows no settled configuration to judge:
         # the runs are doubled, up to --lengthen times (the tuner's budget is time, not epochs)
         if tuned.get("decided", True) or "wall_s" not in tuned or len(undecided) >= args.lengthen:
@@ -126,6 +136,8 @@ def one_recipe(recipe: str, args, best: dict) -> dict:
            "ratios": ratios, "settled": tuned.get("settled"), "reason": tuned.get("reason", "failed"),
            "windows": tuned.get("windows", 0), "speedup": tuned.get("speedup"), "decided": tuned.get("decided", False),
            "decided_s": tuned.get("decided_s"), "undecided": undecided, "phases": phases(by_epoch)}
+    if plain_after:
+        row["phases"] += "; the user's loader itself after the decision" + (phases(plain_after) or ": -")
     grid = best.get(row["recipe"])
     settled = tuned.get("settled")
     if grid and settled:
@@ -214,6 +226,9 @@ def main() -> int:
     parser.add_argument("--quality-of", default=None, metavar="W,P,K,B",
                         help="only measure this configuration (num_workers, prefetch_factor, persistent_workers, "
                              "batch_size) against each recipe's grid best")
+    parser.add_argument("--plain-after", action="store_true",
+                        help="a third run in each turn: autotuned until the decision, then the loader as written "
+                             "(by phase: is the cost after the decision the tuned loader's or the process's?)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     recipes = args.recipes or [f"recipes/{r}.py" for r in RECIPES]
@@ -225,7 +240,8 @@ def main() -> int:
         return 0
     lines = ["# dlprof.autotune: a run of the baseline's epochs, autotuned, against the same run as written",
              f"# command: python benchmarks/autotune.py --seconds {args.seconds:g} --runs {args.runs} --rounds {args.rounds} "
-             f"--final-seconds {args.final_seconds:g} --lengthen {args.lengthen} " + " ".join(args.recipes),
+             f"--final-seconds {args.final_seconds:g} --lengthen {args.lengthen}"
+             + (" --plain-after " if args.plain_after else " ") + " ".join(args.recipes),
              f"# machine: {platform.platform()}, python {platform.python_version()}, {available_cores()} cores available",
              header,
              "# ratio = autotuned wall s / baseline wall s, same epochs, geometric mean of --runs pairs run in turn "
