@@ -13,10 +13,12 @@
    then the same epochs again after something happened in the process: ``none``, ``epochs`` (4
    epochs of the loop as written: what the process's age alone does), ``epoch`` (one), ``kept``
    (one epoch of ``dlprof.profile`` without the sampler, its records kept, as a settled tuner
-   keeps its first window's), ``stdlib`` (13
-   standard-library modules imported, nothing called: what loading code alone costs), ``pandas``
-   (``import pandas``), ``import`` (``import dlprof.tuned``) or ``autotune`` (a
-   ``dlprof.autotune`` of the loader that settles, then dropped). The ratio after / before
+   keeps its first window's), ``stdlib`` (13 standard-library modules imported, nothing called:
+   what loading code alone costs), ``pandas`` (``import pandas``), ``import`` (``import
+   dlprof.tuned``; ``source``: compiled from source), ``autotune`` (a ``dlprof.autotune`` of the
+   loader that settles, then dropped), ``alive`` (the same, kept open), ``quiet`` (the same
+   without the system sampler), ``profile`` / ``profile_quiet`` (a ``dlprof.profile`` of 4
+   epochs with / without the sampler, closed). The ratio after / before
    of the plain loop says what the process itself carries after dlprof was there.
 3. (--forked N) The same kinds side by side: N rounds of one child a kind forked from one
    process that loaded the recipe, in turn; each child does its kind, then an epoch untimed and
@@ -36,7 +38,8 @@ import subprocess
 import sys
 import time
 
-KINDS = ("none", "epochs", "epoch", "kept", "stdlib", "pandas", "import", "source", "autotune", "alive", "quiet", "profile", "profile_quiet")
+KINDS = ("none", "epochs", "epoch", "kept", "stdlib", "pandas", "import", "source", "autotune", "alive", "quiet",
+         "profile", "profile_quiet")
 PROFILED_EPOCHS = 4  # kinds "profile": about as many as the tuner records on stream.py before it decides
 _KEPT: list = []  # kind "alive": the settled tuner, kept as a training loop keeps it
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")

@@ -238,12 +238,13 @@ class AutotunedLoader:
         rate, ci = rate_and_ci([b.wait_end_ns for b in window], [b.samples for b in window], [b.epoch for b in window])
         return self.tuner.done(seconds, n, rate, ci if math.isfinite(ci) else 100.0)
 
-    def epoch_check(self, first_record: int, start_ns: int, end_ns: int | None = None, cpu_ns: int = 0) -> bool:
+    def epoch_check(self, first_record: int, start_ns: int, cpu_start_ns: int, end_ns: int | None = None) -> bool:
         """After a whole epoch in the current configuration, when turns span whole epochs: has
         the turn measured enough? Its rate is the epochs' samples over their wall time, from each
         ``iter()`` to the loop's ask past the last batch (start-up, bursts and the last step in);
-        ``end_ns``: an epoch the loop left early ends at its last batch. ``cpu_ns``: this
-        process's CPU time in the epoch, all its threads."""
+        ``end_ns``: an epoch the loop left early ends at its last batch. ``cpu_start_ns``: this
+        process's CPU time (all its threads) at ``iter()``, for the epoch's CPU (end_window)."""
+        cpu_ns = process_time_ns() - cpu_start_ns
         end_ns = end_ns or perf_counter_ns()
         samples = sum(b.samples for b in self.run.batches[first_record:])
         self.window_epochs.append((first_record, start_ns, end_ns, samples, cpu_ns))

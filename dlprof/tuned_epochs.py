@@ -223,9 +223,8 @@ class MapEpoch:
                 o._epoch_open = False
                 if o.tuner.tuning.settled is None:  # the windows' epoch length (end_window)
                     o.epoch_samples = sum(b.samples for b in o.run.batches[self.first_record:])
-                    cpu_ns = process_time_ns() - self.cpu_ns
                     if self.whole and o.tuner.whole_epochs and o.epoch_check(self.first_record, self.start_ns,
-                                                                             None, cpu_ns):
+                                                                             self.cpu_ns):
                         o.between_epochs(o.end_window())
                 raise
             except Exception as exc:
@@ -349,7 +348,7 @@ class IterableEpoch:
         if o.tuner.tuning.settled is not None or len(o.run.batches) == self.first_record:
             return
         o.epoch_samples = sum(b.samples for b in o.run.batches[self.first_record:])
-        if o.epoch_check(self.first_record, self.start_ns, end_ns, process_time_ns() - self.cpu_ns):
+        if o.epoch_check(self.first_record, self.start_ns, self.cpu_ns, end_ns):
             o.between_epochs(o.end_window())
         if self.config.key != o.current_key and not o.tuner.keeps(self.config.settings):
             self.config.release()

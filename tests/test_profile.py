@@ -152,6 +152,17 @@ def test_getitems_dataset_is_timed_per_batch():
     assert (df["fetch_ms"] >= 0.9).all()  # the planted 1 ms per __getitems__ call
 
 
+def test_a_run_without_per_sample_marks_saves_and_loads_as_recorded(tmp_path):
+    """A batch fetched in one ``__getitems__`` call has no per-sample marks; its records load
+    back equal to those recorded (the marks' type included)."""
+    prof = dlprof.profile(DataLoader(BatchedDataset(), batch_size=8, num_workers=0), sample_system=False)
+    run_epochs(prof)
+    prof.save(tmp_path / "results.json")
+    recorded = prof.result().run.batches
+    assert recorded and all(len(b.sample_marks_ns) == 0 for b in recorded)
+    assert dlprof.load(tmp_path / "results.json").run.batches == recorded
+
+
 def test_batch_sampler_drop_last_and_unbatched():
     sampler = BatchSampler(SequentialSampler(range(10)), batch_size=4, drop_last=True)
     prof = dlprof.profile(DataLoader(BusyDataset(10), batch_sampler=sampler), sample_system=False)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import time
 import weakref
+from array import array
 from time import perf_counter_ns
 from typing import Callable, Collection
 
@@ -224,12 +225,12 @@ class _EpochIterator:
         if type(item) is StampedBatch:
             batch = item.batch
             wid, pid, f0, c0, c1, samples, marks, mode = item.stamp
-            record = BatchRecord(epoch.epoch, epoch.batches, wid, pid, samples, f0, c0, marks or [],
+            record = BatchRecord(epoch.epoch, epoch.batches, wid, pid, samples, f0, c0, marks or array("q"),
                                  c0, c1, asked, got, item.pin_start_ns, item.pin_end_ns, 0, 0, mode,
                                  item.pin_cpu_ns)
         else:  # a dataset dlprof does not wrap: only the main-process view is known
             batch = item
-            record = BatchRecord(epoch.epoch, epoch.batches, -1, 0, 0, 0, 0, [], 0, 0, asked, got,
+            record = BatchRecord(epoch.epoch, epoch.batches, -1, 0, 0, 0, 0, array("q"), 0, 0, asked, got,
                                  fetch_mode="unknown")
         if epoch.batches == 0:
             epoch.first_batch_ns = got
