@@ -4,8 +4,12 @@
         [--out FILE] [recipes/x.py ...]
     python benchmarks/autotune.py --quality-of 0,None,False,64 [--rounds 3] [--final-seconds 4] recipes/x.py
 
-Per recipe, each run in a child forked from a process with torch imported (as benchmarks/
-recommend.py runs its grid):
+Per recipe, each run of steps 1-2 in a fresh interpreter (``import torch``, then the recipe
+loaded with runpy, as a script runs; the autotuned run imports dlprof first, at the top, where a
+script has its imports; the baseline never imports it). Not forked: forked children share one
+heap layout and hash seed, and whatever that layout does to the loop repeats in every pair and
+reads as the tuner's cost or gain; as pyperf runs its workers, each turn has its own random
+PYTHONHASHSEED, and each process its own address-space layout (benchmarks/import_order.py):
 1. baseline: the recipe's loader as written and its train_step, epoch after epoch until
    --seconds have passed: its epoch count E.
 2. then --runs pairs in turn (which runs first alternates): E epochs as written, E epochs through
@@ -27,66 +31,54 @@ recommend.py runs its grid):
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
+import random
 import re
+import signal
 import statistics
+import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bytecode import compiled  # noqa: E402
-from recommend import _count, forked  # noqa: E402
+from recommend import forked  # noqa: E402
 
 from dlprof.analysis.throughput import paired_ratio  # noqa: E402
 from dlprof.probe.environment import available_cores  # noqa: E402
 from dlprof.sweep.trial import preload_torch  # noqa: E402
 
+FRESH_RUN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fresh_run.py")
 GRID = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "reports", "benchmarks", "recommend.txt")
 # stream: an iterable dataset (configurations change only between its epochs)
 RECIPES = ("slow_storage", "image_folder", "mnist_mlp", "heavy_tail", "startup_cost", "compute_bound", "stream")
 
 
-def timed_run(spec: str, plan: dict, seconds: float) -> dict:
-    """In a forked child: ``plan["epochs"]`` epochs (0: until ``seconds`` pass) of the recipe's
-    loop, through dlprof.autotune when ``plan["tune"]``; the wall time, worker start-ups included."""
-    import dlprof
-    from dlprof.sweep.target import load_target
-
-    target = load_target(spec)
-    # the clock starts before dlprof.autotune(): its set-up (the system sampler's start) is the job's too
-    start = last = time.perf_counter()
-    loader = dlprof.autotune(target.loader) if plan["tune"] else target.loader
-    step = target.train_step
-    epochs = samples = 0
-    epoch_s, decided_in = [], None  # each epoch's wall time (the first's with the set-up); the decision's
-    source = loader  # --plain-after: the user's loader itself once the tuner decided
-    while (epochs < plan["epochs"]) if plan["epochs"] else (time.perf_counter() - start < seconds):
-        for batch in source:
-            if step is not None:
-                step(batch)
-            samples += _count(batch)
-        epochs += 1
-        now = time.perf_counter()
-        epoch_s.append(now - last)
-        last = now
-        if decided_in is None and plan["tune"] and loader.tuner.tuning.settled is not None:
-            decided_in = epochs
-            if plan.get("plain_after"):
-                source = target.loader
-    wall = time.perf_counter() - start
-    out = {"epochs": epochs, "wall_s": wall, "samples": samples, "epoch_s": epoch_s, "decided_in": decided_in}
-    if plan["tune"]:
-        t = loader.tuner.tuning
-        loader.close()
-        # still exploring when the run ended: the configuration it was in
-        first = t.windows[0].start_ns if t.windows else 0
-        decided_s = (t.windows[-1].end_ns - first) / 1e9 if t.settled is not None and t.windows else None
-        out.update(settled=vars(t.settled or loader.current), decided=t.settled is not None, decided_s=decided_s,
-                   reason=t.reason or "still exploring at the end", windows=len(t.windows),
-                   speedup=list(t.speedup) if t.speedup else None)
-    return out
+def fresh(spec: str, plan: dict, seconds: float, seed: int) -> dict:
+    """benchmarks/fresh_run.py's ``timed_run`` in a fresh interpreter with PYTHONHASHSEED ``seed``, in a session of its own
+    (killed with its workers after); it must answer within 2 x ``seconds`` + 120 s. {} when it
+    failed or hung."""
+    env = dict(os.environ, PYTHONHASHSEED=str(seed))
+    child = subprocess.Popen([sys.executable, FRESH_RUN, spec, json.dumps(plan), str(seconds)],
+                             env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                             start_new_session=True)
+    try:
+        out, _ = child.communicate(timeout=2 * seconds + 120)
+    except subprocess.TimeoutExpired:
+        out = ""
+    finally:
+        try:
+            os.killpg(child.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        child.wait()
+    try:
+        return json.loads(out.strip().splitlines()[-1]) if out.strip() else {}
+    except json.JSONDecodeError:
+        return {}
 
 
 def grid_best() -> dict[str, dict]:
@@ -103,7 +95,7 @@ def grid_best() -> dict[str, dict]:
 
 
 def one_recipe(recipe: str, args, best: dict) -> dict:
-    first = forked(recipe, {"epochs": 0, "tune": False}, args.seconds, loop=timed_run)
+    first = fresh(recipe, {"epochs": 0, "tune": False}, args.seconds, random.randrange(1, 2**32))
     epochs, wall_s, undecided = first["epochs"], first["wall_s"], []
     while True:
         # then --runs pairs, baseline and autotuned in turn: the ratio is the median of the pairs'
@@ -112,11 +104,11 @@ def one_recipe(recipe: str, args, best: dict) -> dict:
             # in turn, the first of a pair alternating: the second process of two in a row may run
             # otherwise than the first (the page cache, the host's frequency), and that must not
             # count as the tuner's
-            runs = {}
+            runs, seed = {}, random.randrange(1, 2**32)
             arms = ("base", "tuned", "plain_after") if args.plain_after else ("base", "tuned")
             for arm in arms if i % 2 == 0 else arms[::-1]:
                 plan = {"epochs": epochs, "tune": arm != "base", "plain_after": arm == "plain_after"}
-                runs[arm] = forked(recipe, plan, wall_s * 3, loop=timed_run)
+                runs[arm] = fresh(recipe, plan, wall_s * 3, seed)
             base, tuned = runs["base"], runs["tuned"]
             pairs.append((base.get("wall_s", 0.0), tuned.get("wall_s", 0.0)))
             by_epoch.append((base.get("epoch_s"), tuned.get("epoch_s"), tuned.get("decided_in")))

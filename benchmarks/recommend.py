@@ -39,6 +39,8 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from fresh_run import count as _count  # noqa: E402
 from dlprof.probe.environment import available_cores  # noqa: E402
 from dlprof.scan_records import LoaderSettings  # noqa: E402
 from dlprof.sweep.trial import preload_torch  # noqa: E402
@@ -46,12 +48,6 @@ from dlprof.sweep.trial import preload_torch  # noqa: E402
 WORKERS = (0, 1, 2, 4, 8, 16)
 PREFETCH = (2, 8)
 PERSISTENT = (False, True)
-
-
-def _count(batch) -> int:
-    while isinstance(batch, (list, tuple, dict)):
-        batch = next(iter(batch.values())) if isinstance(batch, dict) else batch[0]
-    return len(batch) if hasattr(batch, "__len__") else 1
 
 
 def plain_loop(spec: str, settings: dict, seconds: float) -> dict:

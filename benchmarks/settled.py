@@ -15,7 +15,7 @@
    (one epoch of ``dlprof.profile`` without the sampler, its records kept, as a settled tuner
    keeps its first window's), ``stdlib`` (13 standard-library modules imported, nothing called:
    what loading code alone costs), ``pandas`` (``import pandas``), ``import`` (``import
-   dlprof.tuned``; ``source``: compiled from source), ``autotune`` (a ``dlprof.autotune`` of the
+   dlprof.tuned``; ``import_epoch``: then one epoch as written; ``source``: compiled from source), ``autotune`` (a ``dlprof.autotune`` of the
    loader that settles, then dropped), ``alive`` (the same, kept open), ``quiet`` (the same
    without the system sampler), ``profile`` / ``profile_quiet`` (a ``dlprof.profile`` of 4
    epochs with / without the sampler, closed). The ratio after / before
@@ -38,8 +38,8 @@ import subprocess
 import sys
 import time
 
-KINDS = ("none", "epochs", "epoch", "kept", "stdlib", "pandas", "import", "source", "autotune", "alive", "quiet",
-         "profile", "profile_quiet")
+KINDS = ("none", "epochs", "epoch", "kept", "stdlib", "pandas", "import", "import_epoch", "source", "autotune",
+         "alive", "quiet", "profile", "profile_quiet")
 PROFILED_EPOCHS = 4  # kinds "profile": about as many as the tuner records on stream.py before it decides
 _KEPT: list = []  # kind "alive": the settled tuner, kept as a training loop keeps it
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
@@ -90,6 +90,10 @@ def _happen(kind: str, target, recipe: str) -> float:
         import pandas  # noqa: F401
     elif kind == "import":
         import dlprof.tuned  # noqa: F401
+    elif kind == "import_epoch":
+        import dlprof.tuned  # noqa: F401, F811
+
+        _epochs(target.loader, target.train_step, 1)
     elif kind == "source":
         import tempfile
 
