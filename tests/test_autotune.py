@@ -3,6 +3,7 @@ untuned loader's order; faults in an explored configuration fall back without lo
 repeating a batch. Real DataLoaders, real worker processes."""
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
@@ -153,6 +154,46 @@ def test_once_settled_the_epochs_are_counted_not_recorded(settle_on):
     assert all(e.completed for e in tuned.run.epochs[-3:])
     notes = tuned.result().run.notes
     assert any(f"({250 - recorded} of 250 batches)" in n for n in notes), notes
+    tuned.close()
+
+
+def _two_open_then_one(iterable, first_n=48, at_second=lambda: None):
+    """An epoch's first ``first_n`` batches, a second epoch made while it is open (``at_second``
+    called just before), both drained (the first, then the second), then a third: the indices
+    each gave, in order."""
+    first = iter(iterable)
+    got = [[b.tolist() for b in itertools.islice(first, first_n)], None, None, None]
+    at_second()
+    second = iter(iterable)
+    got[1], got[2] = [b.tolist() for b in first], [b.tolist() for b in second]
+    return got, (lambda: [b.tolist() for b in iterable])
+
+
+def test_once_settled_the_kept_records_are_rebuilt_once_when_no_epoch_is_open():
+    """records.repacked: after the decision, the records kept are rebuilt in one go (made batch
+    by batch, they lie between the loop's own objects for the rest of the run), equal to what
+    they were; not while an epoch is open (its probe still writes the last batch's step time),
+    and once. The loop's batches are the untuned loader's throughout."""
+    torch.manual_seed(8)
+    bare, rest = _two_open_then_one(_loader(Indexed(), num_workers=2))
+    bare[3] = rest()
+    torch.manual_seed(8)
+    tuned = AutotunedLoader(_loader(Indexed(), num_workers=2), sample_system=False,
+                            tuner=Scripted(S(2), [S(1, 3), S(0)]))
+    settled_at_second = []
+    got, rest = _two_open_then_one(tuned, at_second=lambda: settled_at_second.append(tuned.tuner.tuning.settled))
+    assert settled_at_second == [S(0)]  # settled 47 batches in, the first epoch still open
+    assert not tuned._repacked  # the second epoch was made while the first was open
+    made = list(tuned.run.batches)
+    third = iter(tuned)  # none open now
+    assert tuned._repacked and tuned.run.batches == made
+    assert not any(a is b for a, b in zip(tuned.run.batches, made))  # rebuilt, not the same objects
+    got[3] = [b.tolist() for b in third]
+    kept = list(tuned.run.batches)
+    got.append([b.tolist() for b in tuned])
+    assert all(a is b for a, b in zip(tuned.run.batches, kept))  # once
+    assert got[:4] == bare and sorted(x for batch in got[3] for (x,) in batch) == list(range(400))
+    assert tuned.result().run.batches == kept
     tuned.close()
 
 
