@@ -45,6 +45,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bytecode import compiled  # noqa: E402
+from emit import emit  # noqa: E402
 from recommend import forked  # noqa: E402
 
 from dlprof.analysis.throughput import paired_ratio  # noqa: E402
@@ -186,15 +187,6 @@ def quality_of(spec: str, recipes: list[str], args, best: dict) -> list[str]:
         lines.append(f"{os.path.basename(recipe):<20} {_key(settled)} | {_key(grid)}: rounds "
                      f"{', '.join(f'{r:.2f}' for r in ratios)}; median {statistics.median(ratios):.2f}")
     return lines
-
-
-def emit(lines: list[str], out: str | None) -> None:
-    """The report: to stdout, and to ``out`` when given."""
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if out:
-        with open(out, "w", encoding="utf-8") as fh:
-            fh.write(text)
 
 
 def _interval(low_high: tuple[float, float]) -> str:

@@ -43,7 +43,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from autotune import emit  # noqa: E402
+from emit import emit  # noqa: E402
 from recommend import _count, forked  # noqa: E402
 
 from dlprof.analysis.throughput import half_width, paired_ratio  # noqa: E402

@@ -12,6 +12,8 @@ import platform
 import statistics
 import sys
 
+from emit import emit
+
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import torch  # noqa: E402
 
@@ -43,11 +45,7 @@ def main() -> int:
                      f"{statistics.median(r for _, r in rounds):>10.2f}  " + ", ".join(f"{x:.2f}" for x in ratios))
         print(lines[-1], file=sys.stderr, flush=True)
     lines.append(f"all ratios: {min(every):.2f}-{max(every):.2f}, median {statistics.median(every):.2f}")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        with open(args.out, "w", encoding="utf-8") as fh:
-            fh.write(text)
+    emit(lines, args.out)
     return 0
 
 

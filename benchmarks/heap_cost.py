@@ -28,6 +28,8 @@ import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
+from emit import emit
+
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 KINDS = ("none", "kept", "repacked", "closed")
 
@@ -101,11 +103,7 @@ def main() -> int:
              f"# machine: {platform.platform()}, python {platform.python_version()}"]
     for k in kinds:
         lines.append(f"{k:<9} {per_batch[k]:>12,.0f} instructions a batch  ratio {per_batch[k] / per_batch['none']:.4f}")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        with open(args.out, "w", encoding="utf-8") as fh:
-            fh.write(text)
+    emit(lines, args.out)
     return 0
 
 

@@ -25,6 +25,8 @@ import subprocess
 import sys
 import time
 
+from emit import emit
+
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 ARMS = ("none", "early", "late")
 
@@ -93,11 +95,7 @@ def main() -> int:
         ratio, low, high = paired_ratio([(1 / t, 1 / b) for b, t in zip(seconds["none"], seconds[arm])])
         lines.append(f"{arm:<6}/ none: {ratio:.3f} (95% interval {low:.3f}-{high:.3f}, {args.turns} turns: "
                      + " ".join(f"{t / b:.3f}" for b, t in zip(seconds["none"], seconds[arm])) + ")")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        with open(args.out, "w", encoding="utf-8") as fh:
-            fh.write(text)
+    emit(lines, args.out)
     return 0
 
 
