@@ -1,6 +1,7 @@
 """What dlprof leaves in a process costs the training loop after it, in instructions a batch.
 
-    python benchmarks/heap_cost.py [--batches 300] [--kinds none,kept,repacked] [--out FILE] [recipes/stream.py]
+    python benchmarks/heap_cost.py [--batches 300] [--kinds none,kept,repacked] [--cache-sim] [--out FILE]
+        [recipes/stream.py]
 
 Wall time cannot tell a 1-2% cost on a 2-core machine whose runs of the same loop differ by more;
 instructions can: each kind runs under valgrind (cachegrind, ``--cache-sim=no``; PYTHONHASHSEED=0,
@@ -14,7 +15,9 @@ then the measured ones, as written:
 - ``repacked``: the same, then ``iter()`` of the tuned loader (the next epoch's start, where it
   rebuilds its records in one go: ``dlprof.records.repacked``);
 - ``closed``: the same as ``kept``, then the tuner closed and dropped.
-ratio = the kind's instructions a batch / none's. Needs valgrind (about 3 minutes a run, two at
+ratio = the kind's instructions a batch / none's. --cache-sim: valgrind's simulated first-level
+data cache and last-level cache too, their misses a batch as ratios to none's (a model of a
+cache, not this machine's). Needs valgrind (about 3 minutes a run, two at
 a time).
 """
 from __future__ import annotations
@@ -67,15 +70,19 @@ def child(kind: str, recipe: str, batches: int) -> None:
     run(batches)
 
 
-def instructions(kind: str, recipe: str, batches: int) -> int:
+COUNTS = {"I": r"I\s+refs:\s+([\d,]+)", "D1": r"D1\s+misses:\s+([\d,]+)", "LL": r"LL misses:\s+([\d,]+)"}
+
+
+def counts(kind: str, recipe: str, batches: int, cache_sim: bool) -> dict[str, int]:
     env = dict(os.environ, PYTHONHASHSEED="0", OMP_NUM_THREADS="1")
-    out = subprocess.run(["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",
+    out = subprocess.run(["valgrind", "--tool=cachegrind", f"--cache-sim={'yes' if cache_sim else 'no'}",
+                          "--cachegrind-out-file=/dev/null",
                           sys.executable, __file__, recipe, "--child", kind, "--batches", str(batches)],
                          env=env, capture_output=True, text=True, timeout=3600)
-    m = re.search(r"I\s+refs:\s+([\d,]+)", out.stderr)
-    if out.returncode != 0 or m is None:
+    found = {name: re.search(pattern, out.stderr) for name, pattern in COUNTS.items()}
+    if out.returncode != 0 or found["I"] is None or (cache_sim and None in found.values()):
         raise SystemExit(f"benchmarks/heap_cost.py: {kind} failed: {(out.stderr.strip().splitlines() or ['?'])[-1]}")
-    return int(m.group(1).replace(",", ""))
+    return {name: int(m.group(1).replace(",", "")) for name, m in found.items() if m is not None}
 
 
 def main() -> int:
@@ -83,6 +90,7 @@ def main() -> int:
     parser.add_argument("recipe", nargs="?", default="recipes/stream.py")
     parser.add_argument("--batches", type=int, default=300)
     parser.add_argument("--kinds", default="none,kept,repacked")
+    parser.add_argument("--cache-sim", action="store_true", help="also the simulated caches' misses")
     parser.add_argument("--out", default=None)
     parser.add_argument("--child", choices=KINDS, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -96,13 +104,18 @@ def main() -> int:
         raise SystemExit("benchmarks/heap_cost.py: needs valgrind (apt-get install valgrind)")
     jobs = [(k, n) for k in kinds for n in (0, args.batches)]
     with ThreadPoolExecutor(2) as pool:
-        counts = dict(zip(jobs, pool.map(lambda j: instructions(j[0], args.recipe, j[1]), jobs)))
-    per_batch = {k: (counts[(k, args.batches)] - counts[(k, 0)]) / args.batches for k in kinds}
+        runs = dict(zip(jobs, pool.map(lambda j: counts(j[0], args.recipe, j[1], args.cache_sim), jobs)))
+    names = list(COUNTS) if args.cache_sim else ["I"]
+    per_batch = {k: {n: (runs[(k, args.batches)][n] - runs[(k, 0)][n]) / args.batches for n in names} for k in kinds}
     lines = ["# Instructions a batch of the loop as written, after what each kind left in the process (valgrind)",
-             f"# command: python benchmarks/heap_cost.py --batches {args.batches} --kinds {args.kinds} {args.recipe}",
+             f"# command: python benchmarks/heap_cost.py --batches {args.batches} --kinds {args.kinds}"
+             f"{' --cache-sim' if args.cache_sim else ''} {args.recipe}",
              f"# machine: {platform.platform()}, python {platform.python_version()}"]
     for k in kinds:
-        lines.append(f"{k:<9} {per_batch[k]:>12,.0f} instructions a batch  ratio {per_batch[k] / per_batch['none']:.4f}")
+        i = per_batch[k]["I"]
+        lines.append(f"{k:<9} {i:>12,.0f} instructions a batch  ratio {i / per_batch['none']['I']:.4f}"
+                     + "".join(f"; {n} misses {per_batch[k][n]:,.0f} a batch, ratio "
+                               f"{per_batch[k][n] / per_batch['none'][n]:.4f}" for n in names[1:]))
     emit(lines, args.out)
     return 0
 
