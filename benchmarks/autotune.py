@@ -59,9 +59,9 @@ RECIPES = ("slow_storage", "image_folder", "mnist_mlp", "heavy_tail", "startup_c
 
 
 def fresh(spec: str, plan: dict, seconds: float, seed: int) -> dict:
-    """benchmarks/fresh_run.py's ``timed_run`` in a fresh interpreter with PYTHONHASHSEED ``seed``, in a session of its own
-    (killed with its workers after); it must answer within 2 x ``seconds`` + 120 s. {} when it
-    failed or hung."""
+    """benchmarks/fresh_run.py's ``timed_run`` in a fresh interpreter with PYTHONHASHSEED
+    ``seed``, in a session of its own (killed with its workers after); it must answer within
+    2 x ``seconds`` + 120 s. {} when it failed or hung."""
     env = dict(os.environ, PYTHONHASHSEED=str(seed))
     child = subprocess.Popen([sys.executable, FRESH_RUN, spec, json.dumps(plan), str(seconds)],
                              env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
@@ -97,6 +97,9 @@ def grid_best() -> dict[str, dict]:
 
 def one_recipe(recipe: str, args, best: dict) -> dict:
     first = fresh(recipe, {"epochs": 0, "tune": False}, args.seconds, random.randrange(1, 2**32))
+    if "epochs" not in first:
+        raise SystemExit(f"benchmarks/autotune.py: {recipe} as written failed or hung (run it: python "
+                         f"benchmarks/fresh_run.py {recipe} '{{\"epochs\": 1, \"tune\": false}}' 60)")
     epochs, wall_s, undecided = first["epochs"], first["wall_s"], []
     while True:
         # then --runs pairs, baseline and autotuned in turn: the ratio is the median of the pairs'

@@ -7,7 +7,6 @@ prints the run's JSON on its last line.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import runpy
@@ -33,11 +32,10 @@ def timed_run(spec: str, plan: dict, seconds: float) -> dict:
         sys.path.insert(0, ROOT)  # this checkout's dlprof
         import dlprof  # at the script's top, before its model and data
     recipe = runpy.run_path(spec)  # __name__ is not "__main__": the recipe's own run is skipped
-    target = argparse.Namespace(loader=recipe["loader"], train_step=recipe.get("train_step"))
+    written, step = recipe["loader"], recipe.get("train_step")
     # the clock starts before dlprof.autotune(): its set-up (the system sampler's start) is the job's too
     start = last = time.perf_counter()
-    loader = dlprof.autotune(target.loader) if plan["tune"] else target.loader
-    step = target.train_step
+    loader = dlprof.autotune(written) if plan["tune"] else written
     epochs = samples = 0
     epoch_s, decided_in = [], None  # each epoch's wall time (the first's with the set-up); the decision's
     source = loader  # --plain-after: the user's loader itself once the tuner decided
@@ -53,7 +51,7 @@ def timed_run(spec: str, plan: dict, seconds: float) -> dict:
         if decided_in is None and plan["tune"] and loader.tuner.tuning.settled is not None:
             decided_in = epochs
             if plan.get("plain_after"):
-                source = target.loader
+                source = written
     wall = time.perf_counter() - start
     out = {"epochs": epochs, "wall_s": wall, "samples": samples, "epoch_s": epoch_s, "decided_in": decided_in}
     if plan["tune"]:
