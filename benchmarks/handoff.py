@@ -1,4 +1,4 @@
-"""How close ``probe.handoff.receive_ms`` (a batch's reception timed on a copy, in this process)
+"""How close ``probe.handoff.receive_ms`` (a batch's reception timed on a copy from a helper)
 comes to a real worker's hand-over (``worker_receive_ms``: the training thread's CPU a batch from
 a 1-worker DataLoader), by batch shape, in rounds. The ratio sets ``sweep.online.RECEIVE_SHARE``.
 

@@ -48,9 +48,9 @@ MAX_PAIRS = 6
 DEFAULT_BUDGET_S = 60.0
 BUDGET_EPOCH_SHARE = 0.03
 # The share of the timed reception of a batch (probe.handoff) that the workers' ceiling counts:
-# timed in this process it came out at 0.08-1.75x a real worker's hand-over, by batch shape and
-# round (benchmarks/handoff.py, reports/benchmarks/handoff.txt); half of it keeps the ceiling an
-# upper bound.
+# received from a forked helper it came out at 0.08-1.26x a real worker's hand-over, by batch
+# shape and round (benchmarks/handoff.py, reports/benchmarks/handoff.txt); half of it keeps the
+# ceiling an upper bound.
 RECEIVE_SHARE = 0.5
 
 
