@@ -1,0 +1,113 @@
+"""What a thread started once costs a training loop that has none, and whether dlprof.autotune
+leaves one behind.
+
+    python benchmarks/thread_cost.py [--rounds 12] [--epochs 4] [--kinds none,thread,autotune]
+        [--out FILE] [recipes/stream.py]
+
+Each run is a fresh interpreter with ``OMP_NUM_THREADS=1`` (torch starts no intra-op threads:
+the process stays single-threaded unless something starts a thread). It loads the recipe, runs
+one epoch of the loop as written, does its kind's action, then times --epochs epochs of the loop
+as written, in this process's CPU time a batch (not wall time: the other core's noise stays out):
+- ``none``: no action (the reference);
+- ``thread``: a Python thread started and joined, nothing else (glibc's ``__libc_single_threaded``
+  goes false for good: every mutex, the GIL's included, and ``malloc`` take their locked path);
+- ``autotune``: one epoch of ``dlprof.autotune`` of the loader (it settles), kept open.
+Each round runs the kinds once, in a shuffled order; ratio = the kind's CPU a batch / none's of
+the same round, geometric mean over the rounds with its 95% interval.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import time
+
+from emit import emit
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+KINDS = ("none", "thread", "autotune")
+
+
+def child(kind: str, recipe: str, epochs: int) -> None:
+    sys.path.insert(0, ROOT)
+    from dlprof.sweep.target import load_target
+
+    target = load_target(recipe)
+    for batch in target.loader:
+        target.train_step(batch)
+    if kind == "thread":
+        import threading
+
+        t = threading.Thread(target=lambda: None)
+        t.start()
+        t.join()
+    elif kind == "autotune":
+        import dlprof
+
+        tuned = dlprof.autotune(target.loader)
+        for batch in tuned:
+            target.train_step(batch)
+        if tuned.tuner.tuning.settled is None:
+            raise SystemExit(f"{recipe}: dlprof.autotune did not settle in one epoch")
+    del batch
+    n, start = 0, time.process_time()
+    for _ in range(epochs):
+        for batch in target.loader:
+            target.train_step(batch)
+            n += 1
+    print(f"{(time.process_time() - start) / n * 1e3:.6f}")
+
+
+def cpu_ms(kind: str, recipe: str, epochs: int) -> float:
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    out = subprocess.run([sys.executable, __file__, recipe, "--child", kind, "--epochs", str(epochs)],
+                         env=env, capture_output=True, text=True, timeout=1800)
+    if out.returncode != 0:
+        raise SystemExit(f"benchmarks/thread_cost.py: {kind} failed: {(out.stderr.strip().splitlines() or ['?'])[-1]}")
+    return float(out.stdout.split()[-1])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("recipe", nargs="?", default="recipes/stream.py")
+    parser.add_argument("--rounds", type=int, default=12)
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--kinds", default=",".join(KINDS))
+    parser.add_argument("--out", default=None)
+    parser.add_argument("--child", choices=KINDS, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child, args.recipe, args.epochs)
+        return 0
+    kinds = args.kinds.split(",")
+    if not set(kinds) <= set(KINDS) or kinds[0] != "none" or args.rounds < 2:
+        parser.error(f"--kinds: none first, then some of {', '.join(KINDS[1:])}; --rounds: 2 or more")
+    ms: dict[str, list[float]] = {k: [] for k in kinds}
+    for r in range(args.rounds):
+        for k in random.sample(kinds, len(kinds)):
+            ms[k].append(cpu_ms(k, args.recipe, args.epochs))
+        print(f"round {r + 1}/{args.rounds}: " + ", ".join(f"{k} {ms[k][-1]:.4f} ms" for k in kinds),
+              file=sys.stderr, flush=True)
+    sys.path.insert(0, ROOT)
+    from dlprof.analysis.throughput import half_width  # the 95% interval of a mean, as dlprof's own
+    lines = ["# CPU a batch of the loop as written after each kind, OMP_NUM_THREADS=1, fresh interpreters",
+             f"# command: python benchmarks/thread_cost.py --rounds {args.rounds} --epochs {args.epochs} "
+             f"--kinds {args.kinds} {args.recipe}",
+             f"# machine: {platform.platform()}, python {platform.python_version()}, {os.cpu_count()} cores",
+             f"none     {statistics.median(ms['none']):.4f} ms a batch (median of {args.rounds} rounds)"]
+    for k in kinds[1:]:
+        logs = [math.log(a / b) for a, b in zip(ms[k], ms["none"])]
+        mean, half = statistics.mean(logs), half_width(logs)
+        lines.append(f"{k:<8} / none: {math.exp(mean):.3f} (95% interval {math.exp(mean - half):.3f}-"
+                     f"{math.exp(mean + half):.3f}; rounds: {' '.join(f'{math.exp(x):.3f}' for x in logs)})")
+    emit(lines, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
