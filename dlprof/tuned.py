@@ -105,6 +105,9 @@ class AutotunedLoader:
         # an iterable dataset read by the training process itself: its first batch times what
         # receiving a batch from a worker would cost (the tuner's bound on what workers can gain)
         self.time_receive = self.iterable and self.tuner.tuning.baseline.num_workers == 0
+        # the user's configuration kept whatever is measured: a window within the first epoch will do
+        self.within_epoch = self.iterable and not self.tuner.explores
+        self._window_cpu = (0, 0)  # this process's CPU and the clock at the window's first batch
         # the user's configuration without workers: the global random generators its dataset draws
         # from in the training process (checked on its first batch; None: not known)
         self.main_draws: list[str] | None = None
@@ -240,6 +243,7 @@ class AutotunedLoader:
         (linear work over a window, however many batches it holds)."""
         if self.window_first is None:  # this batch is the configuration's first: its warm-up starts
             self.window_first = len(self.run.batches) - 1 + warmup_batches(self.current)
+            self._window_cpu = (process_time_ns(), perf_counter_ns())  # for end_window without a sampler
         n = len(self.run.batches) - self.window_first
         if n < self._next_check:
             return False
@@ -247,7 +251,7 @@ class AutotunedLoader:
         window = self.run.batches[self.window_first:]
         seconds = (window[-1].wait_end_ns - window[0].wait_end_ns) / 1e9
         rate, ci = rate_and_ci([b.wait_end_ns for b in window], [b.samples for b in window], [b.epoch for b in window])
-        return self.tuner.done(seconds, n, rate, ci if math.isfinite(ci) else 100.0)
+        return self.tuner.done(seconds, n, rate, ci if math.isfinite(ci) else 100.0, epoch_end=False)
 
     def epoch_check(self, first_record: int, start_ns: int, cpu_start_ns: int, end_ns: int | None = None) -> bool:
         """After a whole epoch in the current configuration, when turns span whole epochs: has
@@ -307,11 +311,21 @@ class AutotunedLoader:
             wall_ns = sum(e[2] - e[1] for e in self.window_epochs)
             if not run.processes and wall_ns > 0:  # no sampler: the training process's CPU, read in it
                 measured.main_cpu_pct = 100.0 * sum(e[4] for e in self.window_epochs) / wall_ns
+        elif not run.processes and self.iterable:  # a window within an iterable's epoch (decide_within)
+            cpu_ns, wall_ns = process_time_ns() - self._window_cpu[0], perf_counter_ns() - self._window_cpu[1]
+            measured.main_cpu_pct = 100.0 * cpu_ns / wall_ns if wall_ns > 0 else 0.0
         w.batches, w.samples_per_s, w.ci_pct, w.wait_pct = (measured.batches, measured.samples_per_s,
                                                              measured.ci_pct, measured.wait_pct)
         if not w.purpose or w.purpose == "baseline":
             w.outcome = "the user's configuration"
         return self.tuner.next_settings(measured, w)
+
+    def decide_within(self, probe) -> None:
+        """A tuner that keeps an iterable dataset's configuration whatever it measures (it explores
+        nothing) decides after a window within the first epoch when that epoch is longer than a
+        window: it settles, and ``probe``, serving the epoch, stops recording from the next batch."""
+        self.between_epochs(self.end_window())
+        probe.lean(now=True)
 
     def receive_timed(self, batch) -> None:
         """Once, on the first batch: time its reception from a worker (on a copy) for the tuner."""

@@ -336,6 +336,11 @@ class IterableEpoch:
             raise StopIteration from None
         if o.time_receive:
             o.receive_timed(batch)
+        if o.within_epoch and o.tuner.tuning.settled is None:  # a window within the epoch (decide_within)
+            t0 = perf_counter_ns()
+            if o.window_check():
+                o.decide_within(self.config.probe)
+            self.config.probe.not_a_step(perf_counter_ns() - t0)  # the tuner's time, not the step's
         return batch
 
     def _end(self, end_ns: int) -> None:

@@ -21,7 +21,7 @@ from dlprof.probe import switching
 from dlprof.records import MAIN_PROCESS
 from dlprof.tuned import AutotunedLoader
 from dlprof.scan_records import LoaderSettings
-from dlprof.sweep.online import Tuner, Window
+from dlprof.sweep.online import MIN_WINDOW_BATCHES, Tuner, Window
 from dlprof.sweep.policy import SearchSpace
 
 
@@ -66,7 +66,7 @@ class Scripted(Tuner):
     def keeps(self, settings):
         return self.tuning.settled is None and settings.key() in self.kept
 
-    def done(self, seconds, batches, rate, ci_pct):
+    def done(self, seconds, batches, rate, ci_pct, epoch_end=True):
         return batches >= self.every
 
     def next_settings(self, measured, window: Window):
@@ -244,7 +244,7 @@ class WholeEpochs(Scripted):
         super().__init__(baseline, plan)
         self.whole_epochs = True
 
-    def done(self, seconds, batches, rate, ci_pct):
+    def done(self, seconds, batches, rate, ci_pct, epoch_end=True):
         return True  # asked at each epoch's end
 
 
@@ -663,6 +663,26 @@ def test_by_default_an_iterable_dataset_keeps_its_configuration_and_says_what_wo
     # the loop sleeps on its storage 2 ms a sample: a small share of a core, read in-process
     main_cpu_pct = tuned.tuner.state.seen[tuned.tuner.tuning.baseline.key()].main_cpu_pct
     assert 0 < main_cpu_pct < 80, main_cpu_pct
+
+
+def test_a_long_iterable_epoch_is_recorded_for_one_window_then_counted():
+    """A tuner that keeps the configuration whatever it measures (an iterable dataset, nothing
+    explored) decides within a first epoch longer than a window (at most MAX_WINDOW_S, 5 s, of
+    a 6 s epoch here): the rest of that epoch is counted, not recorded batch by batch, with the
+    same samples in the same order, and the decision has what workers could gain."""
+    n = 3000  # 750 batches of 4, 8 ms each
+    tuned = dlprof.autotune(_stream_loader(SlowStream(n=n)), budget=45)
+    served = _epochs(tuned, 1)[0]
+    tuned.close()
+    assert served == list(range(n))
+    tuning = tuned.result().run.tuning
+    assert tuning["settled"] == tuning["baseline"] and len(tuning["windows"]) == 1
+    assert "at most" in tuning["reason"], tuning["reason"]
+    recorded, epoch = len(tuned.run.batches), tuned.run.epochs[0]
+    assert epoch.batches == n // 4 and epoch.completed
+    assert MIN_WINDOW_BATCHES <= recorded < 0.9 * epoch.batches, (recorded, epoch.batches)
+    main_cpu_pct = tuned.tuner.state.seen[tuned.tuner.tuning.baseline.key()].main_cpu_pct
+    assert 0 < main_cpu_pct < 80, main_cpu_pct  # the window's own CPU, read in the process
 
 
 class PacedStream(Stream):

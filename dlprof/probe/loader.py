@@ -124,20 +124,26 @@ class LoaderProbe:
         self._current = weakref.ref(epoch)
         return epoch
 
-    def lean(self) -> None:
+    def lean(self, now: bool = False) -> None:
         """From the next epoch on, batches are counted in their epoch's record, not recorded one by
-        one, and the copy iterates with the user's own sampler and collate_fn: ``autotune`` once
+        one, and the copy iterates with the user's own sampler and collate_fn; ``now``: the epoch
+        being iterated too, from its next batch (its torch iterator keeps the proxies it was made
+        with, whose stamps are dropped, so only its records stop): ``autotune`` once
         settled, which needs no more measurements and may serve a run of millions of batches (a
         record, with its per-sample clock marks, is about 1 KB at 64 samples; its timing about 40 us a batch
         of 64 streamed samples). Workers kept from before still stamp their batches; the stamp
         is dropped here. Only without a device mover: moving a batch is timed into its record."""
         if self.mover is not None:
             raise ValueError("a probe that moves batches to a device records every batch")
-        self._lean = True
-        self._indices.lean = True  # a kept (persistent) iterator holds the proxy: it hands on plain indices
-        shadow = self._shadow.__dict__
-        shadow[self._sampler_key] = self._indices.inner
-        shadow["collate_fn"] = shadow["collate_fn"].inner
+        if not self._lean:
+            self._lean = True
+            self._indices.lean = True  # a kept (persistent) iterator holds the proxy: it hands on plain indices
+            shadow = self._shadow.__dict__
+            shadow[self._sampler_key] = self._indices.inner
+            shadow["collate_fn"] = shadow["collate_fn"].inner
+        current = self._current()
+        if now and current is not None and type(current) is _EpochIterator:
+            current.__class__ = _LeanEpochIterator  # the same slots: only the hot path changes
 
     def not_a_step(self, ns: int) -> None:
         """``ns`` spent by the code iterating (a scan's own checks, between two batches) is not

@@ -177,19 +177,21 @@ class Tuner:
     def first(self) -> LoaderSettings:
         return self.tuning.baseline
 
-    def done(self, seconds: float, batches: int, rate: float, ci_pct: float) -> bool:
+    def done(self, seconds: float, batches: int, rate: float, ci_pct: float, epoch_end: bool = True) -> bool:
         """Has the current window measured enough (``window_done``), or is it, while exploring,
         already slower than the best configuration so far beyond its interval and MIN_GAIN? Such
         a window cannot win, and each second more in it costs the job. A side-by-side turn
         measures to ``turn_rel_ci`` of the gain seen so far (asked only at epoch ends when turns
-        span whole epochs, ``whole_epochs``)."""
+        span whole epochs, ``whole_epochs``). ``epoch_end``: asked as an epoch ended, not after
+        one of its batches."""
         if self._candidate is not None:
             return window_done(seconds, batches, ci_pct, self._turn_rel_ci, MAX_TURN_S)
         if self._search is None and not self.explores:
             # the user's configuration is kept whatever this window measures
-            # (_keeps_an_iterables_epochs): it measures for the results only, and each epoch
-            # more recorded costs the job the profiling of it
-            return batches >= MIN_WINDOW_BATCHES
+            # (_keeps_an_iterables_epochs): it measures for the results only, and each batch
+            # more recorded costs the job the profiling of it: at most one epoch, or a window as
+            # any other's within a longer epoch (an hour-long stream is not recorded whole)
+            return batches >= MIN_WINDOW_BATCHES if epoch_end else window_done(seconds, batches, ci_pct)
         if window_done(seconds, batches, ci_pct):
             return True
         best = self.state.best() if self._search is not None else None
