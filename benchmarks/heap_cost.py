@@ -1,6 +1,6 @@
 """What dlprof leaves in a process costs the training loop after it, in instructions a batch.
 
-    python benchmarks/heap_cost.py [--batches 300] [--kinds none,kept,repacked] [--cache-sim] [--out FILE]
+    python benchmarks/heap_cost.py [--batches 300] [--kinds none,kept,closed] [--cache-sim] [--out FILE]
         [recipes/stream.py]
 
 Wall time cannot tell a 1-2% cost on a 2-core machine whose runs of the same loop differ by more;
@@ -12,8 +12,6 @@ then the measured ones, as written:
 - ``none``: no action (the reference);
 - ``kept``: ``dlprof.autotune`` of the loader until it settles, kept alive, its records as they
   were made, batch by batch, between the loop's own objects;
-- ``repacked``: the same, then ``iter()`` of the tuned loader (the next epoch's start, where it
-  rebuilds its records in one go: ``dlprof.records.repacked``);
 - ``closed``: the same as ``kept``, then the tuner closed and dropped.
 ratio = the kind's instructions a batch / none's. --cache-sim: valgrind's simulated first-level
 data cache and last-level cache too, their misses a batch as ratios to none's (a model of a
@@ -34,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from emit import emit
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-KINDS = ("none", "kept", "repacked", "closed")
+KINDS = ("none", "kept", "closed")
 
 
 def child(kind: str, recipe: str, batches: int) -> None:
@@ -61,9 +59,7 @@ def child(kind: str, recipe: str, batches: int) -> None:
         else:
             raise SystemExit(f"{recipe}: not settled after 50 epochs")
         del batch
-        if kind == "repacked":
-            iter(tuned)
-        elif kind == "closed":
+        if kind == "closed":
             tuned.close()
             del tuned
     run(50)
@@ -89,7 +85,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("recipe", nargs="?", default="recipes/stream.py")
     parser.add_argument("--batches", type=int, default=300)
-    parser.add_argument("--kinds", default="none,kept,repacked")
+    parser.add_argument("--kinds", default="none,kept,closed")
     parser.add_argument("--cache-sim", action="store_true", help="also the simulated caches' misses")
     parser.add_argument("--out", default=None)
     parser.add_argument("--child", choices=KINDS, default=None, help=argparse.SUPPRESS)

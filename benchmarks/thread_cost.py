@@ -11,7 +11,8 @@ as written, in this process's CPU time a batch (not wall time: the other core's 
 - ``none``: no action (the reference);
 - ``thread``: a Python thread started and joined, nothing else (glibc's ``__libc_single_threaded``
   goes false for good: every mutex, the GIL's included, and ``malloc`` take their locked path);
-- ``autotune``: one epoch of ``dlprof.autotune`` of the loader (it settles), kept open.
+- ``autotune``: one epoch of ``dlprof.autotune`` of the loader (it settles), kept open;
+- ``tuned``: the same, then the timed epochs through the settled tuned loader, not as written.
 Each round runs the kinds once, in a shuffled order; ratio = the kind's CPU a batch / none's of
 the same round, geometric mean over the rounds with its 95% interval.
 """
@@ -30,7 +31,7 @@ import time
 from emit import emit
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-KINDS = ("none", "thread", "autotune")
+KINDS = ("none", "thread", "autotune", "tuned")
 
 
 def child(kind: str, recipe: str, epochs: int) -> None:
@@ -46,7 +47,7 @@ def child(kind: str, recipe: str, epochs: int) -> None:
         t = threading.Thread(target=lambda: None)
         t.start()
         t.join()
-    elif kind == "autotune":
+    elif kind in ("autotune", "tuned"):
         import dlprof
 
         tuned = dlprof.autotune(target.loader)
@@ -55,9 +56,10 @@ def child(kind: str, recipe: str, epochs: int) -> None:
         if tuned.tuner.tuning.settled is None:
             raise SystemExit(f"{recipe}: dlprof.autotune did not settle in one epoch")
     del batch
+    loader = tuned if kind == "tuned" else target.loader
     n, start = 0, time.process_time()
     for _ in range(epochs):
-        for batch in target.loader:
+        for batch in loader:
             target.train_step(batch)
             n += 1
     print(f"{(time.process_time() - start) / n * 1e3:.6f}")
@@ -77,7 +79,7 @@ def main() -> int:
     parser.add_argument("recipe", nargs="?", default="recipes/stream.py")
     parser.add_argument("--rounds", type=int, default=12)
     parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--kinds", default=",".join(KINDS))
+    parser.add_argument("--kinds", default="none,thread,autotune")
     parser.add_argument("--out", default=None)
     parser.add_argument("--child", choices=KINDS, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import pickle
 import tempfile
 from array import array
 from dataclasses import dataclass, field
@@ -32,18 +31,6 @@ SCHEMA_NAME = "dlprof.profile"
 SCHEMA_VERSION = 4
 
 MAIN_PROCESS = -1  # worker_id of batches produced in the main process (num_workers=0)
-
-
-def repacked(records: list) -> list:
-    """``records`` rebuilt, every object anew and in one go, equal to the old ones.
-
-    Records made batch by batch are born between the training loop's own short-lived objects.
-    Kept, they pin the pools and malloc chunks those lived in, and the loop's later objects land
-    around them for the rest of the run. After ``dlprof.autotune`` settled on stream.py (1,000
-    records kept), the loop as written ran 0.76% more instructions a batch with them as made,
-    0.27% repacked (valgrind: ``benchmarks/heap_cost.py``, reports/benchmarks/heap_cost.txt);
-    7 ms, once. Its wall time did not measurably change with it (autotune.txt)."""
-    return pickle.loads(pickle.dumps(records, protocol=pickle.HIGHEST_PROTOCOL))
 
 
 @dataclass(slots=True)

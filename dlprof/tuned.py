@@ -28,7 +28,7 @@ from dlprof.probe.environment import available_cores, shm_free_bytes
 from dlprof.probe.handoff import receive_ms
 from dlprof.probe.loader import describe_loader
 from dlprof.probe.switching import OwnRandom
-from dlprof.records import ProfileRun, repacked
+from dlprof.records import ProfileRun
 from dlprof.result import ProfileResult
 from dlprof.sweep.faults import loader_error_line
 from dlprof.sweep.loaders import settings_of
@@ -98,7 +98,6 @@ class AutotunedLoader:
         self._epochs = 0
         self._epoch_open = False  # an epoch began and has not ended (the loop may leave one early)
         self._open_epoch: IterableEpoch | None = None  # an iterable's epoch not ended
-        self._repacked = False  # the records kept, rebuilt once after the decision (_repack_due)
         self.epoch_samples = 0  # samples of the last whole epoch (0 until one ended)
         self._printed = False
         self.window: Window | None = None  # the window being measured (start_window)
@@ -157,9 +156,6 @@ class AutotunedLoader:
         return getattr(self.loader, name)
 
     def __iter__(self):
-        if self._repack_due():
-            self.run.batches[:] = repacked(self.run.batches)  # records.repacked: why
-            self._repacked = True
         if self.iterable:
             return IterableEpoch(self)
         # epochs iterated at once (zip(loader, loader); an iterator kept while another is made)
@@ -175,13 +171,6 @@ class AutotunedLoader:
             e.joined = epoch
         self._maps = [weakref.ref(e) for e in open_epochs if e not in joined] + [weakref.ref(epoch)]
         return epoch
-
-    def _repack_due(self) -> bool:
-        """Once, at the first epoch that starts after the decision with no epoch open: no probe
-        iterator can then still write into a record (a step's time goes into the last batch's at
-        the next ask), and the records kept are all there will be (settled, the probes are lean)."""
-        return (not self._repacked and self.tuner.tuning.settled is not None
-                and (self._open_epoch is None or self._open_epoch.ended) and not self.open_epochs())
 
     def open_epochs(self) -> list:
         """The map-style epochs made and not ended (an abandoned one, freed, is not)."""
