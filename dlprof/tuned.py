@@ -104,6 +104,7 @@ class AutotunedLoader:
         # an iterable dataset read by the training process itself: its first batch times what
         # receiving a batch from a worker would cost (the tuner's bound on what workers can gain)
         self.time_receive = self.iterable and self.tuner.tuning.baseline.num_workers == 0
+        self._to_receive = None  # the first batch, kept until its reception is timed (receive_timed)
         # the user's configuration kept whatever is measured: a window within the first epoch will do
         self.within_epoch = self.iterable and not self.tuner.explores
         self._window_cpu = (0, 0)  # this process's CPU and the clock at the window's first batch
@@ -283,6 +284,9 @@ class AutotunedLoader:
 
     def end_window(self):
         """The window's figures; the configuration the tuner wants next (None: settled)."""
+        if self._to_receive is not None:  # a forked helper and its copies take a few ms: not measured
+            batch, self._to_receive = self._to_receive, None
+            self.tuner.received(receive_ms(batch))
         batches = self.run.batches[self.window_first:]
         segments = {b.epoch for b in batches}
         run = ProfileRun(loader=self.run.loader, batches=batches,
@@ -317,9 +321,10 @@ class AutotunedLoader:
         probe.lean(now=True)
 
     def receive_timed(self, batch) -> None:
-        """Once, on the first batch: time its reception from a worker (on a copy) for the tuner."""
+        """Once, on the first batch: kept, for its reception from a worker to be timed (on a copy)
+        as the window ends (end_window), outside the time the window measures."""
         self.time_receive = False
-        self.tuner.received(receive_ms(batch))
+        self._to_receive = batch
 
     def settled(self, serving: set[tuple]) -> None:
         """Once settled: say so, stop sampling, and end the workers of every configuration but the
