@@ -105,7 +105,8 @@ class AutotunedLoader:
         # receiving a batch from a worker would cost (the tuner's bound on what workers can gain)
         self.time_receive = self.iterable and self.tuner.tuning.baseline.num_workers == 0
         self._to_receive = None  # the first batch, kept until its reception is timed (receive_timed)
-        # the user's configuration kept whatever is measured: a window within the first epoch will do
+        # the user's configuration kept whatever is measured: a window within the first epoch will
+        # do (False once settled: one test a batch on the hot path after that)
         self.within_epoch = self.iterable and not self.tuner.explores
         self._window_cpu = (0, 0)  # this process's CPU and the clock at the window's first batch
         # the user's configuration without workers: the global random generators its dataset draws
@@ -330,6 +331,7 @@ class AutotunedLoader:
         """Once settled: say so, stop sampling, and end the workers of every configuration but the
         settled one and those still serving this epoch (``serving``: their keys)."""
         self.announce()
+        self.within_epoch = False
         self.profiler.stop_sampling()  # the CPU readings fed the decisions: no more needed
         keep = serving | {self.tuner.tuning.settled.key()}
         for key, config in self._configs.items():  # the side that lost, its workers waiting

@@ -336,7 +336,7 @@ class IterableEpoch:
             raise StopIteration from None
         if o.time_receive:
             o.receive_timed(batch)
-        if o.within_epoch and o.tuner.tuning.settled is None:  # a window within the epoch (decide_within)
+        if o.within_epoch:  # a window within the epoch, until settled (decide_within)
             t0 = perf_counter_ns()
             if o.window_check():
                 o.decide_within(self.config.probe)

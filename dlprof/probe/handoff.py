@@ -14,7 +14,7 @@ pickled, and once a process has started any thread glibc takes the slow, locked 
 mutex and ``malloc`` for the rest of its life (``__libc_single_threaded`` never goes back).
 A training loop that is single-threaded (``OMP_NUM_THREADS=1``, no workers) releases and takes
 the GIL hundreds of times a batch (each tensor made or freed): a thread started once cost such a
-loop 1-2% of its CPU for good (benchmarks/heap_cost.py's notes, reports/benchmarks/handoff.txt).
+loop 1-2% of its CPU for good (benchmarks/thread_cost.py, reports/benchmarks/thread_cost.txt).
 Without ``os.fork`` (Windows) the helper is a thread of this process.
 """
 from __future__ import annotations
@@ -58,24 +58,22 @@ def receive_ms(batch, repeats: int = REPEATS) -> float | None:
     context = multiprocessing.get_context("fork")
     mine, theirs = context.Pipe()
     helper = context.Process(target=_hand_over, args=(batch, theirs, mine), name="dlprof-handoff", daemon=True)
-    with warnings.catch_warnings():  # Python 3.12's note on fork() in a multi-threaded process:
-        warnings.simplefilter("ignore", DeprecationWarning)  # the helper only pickles, as a worker does
-        helper.start()
-    theirs.close()
-    times: list[float] = []
-    began = perf_counter_ns()
     try:
-        while len(times) < repeats and not (times and perf_counter_ns() - began > TIME_CAP_S * 1e9):
-            mine.send_bytes(b"next")
-            if not mine.poll(HELPER_WAIT_S):
-                return None
-            data = mine.recv_bytes()
-            if not data:  # the helper's pickling failed: it would in a worker too
-                return None
-            start = thread_time_ns()
-            received = pickle.loads(data)
-            times.append((thread_time_ns() - start) / 1e6)
-            del received
+        with warnings.catch_warnings():  # Python 3.12's note on fork() in a multi-threaded process:
+            warnings.simplefilter("ignore", DeprecationWarning)  # the helper only pickles, as a worker does
+            helper.start()
+    except OSError:  # no fork now (memory, process limits): the cost is unknown, the job goes on
+        mine.close()
+        return None
+    finally:
+        theirs.close()
+
+    def from_helper() -> bytes | None:
+        mine.send_bytes(b"next")
+        return mine.recv_bytes() if mine.poll(HELPER_WAIT_S) else None
+
+    try:
+        return _fastest_reception(from_helper, repeats)
     except (pickle.UnpicklingError, EOFError, OSError, RuntimeError):
         return None
     finally:
@@ -88,6 +86,21 @@ def receive_ms(batch, repeats: int = REPEATS) -> float | None:
         if helper.exitcode is None:
             helper.kill()
             helper.join()
+
+
+def _fastest_reception(pickled, repeats: int) -> float | None:
+    """The fastest of ``repeats`` receptions (fewer past TIME_CAP_S) of what ``pickled()`` gives,
+    in CPU milliseconds of this thread; None as soon as it gives nothing (b"" or None)."""
+    times: list[float] = []
+    began = perf_counter_ns()
+    while len(times) < repeats and not (times and perf_counter_ns() - began > TIME_CAP_S * 1e9):
+        data = pickled()
+        if not data:
+            return None
+        start = thread_time_ns()
+        received = pickle.loads(data)
+        times.append((thread_time_ns() - start) / 1e6)
+        del received
     return min(times)
 
 
@@ -101,7 +114,8 @@ def _pickled_copy(batch) -> bytes:
 
 
 def _hand_over(batch, conn, parents_end) -> None:
-    """The helper process: a pickled copy each time the training process asks, as a worker."""
+    """The helper process: a pickled copy each time the training process asks, as a worker
+    (b"" when torch's pickling refuses it: it would in a worker too)."""
     parents_end.close()  # inherited: the training process's exit then ends the helper's recv
     torch.set_num_threads(1)  # as torch's worker loop
     try:
@@ -119,21 +133,13 @@ def _received_from_thread(batch, repeats: int) -> float | None:
     """``receive_ms`` without ``os.fork``: the descriptors come from a thread of this process."""
     listening = getattr(resource_sharer, "_resource_sharer", None)
     had_listener = listening is not None and getattr(listening, "_listener", None) is not None
-    times: list[float] = []
-    began = perf_counter_ns()
     try:
-        while len(times) < repeats and not (times and perf_counter_ns() - began > TIME_CAP_S * 1e9):
-            data = _pickled_copy(batch)
-            start = thread_time_ns()
-            received = pickle.loads(data)
-            times.append((thread_time_ns() - start) / 1e6)
-            del received
+        return _fastest_reception(lambda: _pickled_copy(batch), repeats)
     except (pickle.PicklingError, TypeError, AttributeError, RuntimeError, OSError):
         return None  # torch's pickling of this batch failed here: it would in a worker too, or differently
     finally:
         if not had_listener and listening is not None:
             resource_sharer.stop()  # the thread that passed the descriptors
-    return min(times)
 
 
 class _Copies(Dataset):

@@ -141,8 +141,8 @@ class LoaderProbe:
             shadow = self._shadow.__dict__
             shadow[self._sampler_key] = self._indices.inner
             shadow["collate_fn"] = shadow["collate_fn"].inner
-        current = self._current()
-        if now and current is not None and type(current) is _EpochIterator:
+        current = self._current() if now else None
+        if type(current) is _EpochIterator:
             current.__class__ = _LeanEpochIterator  # the same slots: only the hot path changes
 
     def not_a_step(self, ns: int) -> None:
