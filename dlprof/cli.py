@@ -6,11 +6,11 @@ import glob
 import os
 import signal
 import sys
-import time
 
 from dlprof import __version__
 from dlprof.errors import DlprofError, ScanFailed
 from dlprof.records import ResultsFileError
+from dlprof.scan_start import FINISH_RESERVE_S, file_sha256, process_started_at, resumable
 
 
 def _positive_int(text: str) -> int:
@@ -95,10 +95,10 @@ def cmd_scan(args) -> int:
 
     name = os.path.splitext(os.path.basename(args.target))[0] if args.target.endswith(".py") else args.target
     out = args.out or os.path.join("reports", name)
-    digest = _file_sha256(args.target) if os.path.isfile(args.target) else ""
+    digest = file_sha256(args.target) if os.path.isfile(args.target) else ""
     budget = args.budget or (30.0 if args.quick else 120.0)
     if args.resume:
-        result = _resumable(out, args.target, digest)
+        result = resumable(out, args.target, digest)
         budget = args.budget or result.budget_s or budget
     else:
         result = ScanResult(target=args.target, target_sha256=digest)
@@ -110,7 +110,7 @@ def cmd_scan(args) -> int:
                     batch_sizes=args.batch_sizes or [], device=args.device, max_epochs=args.epochs,
                     quick=args.quick, max_workers_from_cli=args.max_workers is not None,
                     trial_timeout_s=args.trial_timeout, hotspots=not args.no_hotspots,
-                    allow_reorder=args.allow_reorder, started_at=_process_started_at(), finish_reserve_s=FINISH_RESERVE_S)
+                    allow_reorder=args.allow_reorder, started_at=process_started_at(), finish_reserve_s=FINISH_RESERVE_S)
     # a bar under the lines on a terminal, the lines alone in a pipe or a log; its clock is the
     # budget's, as Scan counts it (a resumed scan has spent some already)
     progress = progress_for(sys.stderr, plan.budget_s, plan.started_at - result.elapsed_s)
@@ -140,51 +140,6 @@ def cmd_scan(args) -> int:
     if interrupted:
         return 130
     return 0 if result.recommendation is not None else 1
-
-
-# Writing the reports and exiting after the last trial: 0.75 s and 0.74 s in a quick scan of
-# recipes/startup_cost.py on our 2-core machine
-FINISH_RESERVE_S = 1.5
-
-
-def _process_started_at() -> float:
-    """When this command started, on the time.monotonic() clock: the budget covers its start-up
-    (importing torch takes over a second) too."""
-    import psutil
-
-    try:
-        age = time.time() - psutil.Process().create_time()
-    except psutil.Error:
-        age = 0.0
-    return time.monotonic() - max(0.0, age)
-
-
-def _file_sha256(path: str) -> str:
-    import hashlib
-
-    with open(path, "rb") as fh:
-        return hashlib.sha256(fh.read()).hexdigest()
-
-
-def _resumable(out: str, target: str, digest: str):
-    """The saved, unfinished scan in ``out`` of the same target, unchanged since."""
-    from dlprof.records import load_json
-    from dlprof.scan_records import ScanResult
-
-    path = os.path.join(out, "results.json")
-    if not os.path.exists(path):
-        raise DlprofError(f"nothing to resume: no {path} (run the scan without --resume first)")
-    result = ScanResult.from_dict(load_json(path))
-    if result.target != target:
-        raise DlprofError(f"{path} is a scan of {result.target}, not {target}: give the same target or another --out")
-    if result.target_sha256 and digest and result.target_sha256 != digest:
-        raise DlprofError(f"{target} changed since the scan in {out} began: its trials would not compare; "
-                          "scan again without --resume")
-    if result.complete:
-        raise DlprofError(f"the scan in {out} is complete: nothing to resume (drop --resume to scan again)")
-    result.notes = [n for n in result.notes if not n.startswith("interrupted:")]
-    result.notes.append(f"resumed after an interruption: the first {len(result.trials)} trials come from the earlier run")
-    return result
 
 
 def cmd_run(args) -> int:
