@@ -25,9 +25,9 @@ from dlprof.analysis.throughput import half_width, paired_ratio
 from dlprof.records import save_json
 from dlprof.scan_records import LoaderSettings, TrialResult
 from dlprof.sweep.faults import dead_worker_pids, explain_loader_failure, explain_step_failure
+from dlprof.sweep.processes import fork_and_wait
 from dlprof.sweep.rules import buffer_matters, side_by_side_decided, side_by_side_futile, whole_epoch_turns
-from dlprof.sweep.trial import (StepRaised, len_or_none, child_setup, dead_child, fork_and_wait,
-                                trial_paths, warmup_batches)
+from dlprof.sweep.trial import StepRaised, child_setup, dead_child, len_or_none, trial_paths, warmup_batches
 
 SIDE_BY_SIDE_SCHEMA = "dlprof.side_by_side"  # the child's file: pairs, and both sides' trials
 MIN_PAIRS = 3  # pairs before the interval is judged: Student's t with 2 degrees of freedom at least

@@ -1,10 +1,15 @@
-"""The processes of one trial: its process group, its workers' shared-memory leftovers, and
-the stacks taken when it hangs. Kept apart from the measurement so each reads on its own."""
+"""The processes of one trial: its fork and the wait for it, its process group, its workers'
+shared-memory leftovers, and the stacks taken when it hangs. Kept apart from the measurement so
+each reads on its own."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
+import sys
+import tempfile
+import time
 
 
 def die_with_parent() -> None:
@@ -108,3 +113,41 @@ def dump_stacks(pgid: int, log_path: str) -> None:
             except subprocess.TimeoutExpired:
                 text = "py-spy dump did not answer within 10 s\n"
             log.write(f"\n[dlprof] the trial hung; stack of process {pid} (py-spy dump):\n{text}")
+
+
+def fork_and_wait(child, log_path: str, timeout_s: float) -> int | None:
+    """Fork; the child runs ``child(tmp_dir)``, which never returns. Wait at most ``timeout_s``:
+    the child's wait status, or None when it overran (its stacks are appended to the log first).
+    Either way its process group (DataLoader workers too) is killed and its temporary folder removed."""
+    # short, in the system's temp folder: multiprocessing puts sockets there (paths of at most
+    # 108 bytes); removed after the trial
+    base = tempfile.gettempdir()
+    tmp_dir = tempfile.mkdtemp(prefix="dlp", dir=base if len(base) <= 60 else "/tmp")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        child(tmp_dir)
+    deadline = time.monotonic() + timeout_s
+    status = None
+    try:
+        while status is None:
+            done, st = os.waitpid(pid, os.WNOHANG)
+            if done:
+                status = st
+            elif time.monotonic() > deadline:
+                dump_stacks(pid, log_path)  # where it hung, before the evidence is gone
+                kill_group(pid)
+                reap(pid)
+                return None
+            else:
+                time.sleep(0.02)
+        kill_group(pid)  # DataLoader workers the child left behind
+        return status
+    except BaseException:  # Ctrl-C or an error here: leave no trial running
+        kill_group(pid)
+        if status is None:
+            reap(pid)
+        raise
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)  # the trial's temporary files

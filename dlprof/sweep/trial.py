@@ -12,11 +12,9 @@ from __future__ import annotations
 import json
 import os
 import resource
-import shutil
 import signal
 import sys
 import tempfile
-import time
 import traceback
 from dataclasses import dataclass
 from time import perf_counter, perf_counter_ns
@@ -28,7 +26,7 @@ from dlprof.records import save_json
 from dlprof.scan_records import LoaderSettings, TrialResult
 from dlprof.sweep.faults import (Failure, dead_worker_pids, explain_dead_trial, explain_loader_failure,
                                  explain_step_failure, explain_timeout)
-from dlprof.sweep.processes import die_with_parent, dump_stacks, kill_group, reap
+from dlprof.sweep.processes import die_with_parent, fork_and_wait
 from dlprof.sweep.rules import buffer_matters
 
 _NO_SETTINGS = LoaderSettings(0, False, None, False, None)  # the target did not load
@@ -381,41 +379,3 @@ def dead_child(status: int) -> Failure:
     """Why a child that wrote no result ended, from its wait status."""
     return explain_dead_trial(signal.Signals(os.WTERMSIG(status)).name if os.WIFSIGNALED(status) else None,
                               os.WEXITSTATUS(status) if os.WIFEXITED(status) else None)
-
-
-def fork_and_wait(child, log_path: str, timeout_s: float) -> int | None:
-    """Fork; the child runs ``child(tmp_dir)``, which never returns. Wait at most ``timeout_s``:
-    the child's wait status, or None when it overran (its stacks are appended to the log first).
-    Either way its process group (DataLoader workers too) is killed and its temporary folder removed."""
-    # short, in the system's temp folder: multiprocessing puts sockets there (paths of at most
-    # 108 bytes); removed after the trial
-    base = tempfile.gettempdir()
-    tmp_dir = tempfile.mkdtemp(prefix="dlp", dir=base if len(base) <= 60 else "/tmp")
-    sys.stdout.flush()
-    sys.stderr.flush()
-    pid = os.fork()
-    if pid == 0:
-        child(tmp_dir)
-    deadline = time.monotonic() + timeout_s
-    status = None
-    try:
-        while status is None:
-            done, st = os.waitpid(pid, os.WNOHANG)
-            if done:
-                status = st
-            elif time.monotonic() > deadline:
-                dump_stacks(pid, log_path)  # where it hung, before the evidence is gone
-                kill_group(pid)
-                reap(pid)
-                return None
-            else:
-                time.sleep(0.02)
-        kill_group(pid)  # DataLoader workers the child left behind
-        return status
-    except BaseException:  # Ctrl-C or an error here: leave no trial running
-        kill_group(pid)
-        if status is None:
-            reap(pid)
-        raise
-    finally:
-        shutil.rmtree(tmp_dir, ignore_errors=True)  # the trial's temporary files
