@@ -24,7 +24,6 @@ time (the loop's cost as the acceptance benchmark counts it, after the tuner's f
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import platform
 import random
@@ -82,13 +81,13 @@ def cpu_ms(kind: str, recipe: str, epochs: int, default_threads: bool) -> tuple[
 
 
 def ratio_line(name: str, kind: list[float], none: list[float]) -> str:
-    """kind / none, round by round: geometric mean and its 95% interval (dlprof's own)."""
-    from dlprof.analysis.throughput import half_width
+    """kind / none, round by round: geometric mean and its 95% interval, as dlprof's side-by-side
+    check combines pairs (analysis.throughput.paired_ratio)."""
+    from dlprof.analysis.throughput import paired_ratio
 
-    logs = [math.log(a / b) for a, b in zip(kind, none)]
-    mean, half = statistics.mean(logs), half_width(logs)
-    return (f"{name} / none: {math.exp(mean):.3f} (95% interval {math.exp(mean - half):.3f}-"
-            f"{math.exp(mean + half):.3f}; rounds: {' '.join(f'{math.exp(x):.3f}' for x in logs)})")
+    ratio, low, high = paired_ratio(list(zip(none, kind)))
+    return (f"{name} / none: {ratio:.3f} (95% interval {low:.3f}-{high:.3f}; "
+            f"rounds: {' '.join(f'{a / b:.3f}' for a, b in zip(kind, none))})")
 
 
 def main() -> int:
